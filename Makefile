@@ -1,0 +1,50 @@
+# Thin wrapper over CMake. `make` builds, `make test` runs the whole suite twice (normal
+# build with gcc, then AddressSanitizer + UndefinedBehaviorSanitizer with clang).
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PREFIX     ?= /usr/local
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE      ?= cmake
+CTEST      ?= ctest
+SAN_CC     ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
+
+.PHONY: all build test test-normal test-asan bench demo install docs clean
+
+all: build
+
+$(BUILD)/CMakeCache.txt:
+	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+
+build: $(BUILD)/CMakeCache.txt
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	CC=$(SAN_CC) $(CMAKE) -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug \
+	  -DMPROC_SANITIZE=address,undefined -DMPROC_BUILD_BENCH=OFF
+
+test: test-normal test-asan
+
+test-normal: build
+	cd $(BUILD) && $(CTEST) --output-on-failure -j $(JOBS)
+
+test-asan: $(ASAN_BUILD)/CMakeCache.txt
+	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CTEST) --output-on-failure -j $(JOBS)
+
+bench: build
+	python3 bench/run.py $(BUILD)/bench
+
+demo: build
+	@if [ -f examples/demo.sh ]; then sh examples/demo.sh $(BUILD); \
+	 else $(BUILD)/examples/demo; fi
+
+install: build
+	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+
+docs:
+	@if command -v doxygen >/dev/null 2>&1; then doxygen docs/Doxyfile; \
+	 else echo "doxygen is not installed: apt-get install doxygen"; fi
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

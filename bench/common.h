@@ -1,0 +1,13 @@
+/* Benchmark helpers. Every case prints one machine-readable line:
+ *   RESULT <case> <impl> <value> <unit>
+ * impl is mproc, raw (the same work by hand in C: pipe(2), futex, ...), or openmp; the
+ * Python twins (bench/py_*.py) print impl "python". bench/run.py joins them into a table. */
+#ifndef MPROC_BENCH_COMMON_H
+#define MPROC_BENCH_COMMON_H
+#include <stdint.h>
+
+double bench_now(void); /* seconds, CLOCK_MONOTONIC */
+void bench_report(const char *case_name, const char *impl, double value, const char *unit);
+/* Sorts v[0..n) and returns the median. */
+double bench_median(double *v, int n);
+#endif

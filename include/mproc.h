@@ -1,0 +1,352 @@
+/*
+ * mproc — Python's multiprocessing for C.
+ *
+ * The one public header. Every object is an opaque handle made by mproc_X_new (out-parameter
+ * first) and released by mproc_X_free. Options structs may be NULL (or zeroed) for defaults.
+ *
+ * Errors: success is 0 (or a documented non-negative value); failure is negative: -errno for
+ * system errors or one of the MPROC_E* codes below. mproc_strerror() names every code.
+ *
+ * Timeouts are seconds as double: < 0 (MPROC_FOREVER) waits without limit, 0 never blocks.
+ * With timeout 0, *taking or putting* something unavailable returns MPROC_EAGAIN; *waiting for
+ * something to happen* returns MPROC_ETIMEDOUT when it has not happened.
+ *
+ * Threads: Pool, Queue, the synchronization objects and arrays are safe from several threads
+ * of one process. Process and Connection handles are for one thread at a time. Every handle
+ * made before a fork() works in the child; the child's _free releases only its own mapping.
+ * mproc never starts a thread in the caller's process.
+ */
+#ifndef MPROC_H
+#define MPROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MPROC_VERSION_MAJOR 0
+#define MPROC_VERSION_MINOR 1
+#define MPROC_VERSION_PATCH 0
+
+/* "MAJOR.MINOR.PATCH" of the library actually linked. */
+const char *mproc_version_string(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Common                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+#define MPROC_FOREVER (-1.0) /* any timeout < 0: wait without limit; 0: never block */
+
+/* Error codes. The first four are the negated errno values; the rest lie below any errno. */
+#define MPROC_EINVAL (-22)       /* bad argument (NULL handle, zero size, out of range) */
+#define MPROC_ENOMEM (-12)       /* out of memory */
+#define MPROC_ETIMEDOUT (-110)   /* the wait ran out; the awaited thing may still happen */
+#define MPROC_EAGAIN (-11)       /* timeout 0 and nothing to take / no room to put */
+#define MPROC_ESTATE (-10001)    /* not valid in this state */
+#define MPROC_ECLOSED (-10002)   /* the queue/pool/connection was closed */
+#define MPROC_EOF (-10003)       /* the peer closed and nothing is left to read */
+#define MPROC_ETASK (-10004)     /* the task function reported failure */
+#define MPROC_ECRASHED (-10005)  /* the worker died while running the task */
+#define MPROC_EEXPIRED (-10006)  /* the task ran past task_timeout; its worker was killed */
+#define MPROC_ECANCELLED (-10007) /* the pool was terminated before the task finished */
+#define MPROC_EOWNERDEAD (-10008) /* lock acquired, but its previous holder died holding it */
+#define MPROC_ETOOBIG (-10009)   /* a message or size beyond a hard limit */
+
+/* A static, never-NULL description of any return value (MPROC_E*, -errno, or 0). */
+const char *mproc_strerror(int err);
+
+/* Usable CPUs: the affinity mask, lowered by a cgroup v2 cpu.max quota when set. >= 1. */
+int mproc_cpu_count(void);
+
+/* "MainProcess" in the main program; the Process name inside a child started by mproc. */
+const char *mproc_current_process_name(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Process                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One child process running target(arg). For one thread at a time. */
+typedef struct mproc_process mproc_process;
+
+/* Runs in the child; its return value is the child's exit code. */
+typedef int (*mproc_target_fn)(void *arg);
+
+typedef struct mproc_process_opts {
+  const char *name; /* NULL: "Process-N"; copied */
+  bool daemon;      /* killed when the parent exits; non-daemons are joined at normal exit */
+} mproc_process_opts;
+
+/* Makes (does not start) a process. arg is passed as is and must stay valid until start. */
+int mproc_process_new(mproc_process **p, mproc_target_fn target, void *arg,
+                      const mproc_process_opts *opts);
+/* Forks the child. MPROC_ESTATE if already started; a child that fails to set itself up is
+ * reported here as an error code. stdout/stderr are flushed first. */
+int mproc_process_start(mproc_process *p);
+/* Waits for the child to end: 0, or MPROC_ETIMEDOUT. Reaps it. MPROC_ESTATE if not started. */
+int mproc_process_join(mproc_process *p, double timeout);
+/* Started and not yet ended. Never blocks. */
+bool mproc_process_is_alive(mproc_process *p);
+/* SIGTERM / SIGKILL / SIGINT to the child. 0 also when it has already ended. */
+int mproc_process_terminate(mproc_process *p);
+int mproc_process_kill(mproc_process *p);
+int mproc_process_interrupt(mproc_process *p);
+/* The child's pid; 0 before start. */
+pid_t mproc_process_pid(const mproc_process *p);
+/* 0 and *code = exit status, or -N if killed by signal N; MPROC_ESTATE while not finished
+ * (call join or is_alive first to reap it). */
+int mproc_process_exitcode(const mproc_process *p, int *code);
+/* The name (owned by p). */
+const char *mproc_process_name(const mproc_process *p);
+bool mproc_process_daemon(const mproc_process *p);
+/* A descriptor that becomes readable when the child ends (Python's sentinel); owned by p.
+ * -1 before start or where pidfds are not available. */
+int mproc_process_sentinel(const mproc_process *p);
+/* Releases p; a still-running child is killed and reaped. */
+void mproc_process_free(mproc_process *p);
+
+/* The pid of this process's parent (Python's parent_process().pid). */
+pid_t mproc_parent_pid(void);
+/* Reaps finished children started by mproc in this process and returns how many are still
+ * alive; when procs is non-NULL, fills up to max of their handles (not owned by the caller). */
+int mproc_active_children(mproc_process **procs, size_t max);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pipe and Connection                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One end of a pipe. For one thread at a time. */
+typedef struct mproc_conn mproc_conn;
+
+/* duplex: both ends send and receive. !duplex: *a only receives, *b only sends. */
+int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex);
+/* Sends one message of any size (0 allowed), whole; blocks while the pipe is full.
+ * A peer that is gone: -EPIPE (SIGPIPE never kills the caller). */
+int mproc_conn_send(mproc_conn *c, const void *buf, size_t len);
+/* Receives one whole message: *buf from malloc (never NULL on success, even for 0 bytes;
+ * the caller frees it), *len its size. MPROC_EOF when the peer closed and nothing is left;
+ * timeout 0 and nothing there: MPROC_EAGAIN; later: MPROC_ETIMEDOUT. */
+int mproc_conn_recv(mproc_conn *c, void **buf, size_t *len, double timeout);
+/* 1: a message or EOF is ready; 0: not within timeout. Send-only end: MPROC_EINVAL. */
+int mproc_conn_poll(mproc_conn *c, double timeout);
+/* The underlying descriptor (owned by c), for poll/epoll. */
+int mproc_conn_fileno(const mproc_conn *c);
+/* Closes and releases c. */
+void mproc_conn_free(mproc_conn *c);
+
+/* multiprocessing.connection.wait: one object to wait on. */
+typedef struct mproc_waitable {
+  mproc_conn *conn;       /* ready when a message or EOF is there */
+  mproc_process *process; /* ready when the process has ended */
+  bool ready;             /* out */
+} mproc_waitable;
+/* Waits until at least one of items[0..n) is ready; marks each ready one. Returns the number
+ * ready (>= 1), or 0 on timeout. */
+int mproc_wait(mproc_waitable *items, size_t n, double timeout);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Queue (Queue, SimpleQueue, JoinableQueue)                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct mproc_queue mproc_queue;
+typedef struct mproc_queue_opts {
+  size_t maxsize; /* most items held at once; 0: unbounded */
+  bool joinable;  /* JoinableQueue: task_done / join */
+} mproc_queue_opts;
+
+int mproc_queue_new(mproc_queue **q, const mproc_queue_opts *opts);
+/* Copies buf (any size) into the queue; blocks while full. Timeout 0 and full: MPROC_EAGAIN.
+ * Returns once the message is in shared memory: a putter never waits for a reader to exit. */
+int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, double timeout);
+/* Takes the oldest message: *buf from malloc (caller frees). Timeout 0 and empty:
+ * MPROC_EAGAIN; closed and drained: MPROC_ECLOSED. */
+int mproc_queue_get(mproc_queue *q, void **buf, size_t *len, double timeout);
+/* Items held now (exact when nothing else is in flight); negative on a bad handle. */
+long mproc_queue_qsize(mproc_queue *q);
+bool mproc_queue_empty(mproc_queue *q);
+bool mproc_queue_full(mproc_queue *q);
+/* No more puts, in every process (MPROC_ECLOSED); gets drain what is left. Twice: 0. */
+int mproc_queue_close(mproc_queue *q);
+/* JoinableQueue: marks one got item done (MPROC_ESTATE if too many). */
+int mproc_queue_task_done(mproc_queue *q);
+/* JoinableQueue: waits until every item put has been marked task_done. */
+int mproc_queue_join(mproc_queue *q, double timeout);
+void mproc_queue_free(mproc_queue *q);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Synchronization                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Lock, or RLock when recursive. Owned by the acquiring thread; robust to a holder's death. */
+typedef struct mproc_lock mproc_lock;
+int mproc_lock_new(mproc_lock **l, bool recursive);
+/* 0; MPROC_ETIMEDOUT; MPROC_EAGAIN (timeout 0); MPROC_EOWNERDEAD: acquired (held now), but
+ * the previous holder died holding it — the protected data may be inconsistent. */
+int mproc_lock_acquire(mproc_lock *l, double timeout);
+/* MPROC_ESTATE if this thread does not hold it. */
+int mproc_lock_release(mproc_lock *l);
+void mproc_lock_free(mproc_lock *l);
+
+/* Semaphore, or BoundedSemaphore. */
+typedef struct mproc_sem mproc_sem;
+int mproc_sem_new(mproc_sem **s, unsigned value, bool bounded);
+int mproc_sem_acquire(mproc_sem *s, double timeout);
+/* Bounded and already at its initial value: MPROC_ESTATE. */
+int mproc_sem_release(mproc_sem *s);
+/* The current value (>= 0), or a negative error. */
+int mproc_sem_value(mproc_sem *s);
+void mproc_sem_free(mproc_sem *s);
+
+typedef struct mproc_event mproc_event;
+int mproc_event_new(mproc_event **e);
+int mproc_event_set(mproc_event *e);
+int mproc_event_clear(mproc_event *e);
+bool mproc_event_is_set(mproc_event *e);
+/* 0 when set, MPROC_ETIMEDOUT. */
+int mproc_event_wait(mproc_event *e, double timeout);
+void mproc_event_free(mproc_event *e);
+
+/* Condition; lock NULL: it makes its own RLock. A given lock is borrowed and must outlive c. */
+typedef struct mproc_cond mproc_cond;
+int mproc_cond_new(mproc_cond **c, mproc_lock *lock);
+int mproc_cond_acquire(mproc_cond *c, double timeout);
+int mproc_cond_release(mproc_cond *c);
+/* Lock held on entry and on return; returns only when notified (0) or timed out
+ * (MPROC_ETIMEDOUT), never spuriously. Not holding the lock: MPROC_ESTATE. */
+int mproc_cond_wait(mproc_cond *c, double timeout);
+/* Wakes exactly min(n, waiting) waiters. Lock must be held (MPROC_ESTATE otherwise). */
+int mproc_cond_notify(mproc_cond *c, int n);
+int mproc_cond_notify_all(mproc_cond *c);
+void mproc_cond_free(mproc_cond *c);
+
+typedef struct mproc_barrier mproc_barrier;
+int mproc_barrier_new(mproc_barrier **b, unsigned parties);
+/* A distinct index 0..parties-1; MPROC_ETIMEDOUT (and the barrier breaks); MPROC_ESTATE
+ * when broken (until reset). */
+int mproc_barrier_wait(mproc_barrier *b, double timeout);
+int mproc_barrier_abort(mproc_barrier *b);
+int mproc_barrier_reset(mproc_barrier *b);
+void mproc_barrier_free(mproc_barrier *b);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared memory, Value and Array                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* multiprocessing.shared_memory.SharedMemory: a named segment any process of the user can
+ * attach. Names: up to 200 bytes of [A-Za-z0-9._-], optional leading '/'. */
+typedef struct mproc_shm mproc_shm;
+/* name NULL: an unguessable one is generated. A name already in use: -EEXIST. */
+int mproc_shm_create(mproc_shm **s, const char *name, size_t size);
+int mproc_shm_attach(mproc_shm **s, const char *name);
+void *mproc_shm_buf(const mproc_shm *s);
+size_t mproc_shm_size(const mproc_shm *s);
+/* The name without '/', ready for attach; owned by s. */
+const char *mproc_shm_name(const mproc_shm *s);
+/* Removes the name; mappings stay valid. mproc never unlinks on its own. */
+int mproc_shm_unlink(mproc_shm *s);
+/* Unmaps; does not unlink. */
+void mproc_shm_free(mproc_shm *s);
+
+/* Array, RawArray; a Value is an array of 1. Shared with children forked after it is made. */
+typedef struct mproc_array mproc_array;
+/* init NULL: zero-filled; else n * elem_size bytes copied. with_lock: an RLock comes with it. */
+int mproc_array_new(mproc_array **a, size_t elem_size, size_t n, const void *init, bool with_lock);
+void *mproc_array_data(const mproc_array *a);
+size_t mproc_array_len(const mproc_array *a);
+/* The array's RLock (owned by a), or NULL for a raw array. */
+mproc_lock *mproc_array_lock(const mproc_array *a);
+void mproc_array_free(mproc_array *a);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pool and AsyncResult                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A pool of worker processes. Safe from several threads of the caller. */
+typedef struct mproc_pool mproc_pool;
+/* AsyncResult. */
+typedef struct mproc_async mproc_async;
+/* Where a task writes its result (valid only during the task call). */
+typedef struct mproc_result mproc_result;
+
+/* map: one fixed-size input element to one fixed-size output element. args: the call's
+ * shared arguments (mproc_map_opts.args), NULL if none. Nonzero return: the element failed. */
+typedef int (*mproc_map_fn)(const void *in, void *out, const void *args);
+
+/* apply/imap: arbitrary bytes in, arbitrary bytes out. Nonzero return: MPROC_ETASK. */
+typedef int (*mproc_task_fn)(const void *arg, size_t len, mproc_result *res);
+/* A result buffer of len bytes to fill (replaces any earlier one); NULL on ENOMEM. */
+void *mproc_result_alloc(mproc_result *res, size_t len);
+/* Copies buf as the result. */
+int mproc_result_set(mproc_result *res, const void *buf, size_t len);
+/* Sets the failure message (printf format); returns MPROC_ETASK for `return mproc_result_fail(...)`. */
+int mproc_result_fail(mproc_result *res, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+typedef struct mproc_pool_opts {
+  int processes; /* 0: mproc_cpu_count() */
+  int (*initializer)(const void *initargs, size_t len); /* once per worker; nonzero: it failed */
+  const void *initargs;                                 /* copied */
+  size_t initargs_len;
+  unsigned maxtasksperchild; /* 0: unlimited */
+  double task_timeout;       /* 0: none; a longer task is killed with its worker: MPROC_EEXPIRED */
+} mproc_pool_opts;
+
+typedef struct mproc_map_opts {
+  size_t chunksize; /* 0: automatic */
+  const void *args; /* copied to the workers once per call, passed to every fn call */
+  size_t args_len;
+} mproc_map_opts;
+
+/* Starts the workers (and runs the initializer) now. Initializer failing in the first
+ * workers: MPROC_ETASK, and nothing is left behind. */
+int mproc_pool_new(mproc_pool **p, const mproc_pool_opts *opts);
+/* Runs fn(arg) in a worker and waits: 0 and *res (malloc'd, caller frees; res may be NULL),
+ * or the task's error code. */
+int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len, void **res,
+                     size_t *res_len);
+/* Submits fn(arg) (arg copied now); *r is the caller's, freed with mproc_async_free. */
+int mproc_pool_apply_async(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                           mproc_async **r);
+/* out[i] = fn(in[i]) for i < n, in chunks. Returns 0 or the first failure's code; the other
+ * chunks still run and out is filled where they succeeded. */
+int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                   void *out, size_t out_size, const mproc_map_opts *opts);
+/* As map, without waiting. in and out must stay valid until *r is ready. For the index and
+ * message of the first failed element: mproc_async_fail_index / mproc_async_error. */
+int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
+                         size_t in_size, void *out, size_t out_size, const mproc_map_opts *opts,
+                         mproc_async **r);
+/* No more work: later submissions get MPROC_ECLOSED. */
+int mproc_pool_close(mproc_pool *p);
+/* After close or terminate: waits for the workers to finish and exit. MPROC_ESTATE otherwise. */
+int mproc_pool_join(mproc_pool *p);
+/* Stops now: returns once the workers are dead; unfinished tasks fail with MPROC_ECANCELLED. */
+int mproc_pool_terminate(mproc_pool *p);
+/* Terminates if still running; leaves no process, descriptor or segment. */
+void mproc_pool_free(mproc_pool *p);
+
+/* 0 and the result (*res from malloc, a fresh copy each call; res and len may be NULL), or
+ * the task's error code; MPROC_ETIMEDOUT if not ready in time. map_async: status only. */
+int mproc_async_get(mproc_async *r, void **res, size_t *len, double timeout);
+/* 0 when ready, MPROC_ETIMEDOUT. */
+int mproc_async_wait(mproc_async *r, double timeout);
+bool mproc_async_ready(mproc_async *r);
+/* Ready and succeeded. */
+bool mproc_async_successful(mproc_async *r);
+/* Why it failed (owned by r); NULL if it did not fail or is not ready. */
+const char *mproc_async_error(mproc_async *r);
+/* map_async: index of the first failed element; SIZE_MAX if none failed or not ready. */
+size_t mproc_async_fail_index(mproc_async *r);
+/* Releases r; an unfinished result is discarded. */
+void mproc_async_free(mproc_async *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPROC_H */

@@ -1,0 +1,117 @@
+/*
+ * The porting contract: everything mproc needs from the operating system. Only
+ * src/os_linux.c implements it; no other file includes Linux-specific headers for these.
+ *
+ * Conventions: functions return 0 (or a documented non-negative value) or -errno. Every
+ * syscall is retried on EINTR unless the function says it reports -EINTR. Every descriptor
+ * is made close-on-exec.
+ *
+ * Deadlines are absolute CLOCK_MONOTONIC nanoseconds (int64_t). MPROC__NEVER waits without
+ * limit; a deadline already past (0 included) means "try once, do not block".
+ */
+#ifndef MPROC_OS_H
+#define MPROC_OS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define MPROC__NEVER INT64_MAX
+
+/* ---- clocks and deadlines ---- */
+
+/* CLOCK_MONOTONIC now, in ns. */
+int64_t mproc__now_ns(void);
+/* timeout < 0: MPROC__NEVER; 0: 0 (past); else now + timeout. */
+int64_t mproc__deadline(double timeout);
+/* ns left until deadline (0 if past, INT64_MAX for MPROC__NEVER). */
+int64_t mproc__remaining_ns(int64_t deadline);
+/* Milliseconds for poll(2): -1 for NEVER, rounded up so a wait never ends early. */
+int mproc__poll_ms(int64_t deadline);
+
+/* ---- futexes (shared between processes: never FUTEX_PRIVATE) ---- */
+
+/* Sleeps while *addr == expected, until woken or the deadline. 0 when woken or *addr
+ * differed, -ETIMEDOUT, or -EINTR when a signal handler ran (callers loop or report it). */
+int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline);
+/* Wakes up to n sleepers on addr (INT32_MAX: all). Returns how many woke. */
+int mproc__futex_wake(_Atomic uint32_t *addr, int n);
+
+/* A short pause for spin loops (the CPU's pause instruction). */
+void mproc__cpu_relax(void);
+
+/* ---- robust process-shared mutex ---- */
+
+/* A mutex in shared memory, owned by the thread that locked it. When its holder dies, the
+ * next locker gets MPROC_EOWNERDEAD with the mutex held (already made consistent). */
+typedef struct mproc__mutex {
+  pthread_mutex_t m;
+} mproc__mutex;
+
+/* Initializes m in place (m must lie in memory shared before any fork that uses it). */
+int mproc__mutex_init(mproc__mutex *m, bool recursive);
+/* 0; MPROC_EOWNERDEAD (held now); -ETIMEDOUT when the deadline passed without it. */
+int mproc__mutex_lock(mproc__mutex *m, int64_t deadline);
+/* 0, or MPROC_ESTATE when the calling thread does not hold it. */
+int mproc__mutex_unlock(mproc__mutex *m);
+/* Whether the calling thread holds m (for recursive mutexes too). */
+bool mproc__mutex_held(mproc__mutex *m);
+void mproc__mutex_destroy(mproc__mutex *m);
+
+/* ---- memory ---- */
+
+/* Anonymous MAP_SHARED memory, zero-filled, shared with children forked later. NULL and
+ * errno on failure. */
+void *mproc__shared_map(size_t len);
+void mproc__shared_unmap(void *p, size_t len);
+/* Page size, cached. */
+size_t mproc__page_size(void);
+/* len rounded up to whole pages; 0 on overflow. */
+size_t mproc__page_round(size_t len);
+
+/* ---- descriptors ---- */
+
+/* Reads exactly len bytes unless EOF comes first. Returns bytes read (< len only at EOF) or
+ * -errno. Partial reads and EINTR handled. */
+ssize_t mproc__read_full(int fd, void *buf, size_t len);
+/* Writes all len bytes: 0 or -errno (-EPIPE for a gone peer; SIGPIPE is never raised). */
+int mproc__write_full(int fd, const void *buf, size_t len);
+/* As mproc__write_full, for several buffers (writev), tracking partial writes. */
+struct iovec;
+int mproc__writev_full(int fd, struct iovec *iov, int iovcnt);
+/* Waits until fd has any of events: 1 ready (revents in *revents if non-NULL), 0 at the
+ * deadline, -errno. */
+int mproc__poll_fd(int fd, short events, int64_t deadline, short *revents);
+/* close(2) that never retries on EINTR (Linux has released the descriptor by then). */
+void mproc__close(int fd);
+/* Number of open descriptors of this process (for tests), or -errno. */
+int mproc__count_fds(void);
+
+/* ---- processes ---- */
+
+/* fork(2) after flushing stdout/stderr, so buffered output is neither lost nor doubled. */
+pid_t mproc__fork(void);
+/* A pidfd for pid (close-on-exec), or -errno (-ENOSYS where the kernel lacks it). */
+int mproc__pidfd_open(pid_t pid);
+/* Makes the calling (just forked) child get sig when its parent dies, then checks that the
+ * parent is still expected_parent: -ESRCH if it already died. Async-signal-safe. */
+int mproc__die_with_parent(pid_t expected_parent, int sig);
+/* waitpid(pid, status, flags) retried on EINTR: the pid, 0 (WNOHANG, still running), -errno. */
+pid_t mproc__waitpid(pid_t pid, int *status, int flags);
+/* Python's exitcode from a wait status: exit status, or -signal. */
+int mproc__exitcode(int status);
+/* Ignores SIGPIPE for the process once (mproc reports -EPIPE instead), leaving any handler
+ * the user installed alone. */
+void mproc__ignore_sigpipe(void);
+/* Gettid. */
+pid_t mproc__gettid(void);
+
+/* ---- CPUs ---- */
+
+/* CPUs in the affinity mask, lowered by a cgroup v2 cpu.max quota. >= 1. */
+int mproc__cpu_count(void);
+
+#endif /* MPROC_OS_H */

@@ -1,0 +1,436 @@
+/* Linux implementation of src/os.h. */
+#define _GNU_SOURCE
+#include "os.h"
+#include "mproc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- clocks and deadlines ---- */
+
+int64_t mproc__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t mproc__deadline(double timeout) {
+  if (timeout < 0 || timeout != timeout)
+    return MPROC__NEVER;
+  if (timeout == 0)
+    return 0;
+  /* Beyond ~292 years the sum overflows: treat it as forever. */
+  if (timeout > 9.0e9)
+    return MPROC__NEVER;
+  return mproc__now_ns() + (int64_t)(timeout * 1e9);
+}
+
+int64_t mproc__remaining_ns(int64_t deadline) {
+  if (deadline == MPROC__NEVER)
+    return INT64_MAX;
+  int64_t left = deadline - mproc__now_ns();
+  return left > 0 ? left : 0;
+}
+
+int mproc__poll_ms(int64_t deadline) {
+  if (deadline == MPROC__NEVER)
+    return -1;
+  int64_t left = mproc__remaining_ns(deadline);
+  int64_t ms = (left + 999999) / 1000000;
+  return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+static struct timespec to_timespec(int64_t ns) {
+  struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+  return ts;
+}
+
+/* ---- futexes ---- */
+
+int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline) {
+  struct timespec ts, *tsp = NULL;
+  if (deadline != MPROC__NEVER) {
+    if (deadline <= mproc__now_ns())
+      return -ETIMEDOUT;
+    ts = to_timespec(deadline);
+    tsp = &ts;
+  }
+  /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a wait cut short by a
+   * signal resumes without stretching. */
+  long rc = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, tsp, NULL,
+                    FUTEX_BITSET_MATCH_ANY);
+  if (rc == 0)
+    return 0;
+  switch (errno) {
+  case EAGAIN:
+    return 0;
+  case ETIMEDOUT:
+    return -ETIMEDOUT;
+  case EINTR:
+    return -EINTR;
+  default:
+    return -errno;
+  }
+}
+
+int mproc__futex_wake(_Atomic uint32_t *addr, int n) {
+  long rc = syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+  return rc < 0 ? -errno : (int)rc;
+}
+
+void mproc__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- thread id, cached per thread and reset in a forked child ---- */
+
+static __thread pid_t cached_tid;
+static atomic_uint fork_generation;
+static __thread unsigned cached_generation;
+
+static void atfork_child(void) { atomic_fetch_add(&fork_generation, 1); }
+
+__attribute__((constructor)) static void os_init(void) {
+  pthread_atfork(NULL, NULL, atfork_child);
+}
+
+pid_t mproc__gettid(void) {
+  unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+  if (cached_tid == 0 || cached_generation != gen) {
+    cached_tid = (pid_t)syscall(SYS_gettid);
+    cached_generation = gen;
+  }
+  return cached_tid;
+}
+
+/* ---- robust mutex ---- */
+
+int mproc__mutex_init(mproc__mutex *m, bool recursive) {
+  pthread_mutexattr_t a;
+  int rc = pthread_mutexattr_init(&a);
+  if (rc)
+    return -rc;
+  if ((rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED)) == 0 &&
+      (rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST)) == 0 &&
+      (rc = pthread_mutexattr_settype(&a, recursive ? PTHREAD_MUTEX_RECURSIVE
+                                                    : PTHREAD_MUTEX_NORMAL)) == 0)
+    rc = pthread_mutex_init(&m->m, &a);
+  pthread_mutexattr_destroy(&a);
+  return -rc;
+}
+
+int mproc__mutex_lock(mproc__mutex *m, int64_t deadline) {
+  int rc;
+  if (deadline == MPROC__NEVER) {
+    rc = pthread_mutex_lock(&m->m);
+  } else {
+    rc = pthread_mutex_trylock(&m->m);
+    if (rc == EBUSY && deadline > mproc__now_ns()) {
+      struct timespec ts = to_timespec(deadline);
+      rc = pthread_mutex_clocklock(&m->m, CLOCK_MONOTONIC, &ts);
+    }
+  }
+  switch (rc) {
+  case 0:
+    return 0;
+  case EOWNERDEAD:
+    /* The holder died: we hold it now. Mark it usable again and tell the caller, who knows
+     * whether the protected state needs repair. */
+    pthread_mutex_consistent(&m->m);
+    return MPROC_EOWNERDEAD;
+  case EBUSY:
+  case ETIMEDOUT:
+    return -ETIMEDOUT;
+  case EAGAIN: /* recursion count overflow */
+    return MPROC_ESTATE;
+  case ENOTRECOVERABLE:
+    return MPROC_ESTATE;
+  default:
+    return -rc;
+  }
+}
+
+int mproc__mutex_unlock(mproc__mutex *m) {
+  int rc = pthread_mutex_unlock(&m->m);
+  if (rc == EPERM)
+    return MPROC_ESTATE;
+  return -rc;
+}
+
+bool mproc__mutex_held(mproc__mutex *m) {
+  /* glibc keeps the owner's tid in the lock word of a robust mutex (with waiter and
+   * owner-died bits above FUTEX_TID_MASK). */
+  unsigned word = (unsigned)__atomic_load_n(&m->m.__data.__lock, __ATOMIC_ACQUIRE);
+  return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
+}
+
+void mproc__mutex_destroy(mproc__mutex *m) { (void)m; /* shared: others may still use it */ }
+
+/* ---- memory ---- */
+
+void *mproc__shared_map(size_t len) {
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void mproc__shared_unmap(void *p, size_t len) {
+  if (p)
+    munmap(p, len);
+}
+
+size_t mproc__page_size(void) {
+  static size_t page;
+  if (!page)
+    page = (size_t)sysconf(_SC_PAGESIZE);
+  return page;
+}
+
+size_t mproc__page_round(size_t len) {
+  size_t pg = mproc__page_size();
+  if (len > SIZE_MAX - pg)
+    return 0;
+  return (len + pg - 1) & ~(pg - 1);
+}
+
+/* ---- descriptors ---- */
+
+ssize_t mproc__read_full(int fd, void *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = read(fd, (char *)buf + done, len - done);
+    if (n > 0) {
+      done += (size_t)n;
+    } else if (n == 0) {
+      break;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN) {
+      /* A non-blocking descriptor mid-message: wait for the rest. */
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      if (poll(&p, 1, -1) < 0 && errno != EINTR)
+        return -errno;
+    } else {
+      return -errno;
+    }
+  }
+  return (ssize_t)done;
+}
+
+int mproc__write_full(int fd, const void *buf, size_t len) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  return mproc__writev_full(fd, &iov, 1);
+}
+
+int mproc__writev_full(int fd, struct iovec *iov, int iovcnt) {
+  while (iovcnt > 0) {
+    if (iov->iov_len == 0) {
+      iov++, iovcnt--;
+      continue;
+    }
+    ssize_t n = writev(fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, -1) < 0 && errno != EINTR)
+          return -errno;
+        continue;
+      }
+      return -errno;
+    }
+    /* Partial write: skip what went out and go on with the rest. */
+    size_t left = (size_t)n;
+    while (iovcnt > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      iov++, iovcnt--;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = (char *)iov->iov_base + left;
+      iov->iov_len -= left;
+    }
+  }
+  return 0;
+}
+
+int mproc__poll_fd(int fd, short events, int64_t deadline, short *revents) {
+  struct pollfd p = {.fd = fd, .events = events};
+  for (;;) {
+    int rc = poll(&p, 1, mproc__poll_ms(deadline));
+    if (rc > 0) {
+      if (revents)
+        *revents = p.revents;
+      return 1;
+    }
+    if (rc == 0) {
+      /* poll rounds to ms; make sure the deadline really passed. */
+      if (mproc__remaining_ns(deadline) == 0)
+        return 0;
+      continue;
+    }
+    if (errno != EINTR)
+      return -errno;
+  }
+}
+
+void mproc__close(int fd) {
+  if (fd >= 0)
+    close(fd);
+}
+
+int mproc__count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return -errno;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n - 1; /* the directory's own descriptor */
+}
+
+/* ---- processes ---- */
+
+pid_t mproc__fork(void) {
+  fflush(stdout);
+  fflush(stderr);
+  return fork();
+}
+
+int mproc__pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0)
+    return -errno;
+  /* pidfds are always close-on-exec. */
+  return (int)fd;
+#else
+  (void)pid;
+  return -ENOSYS;
+#endif
+}
+
+int mproc__die_with_parent(pid_t expected_parent, int sig) {
+  if (prctl(PR_SET_PDEATHSIG, sig) < 0)
+    return -errno;
+  /* The parent may have died before prctl took effect: then we were reparented already. */
+  if (getppid() != expected_parent)
+    return -ESRCH;
+  return 0;
+}
+
+pid_t mproc__waitpid(pid_t pid, int *status, int flags) {
+  for (;;) {
+    pid_t r = waitpid(pid, status, flags);
+    if (r >= 0)
+      return r;
+    if (errno != EINTR)
+      return -errno;
+  }
+}
+
+int mproc__exitcode(int status) {
+  if (WIFEXITED(status))
+    return WEXITSTATUS(status);
+  if (WIFSIGNALED(status))
+    return -WTERMSIG(status);
+  return 0;
+}
+
+void mproc__ignore_sigpipe(void) {
+  static atomic_bool done;
+  if (atomic_exchange(&done, true))
+    return;
+  struct sigaction old;
+  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+      !(old.sa_flags & SA_SIGINFO)) {
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ign, NULL);
+  }
+}
+
+/* ---- CPUs ---- */
+
+/* The cgroup v2 quota (cpu.max "quota period") of this process's cgroup and its ancestors,
+ * as a whole number of CPUs rounded up; 0 when there is none. */
+static int cgroup_cpu_limit(void) {
+  char line[4096];
+  FILE *f = fopen("/proc/self/cgroup", "re");
+  if (!f)
+    return 0;
+  char path[4096] = "";
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "0::", 3) == 0) {
+      snprintf(path, sizeof path, "%s", line + 3);
+      path[strcspn(path, "\n")] = 0;
+      break;
+    }
+  }
+  fclose(f);
+  if (!path[0])
+    return 0;
+  int best = 0;
+  for (;;) {
+    char file[4200];
+    snprintf(file, sizeof file, "/sys/fs/cgroup%s/cpu.max", strcmp(path, "/") ? path : "");
+    FILE *c = fopen(file, "re");
+    if (c) {
+      char quota[64];
+      long long period = 0;
+      if (fscanf(c, "%63s %lld", quota, &period) == 2 && strcmp(quota, "max") != 0 &&
+          period > 0) {
+        long long q = atoll(quota);
+        int cpus = (int)((q + period - 1) / period);
+        if (cpus < 1)
+          cpus = 1;
+        if (best == 0 || cpus < best)
+          best = cpus;
+      }
+      fclose(c);
+    }
+    char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+      break;
+    *slash = 0;
+  }
+  return best;
+}
+
+int mproc__cpu_count(void) {
+  int n = 0;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    n = CPU_COUNT(&set);
+  if (n <= 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    n = c > 0 ? (int)c : 1;
+  }
+  int quota = cgroup_cpu_limit();
+  if (quota > 0 && quota < n)
+    n = quota;
+  return n;
+}

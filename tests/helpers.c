@@ -1,0 +1,92 @@
+#define _GNU_SOURCE
+#include "helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int th_fd_count(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n - 1;
+}
+
+bool th_has_children(void) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  /* WNOWAIT: look without reaping. ECHILD means no child at all. */
+  int rc = waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
+  if (rc < 0 && errno == ECHILD)
+    return false;
+  if (rc == 0 && si.si_pid != 0)
+    return true; /* a zombie */
+  /* rc == 0 and si_pid == 0: children exist but none has exited. */
+  return rc == 0;
+}
+
+int th_shm_count(const char *prefix) {
+  DIR *d = opendir("/dev/shm");
+  if (!d)
+    return -1;
+  int n = 0;
+  struct dirent *e;
+  size_t pl = strlen(prefix);
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.' && strncmp(e->d_name, prefix, pl) == 0)
+      n++;
+  closedir(d);
+  return n;
+}
+
+static char proc_state(pid_t pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  return (p && p[1] == ' ') ? p[2] : 0;
+}
+
+bool th_pid_alive(pid_t pid) {
+  char s = proc_state(pid);
+  return s != 0 && s != 'Z' && s != 'X';
+}
+
+bool th_wait_gone(pid_t pid, double seconds) {
+  struct timespec ts = {0, 2 * 1000 * 1000};
+  int rounds = (int)(seconds / 0.002) + 1;
+  for (int i = 0; i < rounds; i++) {
+    if (!th_pid_alive(pid))
+      return true;
+    nanosleep(&ts, NULL);
+  }
+  return !th_pid_alive(pid);
+}
+
+th_scope th_begin(void) {
+  th_scope s = {th_fd_count(), th_shm_count("mproc")};
+  return s;
+}
+
+void th_end(th_scope s) {
+  cr_expect_eq(th_fd_count(), s.fds, "descriptors leaked: %d before, %d after", s.fds,
+               th_fd_count());
+  cr_expect(!th_has_children(), "a child process is left");
+  cr_expect_eq(th_shm_count("mproc"), s.shm, "shared segments left in /dev/shm");
+}

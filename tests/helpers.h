@@ -1,0 +1,29 @@
+/* Shared checks for every test suite: what a test leaves behind. */
+#ifndef MPROC_TEST_HELPERS_H
+#define MPROC_TEST_HELPERS_H
+
+#include <criterion/criterion.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* Open descriptors of this process. */
+int th_fd_count(void);
+/* Whether this process has any child left (running or zombie). */
+bool th_has_children(void);
+/* Entries in /dev/shm whose name starts with prefix ("" for all). */
+int th_shm_count(const char *prefix);
+/* Whether pid still exists (a zombie counts as gone when reap is false... see helpers.c). */
+bool th_pid_alive(pid_t pid);
+/* Waits up to seconds for pid to be gone (not in /proc, or a zombie). */
+bool th_wait_gone(pid_t pid, double seconds);
+
+/* Open a leak scope at the start of a test and check it at the end. */
+typedef struct th_scope {
+  int fds;
+  int shm;
+} th_scope;
+th_scope th_begin(void);
+/* Asserts: same descriptor count, no child left, no new mproc segment in /dev/shm. */
+void th_end(th_scope s);
+
+#endif
