@@ -1,0 +1,801 @@
+/*
+ * Pool and AsyncResult, the caller's side: submission onto the task ring, collection from
+ * the result ring, and the process-local table that routes each result to its AsyncResult.
+ *
+ * No thread is started here. Results are collected inside mproc calls (get, wait, map,
+ * join): one caller thread at a time is the collector (p->collecting); the others wait on
+ * p->cv and are woken after each batch the collector dispatches, and when it leaves.
+ * Lock order: the result ring's read side, then p->mu.
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PROCESSES 4096
+#define COLLECT_BATCH 256
+
+enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
+
+typedef struct entry {
+  uint64_t id; /* 0: free */
+  mproc_async *a;
+} entry;
+
+struct mproc_async {
+  mproc_pool *pool; /* meaningful only while not ready */
+  _Atomic bool ready;
+  int rc;
+  char *err;
+  void *res;
+  size_t len;
+  bool is_map;
+  /* map_async */
+  char *out;
+  size_t out_size, n, chunksize, nchunks, left, fail_index;
+  uint64_t first_id;
+};
+
+struct mproc_pool {
+  mproc__pool_ctx ctx;
+  pid_t owner;
+  pid_t sup_pid;
+  int sup_fd;
+  bool sup_reaped;
+  pthread_mutex_t join_mu; /* one thread waits for the supervisor's exit */
+  pthread_mutex_t mu;      /* everything below */
+  pthread_cond_t cv;
+  int state;
+  bool collecting;
+  uint64_t next_id;
+  entry *tab;
+  size_t tab_cap, tab_len;
+};
+
+static const char cancelled_msg[] = "the pool was terminated before the task finished";
+
+/* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
+
+static size_t home(const mproc_pool *p, uint64_t id) {
+  return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & (p->tab_cap - 1);
+}
+
+static size_t tab_find(const mproc_pool *p, uint64_t id) {
+  if (!p->tab_cap)
+    return SIZE_MAX;
+  for (size_t i = home(p, id);; i = (i + 1) & (p->tab_cap - 1)) {
+    if (p->tab[i].id == id)
+      return i;
+    if (p->tab[i].id == 0)
+      return SIZE_MAX;
+  }
+}
+
+static void tab_insert(mproc_pool *p, uint64_t id, mproc_async *a) {
+  size_t i = home(p, id);
+  while (p->tab[i].id)
+    i = (i + 1) & (p->tab_cap - 1);
+  p->tab[i] = (entry){id, a};
+  p->tab_len++;
+}
+
+static int tab_reserve(mproc_pool *p, size_t more) {
+  if ((p->tab_len + more) * 2 <= p->tab_cap)
+    return 0;
+  size_t cap = p->tab_cap ? p->tab_cap : 64;
+  while ((p->tab_len + more) * 2 > cap) {
+    if (cap > SIZE_MAX / (2 * sizeof(entry)))
+      return MPROC_ENOMEM;
+    cap *= 2;
+  }
+  entry *old = p->tab;
+  size_t old_cap = p->tab_cap;
+  entry *t = calloc(cap, sizeof *t);
+  if (!t)
+    return MPROC_ENOMEM;
+  p->tab = t;
+  p->tab_cap = cap;
+  p->tab_len = 0;
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i].id)
+      tab_insert(p, old[i].id, old[i].a);
+  free(old);
+  return 0;
+}
+
+/* Removes id, shifting later entries of its probe run back (no tombstones). */
+static void tab_delete(mproc_pool *p, uint64_t id) {
+  size_t i = tab_find(p, id), mask = p->tab_cap - 1;
+  if (i == SIZE_MAX)
+    return;
+  for (size_t j = (i + 1) & mask; p->tab[j].id; j = (j + 1) & mask) {
+    size_t k = home(p, p->tab[j].id);
+    /* Move j into the hole at i unless its home lies cyclically in (i, j]. */
+    bool stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+    if (!stays) {
+      p->tab[i] = p->tab[j];
+      i = j;
+    }
+  }
+  p->tab[i].id = 0;
+  p->tab_len--;
+}
+
+/* ---- completion (under p->mu) ---- */
+
+static void finish(mproc_pool *p, mproc_async *a, int rc) {
+  a->rc = rc;
+  atomic_store_explicit(&a->ready, true, memory_order_release);
+  (void)p;
+}
+
+static char *copy_msg(const char *msg, size_t len) {
+  char *m = malloc(len + 1);
+  if (m) {
+    memcpy(m, msg, len);
+    m[len] = 0;
+  }
+  return m;
+}
+
+static void dispatch_map(mproc_async *a, const mproc__result_hdr *h, const char *msg,
+                         const char *data) {
+  size_t c = (size_t)(h->id - a->first_id);
+  size_t start = c * a->chunksize;
+  size_t count = a->n - start < a->chunksize ? a->n - start : a->chunksize;
+  if (h->data_len == (uint64_t)count * a->out_size && h->data_len)
+    memcpy(a->out + start * a->out_size, data, h->data_len);
+  if (h->status != 0) {
+    size_t idx = start + (h->fail_index < count ? (size_t)h->fail_index : 0);
+    if (idx < a->fail_index) {
+      a->fail_index = idx;
+      a->rc = h->status;
+      free(a->err);
+      a->err = copy_msg(msg, h->msg_len);
+    }
+  }
+}
+
+/* Routes one result message to its AsyncResult; unknown ids (freed, or a second delivery of
+ * a task whose first reader died) are dropped. */
+static void dispatch(mproc_pool *p, const void *msg, size_t len) {
+  mproc__result_hdr h;
+  if (len < sizeof h)
+    return;
+  memcpy(&h, msg, sizeof h);
+  if (sizeof h + (uint64_t)h.msg_len + h.data_len > len)
+    return;
+  size_t i = tab_find(p, h.id);
+  if (i == SIZE_MAX)
+    return;
+  mproc_async *a = p->tab[i].a;
+  tab_delete(p, h.id);
+  const char *text = (const char *)msg + sizeof h;
+  const char *data = text + h.msg_len;
+  if (a->is_map) {
+    dispatch_map(a, &h, text, data);
+    if (--a->left == 0)
+      finish(p, a, a->rc);
+    return;
+  }
+  int rc = h.status;
+  if (rc == 0) {
+    a->res = malloc(h.data_len ? h.data_len : 1);
+    if (a->res) {
+      memcpy(a->res, data, h.data_len);
+      a->len = h.data_len;
+    } else {
+      rc = MPROC_ENOMEM;
+    }
+  } else {
+    a->err = copy_msg(text, h.msg_len);
+  }
+  finish(p, a, rc);
+}
+
+/* Every unfinished AsyncResult gets MPROC_ECANCELLED. */
+static void cancel_all(mproc_pool *p) {
+  for (size_t i = 0; i < p->tab_cap; i++) {
+    mproc_async *a = p->tab[i].a;
+    if (!p->tab[i].id || atomic_load(&a->ready))
+      continue;
+    if (!a->is_map || a->rc == 0) {
+      free(a->err);
+      a->err = copy_msg(cancelled_msg, sizeof cancelled_msg - 1);
+      a->rc = MPROC_ECANCELLED;
+    }
+    finish(p, a, a->rc);
+  }
+  memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
+  p->tab_len = 0;
+}
+
+/* ---- collection ---- */
+
+/* Takes results off the ring until the deadline brings one, then whatever else is there.
+ * Called by the collector without p->mu. 0, -ETIMEDOUT, MPROC_ECLOSED. */
+static int collect(mproc_pool *p, int64_t deadline) {
+  mproc__ring_msg m;
+  int rc = mproc__ring_read_begin(p->ctx.results, &m, deadline);
+  if (rc < 0)
+    return rc;
+  pthread_mutex_lock(&p->mu);
+  for (int n = 0;; n++) {
+    dispatch(p, m.data, m.len);
+    mproc__ring_read_end(p->ctx.results, &m, true);
+    /* Only the collector reads this ring, so a no-wait read under p->mu cannot deadlock. */
+    if (n == COLLECT_BATCH || mproc__ring_read_begin(p->ctx.results, &m, 0) != 0)
+      break;
+  }
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return 0;
+}
+
+static int cond_wait_until(mproc_pool *p, int64_t deadline) {
+  if (deadline == MPROC__NEVER)
+    return pthread_cond_wait(&p->cv, &p->mu);
+  struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+  return pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+}
+
+/* Waits (under p->mu) until a is ready (a NULL: until the ring is drained and closed) or
+ * the deadline, collecting meanwhile. 0 or MPROC_ETIMEDOUT. */
+static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
+  while (!(a && atomic_load(&a->ready))) {
+    if (p->collecting) {
+      if (cond_wait_until(p, deadline) == ETIMEDOUT && !(a && atomic_load(&a->ready)))
+        return MPROC_ETIMEDOUT;
+      continue;
+    }
+    p->collecting = true;
+    pthread_mutex_unlock(&p->mu);
+    int rc = collect(p, deadline);
+    pthread_mutex_lock(&p->mu);
+    p->collecting = false;
+    pthread_cond_broadcast(&p->cv);
+    if (rc == MPROC_ECLOSED) {
+      cancel_all(p); /* the supervisor is gone: nothing more will come */
+      return 0;
+    }
+    if (rc == -ETIMEDOUT && !(a && atomic_load(&a->ready)))
+      return MPROC_ETIMEDOUT;
+    if (rc < 0 && rc != -ETIMEDOUT)
+      return rc;
+  }
+  return 0;
+}
+
+static int await(mproc_async *a, int64_t deadline) {
+  if (atomic_load_explicit(&a->ready, memory_order_acquire))
+    return 0;
+  mproc_pool *p = a->pool;
+  pthread_mutex_lock(&p->mu);
+  int rc = await_locked(p, a, deadline);
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+/* ---- the supervisor's end ---- */
+
+static void wait_supervisor(mproc_pool *p) {
+  pthread_mutex_lock(&p->join_mu);
+  if (!p->sup_reaped) {
+    pid_t r = mproc__waitpid(p->sup_pid, NULL, 0);
+    /* -ECHILD: the caller ignores SIGCHLD and the kernel reaped it; the pidfd still tells. */
+    if (r < 0 && p->sup_fd >= 0)
+      mproc__poll_fd(p->sup_fd, POLLIN, MPROC__NEVER, NULL);
+    p->sup_reaped = true;
+  }
+  pthread_mutex_unlock(&p->join_mu);
+}
+
+/* After the supervisor's exit: collects what it left behind, cancels the rest. */
+static void settle(mproc_pool *p) {
+  wait_supervisor(p);
+  mproc__ring_close(p->ctx.results);
+  mproc__ring_close(p->ctx.tasks);
+  pthread_mutex_lock(&p->mu);
+  await_locked(p, NULL, MPROC__NEVER);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- making and ending a pool ---- */
+
+static int check_opts(const mproc_pool_opts *o) {
+  if (!o)
+    return 0;
+  if (o->processes < 0 || o->processes > MAX_PROCESSES)
+    return MPROC_EINVAL;
+  if (!(o->task_timeout >= 0) || o->task_timeout > 1e9)
+    return MPROC_EINVAL;
+  if (!o->initargs && o->initargs_len)
+    return MPROC_EINVAL;
+  return 0;
+}
+
+static void release(mproc_pool *p) {
+  mproc__ring_free(p->ctx.tasks);
+  mproc__ring_free(p->ctx.results);
+  mproc__shared_unmap(p->ctx.sh, p->ctx.sh_len);
+  mproc__close(p->ctx.ctl_fd);
+  mproc__close(p->sup_fd);
+  free(p->ctx.initargs);
+  free(p->tab);
+  pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->join_mu);
+  pthread_cond_destroy(&p->cv);
+  free(p);
+}
+
+static int init_locals(mproc_pool *p) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(&p->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (rc)
+    return -rc;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->join_mu, NULL);
+  p->sup_fd = -1;
+  p->ctx.ctl_fd = -1;
+  p->owner = getpid();
+  return 0;
+}
+
+static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
+  mproc__pool_ctx *c = &p->ctx;
+  c->nworkers = o && o->processes ? o->processes : mproc__cpu_count();
+  c->maxtasks = o ? o->maxtasksperchild : 0;
+  c->timeout_s = o ? o->task_timeout : 0;
+  c->timeout_ns = (int64_t)(c->timeout_s * 1e9);
+  c->initializer = o ? o->initializer : NULL;
+  c->caller = p->owner;
+  if (o && o->initargs_len) {
+    if (!(c->initargs = malloc(o->initargs_len)))
+      return MPROC_ENOMEM;
+    memcpy(c->initargs, o->initargs, o->initargs_len);
+    c->initargs_len = o->initargs_len;
+  }
+  c->sh_len = mproc__page_round(sizeof *c->sh + (size_t)c->nworkers * sizeof(mproc__pool_slot));
+  if (!(c->sh = mproc__shared_map(c->sh_len)))
+    return -errno;
+  int rc = mproc__ring_new(&c->tasks, NULL);
+  if (rc == 0)
+    rc = mproc__ring_new(&c->results, NULL);
+  if (rc == 0 && (c->ctl_fd = mproc__eventfd()) < 0)
+    rc = c->ctl_fd;
+  return rc;
+}
+
+/* Waits until every first worker has run its initializer (or one failed). */
+static int wait_boot(mproc_pool *p) {
+  mproc__pool_shared *sh = p->ctx.sh;
+  for (;;) {
+    uint32_t b = atomic_load(&sh->boot);
+    if (b == MPROC__BOOT_OK)
+      return 0;
+    if (b == MPROC__BOOT_FAILED)
+      return MPROC_ETASK;
+    /* A slice, so a supervisor that died without a word is noticed too. */
+    mproc__futex_wait(&sh->boot, MPROC__BOOT_WAIT, mproc__now_ns() + 50 * 1000000);
+    if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT &&
+        mproc__waitpid(p->sup_pid, NULL, WNOHANG) != 0) {
+      p->sup_reaped = true;
+      return MPROC_ECRASHED;
+    }
+  }
+}
+
+int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
+  if (!out)
+    return MPROC_EINVAL;
+  *out = NULL;
+  int rc = check_opts(opts);
+  if (rc)
+    return rc;
+  mproc_pool *p = calloc(1, sizeof *p);
+  if (!p)
+    return MPROC_ENOMEM;
+  if ((rc = init_locals(p)) != 0) {
+    free(p);
+    return rc;
+  }
+  if ((rc = init_shared(p, opts)) != 0) {
+    release(p);
+    return rc;
+  }
+  pid_t pid = mproc__fork();
+  if (pid == 0)
+    mproc__pool_supervise(&p->ctx);
+  if (pid < 0) {
+    rc = -errno;
+    release(p);
+    return rc;
+  }
+  p->sup_pid = pid;
+  p->sup_fd = mproc__pidfd_open(pid);
+  if ((rc = wait_boot(p)) != 0) {
+    wait_supervisor(p); /* it kills and reaps the workers before it exits */
+    release(p);
+    return rc;
+  }
+  *out = p;
+  return 0;
+}
+
+int mproc_pool_close(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  if (p->owner != getpid())
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&p->mu);
+  int rc = 0;
+  if (p->state == POOL_RUNNING) {
+    p->state = POOL_CLOSED;
+    /* One stop message per worker, behind every task: each worker exits on one. */
+    mproc__task_hdr h = {.kind = MPROC__TASK_STOP};
+    for (int i = 0; i < p->ctx.nworkers && rc == 0; i++)
+      rc = mproc__ring_put(p->ctx.tasks, &h, sizeof h, MPROC__NEVER);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return rc == MPROC_ECLOSED ? 0 : rc;
+}
+
+int mproc_pool_join(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  if (p->owner != getpid())
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&p->mu);
+  int state = p->state;
+  pthread_mutex_unlock(&p->mu);
+  if (state == POOL_RUNNING)
+    return MPROC_ESTATE;
+  settle(p);
+  pthread_mutex_lock(&p->mu);
+  if (p->state == POOL_CLOSED)
+    p->state = POOL_JOINED;
+  pthread_mutex_unlock(&p->mu);
+  return 0;
+}
+
+int mproc_pool_terminate(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  if (p->owner != getpid())
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&p->mu);
+  if (p->state != POOL_JOINED)
+    p->state = POOL_TERMINATED;
+  pthread_mutex_unlock(&p->mu);
+  atomic_fetch_or(&p->ctx.sh->flags, MPROC__FLAG_TERMINATE);
+  mproc__eventfd_signal(p->ctx.ctl_fd);
+  settle(p);
+  return 0;
+}
+
+void mproc_pool_free(mproc_pool *p) {
+  if (!p)
+    return;
+  if (p->owner == getpid()) {
+    mproc_pool_terminate(p);
+    pthread_mutex_lock(&p->mu);
+    cancel_all(p);
+    pthread_mutex_unlock(&p->mu);
+  }
+  /* In a forked child only this process's view goes: the pool's processes are the owner's. */
+  release(p);
+}
+
+pid_t mproc__pool_supervisor_pid(mproc_pool *p) { return p ? p->sup_pid : 0; }
+
+int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max) {
+  if (!p)
+    return MPROC_EINVAL;
+  int n = 0;
+  for (int i = 0; i < p->ctx.nworkers; i++) {
+    pid_t pid = atomic_load(&p->ctx.sh->slots[i].pid);
+    uint32_t st = atomic_load(&p->ctx.sh->slots[i].state);
+    if (pid > 0 && st == MPROC__SLOT_READY) {
+      if (pids && (size_t)n < max)
+        pids[n] = pid;
+      n++;
+    }
+  }
+  return n;
+}
+
+/* ---- submission ---- */
+
+/* Registers ids [first, first + count) for a and puts each message built by make().
+ * Under p->mu. On failure no id stays registered (chunks already put run for nothing). */
+static int submit_locked(mproc_pool *p, mproc_async *a, size_t count,
+                         int (*put)(mproc_pool *, uint64_t, size_t, void *), void *arg) {
+  if (p->state != POOL_RUNNING)
+    return MPROC_ECLOSED;
+  int rc = tab_reserve(p, count);
+  if (rc)
+    return rc;
+  uint64_t first = p->next_id + 1;
+  size_t i = 0;
+  for (; i < count; i++) {
+    tab_insert(p, first + i, a);
+    if ((rc = put(p, first + i, i, arg)) != 0)
+      break;
+  }
+  if (rc) {
+    for (size_t j = 0; j <= i && j < count; j++)
+      tab_delete(p, first + j);
+    return rc;
+  }
+  p->next_id += count;
+  a->pool = p;
+  a->first_id = first;
+  return 0;
+}
+
+typedef struct apply_args {
+  mproc_task_fn fn;
+  const void *arg;
+  size_t len;
+} apply_args;
+
+static int put_apply(mproc_pool *p, uint64_t id, size_t i, void *arg) {
+  (void)i;
+  apply_args *x = arg;
+  mproc__task_hdr h = {.id = id, .kind = MPROC__TASK_APPLY, .task = x->fn};
+  struct iovec iov[2] = {{&h, sizeof h}, {(void *)x->arg, x->len}};
+  return mproc__ring_putv(p->ctx.tasks, iov, 2, MPROC__NEVER);
+}
+
+static int check_pool(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  return p->owner == getpid() ? 0 : MPROC_ESTATE;
+}
+
+static int apply_submit(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                        mproc_async *a) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  if (!fn || (!arg && len) || len > (size_t)PTRDIFF_MAX)
+    return MPROC_EINVAL;
+  apply_args x = {fn, arg, len};
+  pthread_mutex_lock(&p->mu);
+  rc = submit_locked(p, a, 1, put_apply, &x);
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+int mproc_pool_apply_async(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                           mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  int rc = apply_submit(p, fn, arg, len, a);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len, void **res,
+                     size_t *res_len) {
+  mproc_async a = {0};
+  int rc = apply_submit(p, fn, arg, len, &a);
+  if (rc)
+    return rc;
+  await(&a, MPROC__NEVER);
+  rc = a.rc;
+  if (rc == 0 && res) {
+    *res = a.res; /* handed over: no second copy */
+    a.res = NULL;
+  } else if (res) {
+    *res = NULL;
+  }
+  if (res_len)
+    *res_len = rc == 0 ? a.len : 0;
+  free(a.res);
+  free(a.err);
+  return rc;
+}
+
+/* ---- map ---- */
+
+typedef struct map_args {
+  mproc_map_fn fn;
+  const char *in;
+  size_t in_size, out_size, n, chunksize;
+  const void *args;
+  size_t args_len;
+} map_args;
+
+static const char zeros[16];
+
+static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
+  map_args *x = arg;
+  size_t start = c * x->chunksize;
+  size_t count = x->n - start < x->chunksize ? x->n - start : x->chunksize;
+  size_t bytes = count * x->in_size;
+  mproc__task_hdr h = {.id = id,
+                       .kind = MPROC__TASK_MAP,
+                       .map = x->fn,
+                       .in_size = x->in_size,
+                       .out_size = x->out_size,
+                       .count = count,
+                       .args_len = x->args_len,
+                       .start = start};
+  struct iovec iov[4] = {{&h, sizeof h},
+                         {(void *)(x->in + start * x->in_size), bytes},
+                         {(void *)zeros, ((bytes + 15) & ~(size_t)15) - bytes},
+                         {(void *)x->args, x->args_len}};
+  return mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
+}
+
+/* Python's ceil(n / (4 * workers)), with chunks kept under a few MiB so that one copy in
+ * and out of the ring stays cache- and ring-friendly. */
+static size_t auto_chunksize(size_t n, size_t in_size, size_t out_size, int workers) {
+  size_t w4 = 4 * (size_t)workers;
+  size_t cs = n / w4 + (n % w4 != 0);
+  size_t elem = in_size > out_size ? in_size : out_size;
+  size_t cap = (4u << 20) / elem;
+  if (cs > cap)
+    cs = cap;
+  return cs ? cs : 1;
+}
+
+static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                     void *out, size_t out_size, const mproc_map_opts *o) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  if (!fn || in_size == 0 || (n && !in) || (n && out_size && !out))
+    return MPROC_EINVAL;
+  if (o && !o->args && o->args_len)
+    return MPROC_EINVAL;
+  size_t lim = (size_t)PTRDIFF_MAX / 2;
+  if (in_size > lim || out_size > lim || (n && (n > lim / in_size || (out_size && n > lim / out_size))))
+    return MPROC_EINVAL;
+  return 0;
+}
+
+static int map_submit(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                      void *out, size_t out_size, const mproc_map_opts *o, mproc_async *a) {
+  int rc = check_map(p, fn, in, n, in_size, out, out_size, o);
+  if (rc)
+    return rc;
+  map_args x = {fn, in, in_size, out_size, n, 0, o ? o->args : NULL, o ? o->args_len : 0};
+  x.chunksize = o && o->chunksize ? o->chunksize : auto_chunksize(n, in_size, out_size,
+                                                                   p->ctx.nworkers);
+  a->is_map = true;
+  a->out = out;
+  a->out_size = out_size;
+  a->n = n;
+  a->chunksize = x.chunksize;
+  a->nchunks = n / x.chunksize + (n % x.chunksize != 0);
+  a->left = a->nchunks;
+  a->fail_index = SIZE_MAX;
+  pthread_mutex_lock(&p->mu);
+  if (n == 0) {
+    rc = p->state == POOL_RUNNING ? 0 : MPROC_ECLOSED;
+    if (rc == 0)
+      finish(p, a, 0);
+  } else {
+    rc = submit_locked(p, a, a->nchunks, put_chunk, &x);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
+                         size_t in_size, void *out, size_t out_size, const mproc_map_opts *opts,
+                         mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  int rc = map_submit(p, fn, in, n, in_size, out, out_size, opts, a);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                   void *out, size_t out_size, const mproc_map_opts *opts) {
+  mproc_async a = {0};
+  int rc = map_submit(p, fn, in, n, in_size, out, out_size, opts, &a);
+  if (rc)
+    return rc;
+  await(&a, MPROC__NEVER);
+  free(a.err);
+  return a.rc;
+}
+
+/* ---- AsyncResult ---- */
+
+int mproc_async_wait(mproc_async *r, double timeout) {
+  if (!r)
+    return MPROC_EINVAL;
+  return await(r, mproc__deadline(timeout));
+}
+
+int mproc_async_get(mproc_async *r, void **res, size_t *len, double timeout) {
+  if (!r)
+    return MPROC_EINVAL;
+  int rc = await(r, mproc__deadline(timeout));
+  if (rc)
+    return rc;
+  if (res)
+    *res = NULL;
+  if (len)
+    *len = 0;
+  if (r->rc)
+    return r->rc;
+  if (res && !r->is_map) {
+    if (!(*res = malloc(r->len ? r->len : 1)))
+      return MPROC_ENOMEM;
+    memcpy(*res, r->res, r->len);
+  }
+  if (len && !r->is_map)
+    *len = r->len;
+  return 0;
+}
+
+bool mproc_async_ready(mproc_async *r) {
+  if (!r)
+    return false;
+  await(r, 0); /* collects what has arrived: there is no thread to do it */
+  return atomic_load(&r->ready);
+}
+
+bool mproc_async_successful(mproc_async *r) { return mproc_async_ready(r) && r->rc == 0; }
+
+const char *mproc_async_error(mproc_async *r) {
+  if (!r || !atomic_load(&r->ready) || r->rc == 0)
+    return NULL;
+  return r->err ? r->err : mproc_strerror(r->rc);
+}
+
+size_t mproc_async_fail_index(mproc_async *r) {
+  if (!r || !r->is_map || !atomic_load(&r->ready) || r->rc == 0)
+    return SIZE_MAX;
+  return r->fail_index;
+}
+
+void mproc_async_free(mproc_async *r) {
+  if (!r)
+    return;
+  if (!atomic_load(&r->ready) && r->pool) {
+    mproc_pool *p = r->pool;
+    pthread_mutex_lock(&p->mu);
+    if (!atomic_load(&r->ready)) {
+      size_t count = r->is_map ? r->nchunks : 1;
+      for (size_t i = 0; i < count; i++)
+        tab_delete(p, r->first_id + i);
+    }
+    pthread_mutex_unlock(&p->mu);
+  }
+  free(r->err);
+  free(r->res);
+  free(r);
+}
