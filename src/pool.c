@@ -543,6 +543,9 @@ static int submit_locked(mproc_pool *p, mproc_async *a, size_t count,
   return 0;
 }
 
+/* A base for empty iovecs (never NULL) and for padding. */
+static const char zeros[16];
+
 typedef struct apply_args {
   mproc_task_fn fn;
   const void *arg;
@@ -553,7 +556,7 @@ static int put_apply(mproc_pool *p, uint64_t id, size_t i, void *arg) {
   (void)i;
   apply_args *x = arg;
   mproc__task_hdr h = {.id = id, .kind = MPROC__TASK_APPLY, .task = x->fn};
-  struct iovec iov[2] = {{&h, sizeof h}, {(void *)x->arg, x->len}};
+  struct iovec iov[2] = {{&h, sizeof h}, {(void *)(x->arg ? x->arg : zeros), x->len}};
   return mproc__ring_putv(p->ctx.tasks, iov, 2, MPROC__NEVER);
 }
 
@@ -625,8 +628,6 @@ typedef struct map_args {
   size_t args_len;
 } map_args;
 
-static const char zeros[16];
-
 static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
   map_args *x = arg;
   size_t start = c * x->chunksize;
@@ -643,7 +644,7 @@ static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
   struct iovec iov[4] = {{&h, sizeof h},
                          {(void *)(x->in + start * x->in_size), bytes},
                          {(void *)zeros, ((bytes + 15) & ~(size_t)15) - bytes},
-                         {(void *)x->args, x->args_len}};
+                         {(void *)(x->args ? x->args : zeros), x->args_len}};
   return mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
 }
 

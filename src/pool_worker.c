@@ -106,7 +106,7 @@ int mproc__pool_post_failure(mproc__ring *results, uint64_t id, int status, uint
   mproc__result_hdr h = {.id = id, .status = status, .fail_index = fail_index};
   size_t len = msg ? strlen(msg) : 0;
   h.msg_len = (uint32_t)(len > MPROC__POOL_MSG_MAX ? MPROC__POOL_MSG_MAX : len);
-  struct iovec iov[2] = {{&h, sizeof h}, {(void *)msg, h.msg_len}};
+  struct iovec iov[2] = {{&h, sizeof h}, {(void *)(msg ? msg : ""), h.msg_len}};
   return mproc__ring_putv(results, iov, 2, MPROC__NEVER);
 }
 
@@ -116,7 +116,8 @@ static void post(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_in
   mproc__result_hdr h = {.id = id, .status = status, .fail_index = fail_index};
   h.msg_len = res->has_msg && res->msg ? (uint32_t)res->msg_len : 0;
   h.data_len = with_data ? res->len : 0;
-  struct iovec iov[3] = {{&h, sizeof h}, {res->msg, h.msg_len}, {res->buf, h.data_len}};
+  struct iovec iov[3] = {{&h, sizeof h}, {h.msg_len ? res->msg : (char *)&h, h.msg_len},
+                         {h.data_len ? res->buf : (char *)&h, h.data_len}};
   int rc = mproc__ring_putv(ctx->results, iov, 3, MPROC__NEVER);
   if (rc == MPROC_ENOMEM)
     mproc__pool_post_failure(ctx->results, id, MPROC_ETASK, fail_index,
