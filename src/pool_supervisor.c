@@ -59,6 +59,8 @@ static bool spawn(sup *s, int i) {
     /* The supervisor is single-threaded, so its death signal is the process's death. */
     if (mproc__die_with_parent(s->self, SIGKILL) < 0)
       _exit(1);
+    /* Set here too: the caller may see this worker ready before fork returns up there. */
+    atomic_store(&slot->pid, getpid());
     mproc__close(s->sig_fd);
     mproc__close(s->caller_fd);
     mproc__pool_worker(s->ctx, i, &s->orig_mask);
