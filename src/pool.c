@@ -21,6 +21,7 @@
 
 #define MAX_PROCESSES 4096
 #define COLLECT_BATCH 256
+#define SUPERVISOR_CHECK_NS (200 * 1000000)
 
 enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
 
@@ -49,6 +50,7 @@ struct mproc_pool {
   pid_t sup_pid;
   int sup_fd;
   bool sup_reaped;
+  bool sup_lost; /* the supervisor died on its own (killed from outside) */
   pthread_mutex_t join_mu; /* one thread waits for the supervisor's exit */
   pthread_mutex_t mu;      /* everything below */
   pthread_cond_t cv;
@@ -60,6 +62,7 @@ struct mproc_pool {
 };
 
 static const char cancelled_msg[] = "the pool was terminated before the task finished";
+static const char lost_msg[] = "the pool's supervisor process died before the task finished";
 
 /* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
 
@@ -200,16 +203,21 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   finish(p, a, rc);
 }
 
-/* Every unfinished AsyncResult gets MPROC_ECANCELLED. */
+/* Every unfinished AsyncResult fails: MPROC_ECANCELLED after terminate, MPROC_ECRASHED when
+ * the supervisor died under a running pool. */
 static void cancel_all(mproc_pool *p) {
+  bool lost = p->sup_lost;
+  const char *msg = lost ? lost_msg : cancelled_msg;
   for (size_t i = 0; i < p->tab_cap; i++) {
     mproc_async *a = p->tab[i].a;
     if (!p->tab[i].id || atomic_load(&a->ready))
       continue;
     if (!a->is_map || a->rc == 0) {
       free(a->err);
-      a->err = copy_msg(cancelled_msg, sizeof cancelled_msg - 1);
-      a->rc = MPROC_ECANCELLED;
+      a->err = copy_msg(msg, strlen(msg));
+      a->rc = lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
+      if (a->is_map)
+        a->fail_index = a->fail_index == SIZE_MAX ? 0 : a->fail_index;
     }
     finish(p, a, a->rc);
   }
@@ -239,6 +247,28 @@ static int collect(mproc_pool *p, int64_t deadline) {
   return 0;
 }
 
+/* A supervisor that died without being asked to (the collector's check, between slices):
+ * closing the result ring lets the collector drain it and then fail what is left. */
+static void check_supervisor(mproc_pool *p) {
+  if (p->sup_fd < 0 || mproc__poll_fd(p->sup_fd, POLLIN, 0, NULL) != 1)
+    return;
+  if (atomic_load(&p->ctx.sh->flags) & MPROC__FLAG_TERMINATE)
+    return;
+  pthread_mutex_lock(&p->mu);
+  /* Closed, it exits on its own once every task is done; then nothing is left to lose. */
+  bool lost = p->state == POOL_RUNNING || p->state == POOL_CLOSED;
+  if (lost) {
+    p->sup_lost = true;
+    if (p->state == POOL_RUNNING)
+      p->state = POOL_TERMINATED; /* later submissions: MPROC_ECLOSED */
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (lost) {
+    mproc__ring_close(p->ctx.tasks);
+    mproc__ring_close(p->ctx.results);
+  }
+}
+
 static int cond_wait_until(mproc_pool *p, int64_t deadline) {
   if (deadline == MPROC__NEVER)
     return pthread_cond_wait(&p->cv, &p->mu);
@@ -257,7 +287,13 @@ static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
     }
     p->collecting = true;
     pthread_mutex_unlock(&p->mu);
-    int rc = collect(p, deadline);
+    /* Long waits go in slices so that a supervisor killed from outside is noticed. */
+    int64_t slice = mproc__now_ns() + SUPERVISOR_CHECK_NS;
+    int rc = collect(p, deadline < slice ? deadline : slice);
+    if (rc == -ETIMEDOUT && deadline > slice) {
+      check_supervisor(p);
+      rc = 0;
+    }
     pthread_mutex_lock(&p->mu);
     p->collecting = false;
     pthread_cond_broadcast(&p->cv);

@@ -364,3 +364,23 @@ Test(pool_faults, bad_input) {
   mproc_pool_free(p);
   th_end(s);
 }
+
+Test(pool_faults, supervisor_killed_from_outside) {
+  th_scope s = th_begin();
+  mproc_pool *p = NULL;
+  cr_assert_eq(mproc_pool_new(&p, &(mproc_pool_opts){.processes = 2}), 0);
+  int slow = 30000;
+  mproc_async *a = NULL;
+  cr_assert_eq(mproc_pool_apply_async(p, sleeper, &slow, sizeof slow, &a), 0);
+  pid_t w[2];
+  cr_assert_eq(mproc__pool_worker_pids(p, w, 2), 2);
+  kill(mproc__pool_supervisor_pid(p), SIGKILL);
+  cr_expect_eq(mproc_async_get(a, NULL, NULL, MPROC_FOREVER), MPROC_ECRASHED);
+  cr_expect(mproc_async_error(a) && strstr(mproc_async_error(a), "supervisor"));
+  mproc_async_free(a);
+  cr_expect_eq(mproc_pool_apply(p, sleeper, &slow, sizeof slow, NULL, NULL), MPROC_ECLOSED);
+  for (int i = 0; i < 2; i++)
+    cr_expect(th_wait_gone(w[i], 1.0));
+  mproc_pool_free(p);
+  th_end(s);
+}
