@@ -21,6 +21,7 @@
 
 #define MAX_PROCESSES 4096
 #define COLLECT_BATCH 256
+#define MAP_WINDOW_BYTES ((size_t)32 << 20)
 #define SUPERVISOR_CHECK_NS (200 * 1000000)
 
 enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
@@ -29,6 +30,15 @@ typedef struct entry {
   uint64_t id; /* 0: free */
   mproc_async *a;
 } entry;
+
+/* One map call's input, for putting its chunks. */
+typedef struct map_args {
+  mproc_map_fn fn;
+  const char *in;
+  size_t in_size, out_size, n, chunksize;
+  const void *args;
+  size_t args_len;
+} map_args;
 
 struct mproc_async {
   mproc_pool *pool; /* meaningful only while not ready */
@@ -42,6 +52,10 @@ struct mproc_async {
   char *out;
   size_t out_size, n, chunksize, nchunks, left, fail_index;
   uint64_t first_id;
+  /* Chunks are put a window at a time while feed is set (map: the caller waits inside the
+   * call anyway), so a big map never holds more than the window in the rings. */
+  const map_args *feed;
+  size_t sent, window;
 };
 
 struct mproc_pool {
@@ -56,6 +70,7 @@ struct mproc_pool {
   pthread_cond_t cv;
   int state;
   bool collecting;
+  int feeding; /* map calls with chunks still to put: close waits for them */
   uint64_t next_id;
   entry *tab;
   size_t tab_cap, tab_len;
@@ -166,6 +181,8 @@ static void dispatch_map(mproc_async *a, const mproc__result_hdr *h, const char 
   }
 }
 
+static void feed_locked(mproc_pool *p, mproc_async *a);
+
 /* Routes one result message to its AsyncResult; unknown ids (freed, or a second delivery of
  * a task whose first reader died) are dropped. */
 static void dispatch(mproc_pool *p, const void *msg, size_t len) {
@@ -184,7 +201,10 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   const char *data = text + h.msg_len;
   if (a->is_map) {
     dispatch_map(a, &h, text, data);
-    if (--a->left == 0)
+    a->left--;
+    if (a->feed)
+      feed_locked(p, a);
+    if (a->left == 0 && !atomic_load(&a->ready))
       finish(p, a, a->rc);
     return;
   }
@@ -218,6 +238,10 @@ static void cancel_all(mproc_pool *p) {
       a->rc = lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
       if (a->is_map)
         a->fail_index = a->fail_index == SIZE_MAX ? 0 : a->fail_index;
+    }
+    if (a->feed) {
+      a->feed = NULL;
+      p->feeding--;
     }
     finish(p, a, a->rc);
   }
@@ -477,10 +501,10 @@ int mproc_pool_close(mproc_pool *p) {
   int rc = 0;
   if (p->state == POOL_RUNNING) {
     p->state = POOL_CLOSED;
-    /* One stop message per worker, behind every task: each worker exits on one. */
-    mproc__task_hdr h = {.kind = MPROC__TASK_STOP};
-    for (int i = 0; i < p->ctx.nworkers && rc == 0; i++)
-      rc = mproc__ring_put(p->ctx.tasks, &h, sizeof h, MPROC__NEVER);
+    /* Workers drain the closed ring, then exit. A map still putting its chunks closes it
+     * when it has put the last one. */
+    if (p->feeding == 0)
+      rc = mproc__ring_close(p->ctx.tasks);
   }
   pthread_mutex_unlock(&p->mu);
   return rc == MPROC_ECLOSED ? 0 : rc;
@@ -552,9 +576,10 @@ int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max) {
 
 /* ---- submission ---- */
 
-/* Registers ids [first, first + count) for a and puts each message built by make().
- * Under p->mu. On failure no id stays registered (chunks already put run for nothing). */
-static int submit_locked(mproc_pool *p, mproc_async *a, size_t count,
+/* Takes ids [first, first + total) for a, registers the first count of them and puts their
+ * messages (made by put). Under p->mu. On failure no id stays registered (messages already
+ * put run for nothing). */
+static int submit_locked(mproc_pool *p, mproc_async *a, size_t total, size_t count,
                          int (*put)(mproc_pool *, uint64_t, size_t, void *), void *arg) {
   if (p->state != POOL_RUNNING)
     return MPROC_ECLOSED;
@@ -573,7 +598,7 @@ static int submit_locked(mproc_pool *p, mproc_async *a, size_t count,
       tab_delete(p, first + j);
     return rc;
   }
-  p->next_id += count;
+  p->next_id += total;
   a->pool = p;
   a->first_id = first;
   return 0;
@@ -611,7 +636,7 @@ static int apply_submit(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t
     return MPROC_EINVAL;
   apply_args x = {fn, arg, len};
   pthread_mutex_lock(&p->mu);
-  rc = submit_locked(p, a, 1, put_apply, &x);
+  rc = submit_locked(p, a, 1, 1, put_apply, &x);
   pthread_mutex_unlock(&p->mu);
   return rc;
 }
@@ -656,13 +681,6 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t le
 
 /* ---- map ---- */
 
-typedef struct map_args {
-  mproc_map_fn fn;
-  const char *in;
-  size_t in_size, out_size, n, chunksize;
-  const void *args;
-  size_t args_len;
-} map_args;
 
 static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
   map_args *x = arg;
@@ -711,29 +729,76 @@ static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, s
   return 0;
 }
 
-static int map_submit(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
-                      void *out, size_t out_size, const mproc_map_opts *o, mproc_async *a) {
-  int rc = check_map(p, fn, in, n, in_size, out, out_size, o);
+/* The chunks in flight at once for map (not map_async): enough to keep every worker busy,
+ * few enough that the rings stay small and their memory stays in cache. */
+static size_t feed_window(const mproc_pool *p, const map_args *x) {
+  size_t elem = x->in_size > x->out_size ? x->in_size : x->out_size;
+  size_t bytes = x->chunksize > SIZE_MAX / elem ? SIZE_MAX : x->chunksize * elem;
+  size_t w = MAP_WINDOW_BYTES / (bytes ? bytes : 1), least = 2 * (size_t)p->ctx.nworkers + 1;
+  return w > least ? w : least;
+}
+
+/* Puts the next chunks of a windowed map as earlier ones come back. Under p->mu. A chunk
+ * that cannot be put fails with the rest of the unsent ones. */
+static void feed_locked(mproc_pool *p, mproc_async *a) {
+  while (a->sent < a->nchunks && a->sent - (a->nchunks - a->left) < a->window) {
+    uint64_t id = a->first_id + a->sent;
+    int rc = p->state == POOL_TERMINATED ? MPROC_ECANCELLED : tab_reserve(p, 1);
+    if (rc == 0) {
+      tab_insert(p, id, a);
+      if ((rc = put_chunk(p, id, a->sent, (void *)a->feed)) != 0)
+        tab_delete(p, id);
+    }
+    if (rc) {
+      size_t idx = a->sent * a->chunksize;
+      if (idx < a->fail_index) {
+        a->fail_index = idx;
+        a->rc = rc;
+      }
+      a->left -= a->nchunks - a->sent;
+      a->sent = a->nchunks;
+      break;
+    }
+    a->sent++;
+  }
+  if (a->sent == a->nchunks && a->feed) {
+    a->feed = NULL;
+    if (--p->feeding == 0 && p->state == POOL_CLOSED)
+      mproc__ring_close(p->ctx.tasks);
+  }
+}
+
+/* x must live until a is ready when windowed (map: the caller's frame). */
+static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc_async *a,
+                      bool windowed) {
+  int rc = check_map(p, x->fn, x->in, x->n, x->in_size, a->out, x->out_size, o);
   if (rc)
     return rc;
-  map_args x = {fn, in, in_size, out_size, n, 0, o ? o->args : NULL, o ? o->args_len : 0};
-  x.chunksize = o && o->chunksize ? o->chunksize : auto_chunksize(n, in_size, out_size,
-                                                                   p->ctx.nworkers);
+  size_t n = x->n, in_size = x->in_size, out_size = x->out_size;
+  x->args = o ? o->args : NULL;
+  x->args_len = o ? o->args_len : 0;
+  x->chunksize = o && o->chunksize ? o->chunksize : auto_chunksize(n, in_size, out_size,
+                                                                    p->ctx.nworkers);
   a->is_map = true;
-  a->out = out;
   a->out_size = out_size;
   a->n = n;
-  a->chunksize = x.chunksize;
-  a->nchunks = n / x.chunksize + (n % x.chunksize != 0);
+  a->chunksize = x->chunksize;
+  a->nchunks = n / x->chunksize + (n % x->chunksize != 0);
   a->left = a->nchunks;
   a->fail_index = SIZE_MAX;
+  a->window = windowed ? feed_window(p, x) : a->nchunks;
+  a->sent = a->window < a->nchunks ? a->window : a->nchunks;
   pthread_mutex_lock(&p->mu);
   if (n == 0) {
     rc = p->state == POOL_RUNNING ? 0 : MPROC_ECLOSED;
     if (rc == 0)
       finish(p, a, 0);
   } else {
-    rc = submit_locked(p, a, a->nchunks, put_chunk, &x);
+    rc = submit_locked(p, a, a->nchunks, a->sent, put_chunk, x);
+    if (rc == 0 && a->sent < a->nchunks) {
+      a->feed = x;
+      p->feeding++;
+    }
   }
   pthread_mutex_unlock(&p->mu);
   return rc;
@@ -748,7 +813,9 @@ int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t 
   mproc_async *a = calloc(1, sizeof *a);
   if (!a)
     return MPROC_ENOMEM;
-  int rc = map_submit(p, fn, in, n, in_size, out, out_size, opts, a);
+  map_args x = {.fn = fn, .in = in, .in_size = in_size, .out_size = out_size, .n = n};
+  a->out = out;
+  int rc = map_submit(p, &x, opts, a, false);
   if (rc) {
     free(a);
     return rc;
@@ -759,8 +826,9 @@ int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t 
 
 int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
                    void *out, size_t out_size, const mproc_map_opts *opts) {
-  mproc_async a = {0};
-  int rc = map_submit(p, fn, in, n, in_size, out, out_size, opts, &a);
+  mproc_async a = {.out = out};
+  map_args x = {.fn = fn, .in = in, .in_size = in_size, .out_size = out_size, .n = n};
+  int rc = map_submit(p, &x, opts, &a, true);
   if (rc)
     return rc;
   await(&a, MPROC__NEVER);

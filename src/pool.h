@@ -24,7 +24,7 @@
 
 /* ---- messages on the task ring ---- */
 
-enum { MPROC__TASK_APPLY = 1, MPROC__TASK_MAP = 2, MPROC__TASK_STOP = 3 };
+enum { MPROC__TASK_APPLY = 1, MPROC__TASK_MAP = 2 };
 
 typedef struct mproc__task_hdr {
   uint64_t id; /* never 0 for real tasks */
@@ -59,7 +59,7 @@ enum {
   MPROC__SLOT_READY,       /* taking tasks */
   MPROC__SLOT_INIT_FAILED, /* initializer returned nonzero; exiting */
   MPROC__SLOT_RETIRING,    /* reached maxtasksperchild; exiting, to be replaced */
-  MPROC__SLOT_STOPPED,     /* took a stop message; exiting, not replaced */
+  MPROC__SLOT_STOPPED,     /* found the task ring closed and drained; exiting, not replaced */
 };
 
 typedef struct mproc__pool_slot {

@@ -26,7 +26,7 @@ typedef struct sup {
   int live;        /* workers alive */
   int init_streak; /* replacements whose initializer failed in a row */
   bool broken;     /* no more replacements: tasks fail at once when no worker is left */
-  bool stop_seen;  /* (broken) a stop message was drained: the pool was closed */
+  bool closed_seen; /* (broken) the task ring was closed and is drained */
   char broken_msg[256];
 } sup;
 
@@ -203,7 +203,8 @@ static int64_t check_timeouts(sup *s) {
 /* With no worker left and none coming, every task fails at once. */
 static void drain_broken(sup *s) {
   mproc__ring_msg m;
-  while (mproc__ring_read_begin(s->ctx->tasks, &m, 0) == 0) {
+  int rc;
+  while ((rc = mproc__ring_read_begin(s->ctx->tasks, &m, 0)) == 0) {
     mproc__task_hdr h;
     bool whole = m.len >= sizeof h;
     if (whole)
@@ -211,11 +212,10 @@ static void drain_broken(sup *s) {
     mproc__ring_read_end(s->ctx->tasks, &m, true);
     if (!whole)
       continue;
-    if (h.kind == MPROC__TASK_STOP)
-      s->stop_seen = true;
-    else
-      mproc__pool_post_failure(s->ctx->results, h.id, MPROC_ECRASHED, 0, s->broken_msg);
+    mproc__pool_post_failure(s->ctx->results, h.id, MPROC_ECRASHED, 0, s->broken_msg);
   }
+  if (rc == MPROC_ECLOSED)
+    s->closed_seen = true;
 }
 
 static bool caller_gone(sup *s) { return getppid() != s->ctx->caller; }
@@ -280,13 +280,13 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
     int64_t deadline = check_timeouts(&s);
     if (s.broken && s.live == 0) {
       drain_broken(&s);
-      if (s.stop_seen)
+      if (s.closed_seen)
         _exit(0);
       /* Tasks may still come; this state is terminal, so a short period is acceptable. */
       int64_t soon = mproc__now_ns() + 10 * 1000000;
       deadline = soon < deadline ? soon : deadline;
     } else if (s.live == 0) {
-      _exit(0); /* every worker took its stop message */
+      _exit(0); /* every worker found the closed ring drained */
     }
     wait_events(&s, deadline);
   }

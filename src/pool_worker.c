@@ -184,19 +184,18 @@ static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_h
                      char **in, size_t *in_cap, size_t *len) {
   mproc__ring_msg m;
   int rc = mproc__ring_read_begin(ctx->tasks, &m, MPROC__NEVER);
+  if (rc == MPROC_ECLOSED) {
+    /* The pool was closed and the ring is drained: done, not to be replaced. */
+    atomic_store(&slot->state, MPROC__SLOT_STOPPED);
+    _exit(0);
+  }
   if (rc < 0)
-    _exit(rc == MPROC_ECLOSED ? 0 : WORKER_EXIT_LOST);
+    _exit(WORKER_EXIT_LOST);
   if (m.len < sizeof *h) {
     mproc__ring_read_end(ctx->tasks, &m, true);
     return 0;
   }
   memcpy(h, m.data, sizeof *h);
-  if (h->kind == MPROC__TASK_STOP) {
-    /* Mark first: dying between the two costs at most one extra stop, never a hang. */
-    atomic_store(&slot->state, MPROC__SLOT_STOPPED);
-    mproc__ring_read_end(ctx->tasks, &m, true);
-    _exit(0);
-  }
   *len = m.len - sizeof *h;
   if (reserve(in, in_cap, *len) < 0) {
     mproc__ring_read_end(ctx->tasks, &m, true);

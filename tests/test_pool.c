@@ -5,10 +5,12 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -583,5 +585,65 @@ Test(pool, default_processes_and_worker_count) {
   cr_expect_eq(mproc_pool_apply(p, pid_task, NULL, 0, &r, NULL), 0);
   free(r);
   mproc_pool_free(p);
+  th_end(s);
+}
+
+/* ---- big maps go a window of chunks at a time ---- */
+
+#define MIB (1u << 20)
+
+static _Atomic int *g_started; /* shared with the workers: made before the pool */
+
+static int mib_plus_one(const void *in, void *out, const void *args) {
+  (void)args;
+  const unsigned char *a = in;
+  unsigned char *b = out;
+  for (size_t i = 0; i < MIB; i += 4096)
+    b[i] = (unsigned char)(a[i] + 1);
+  atomic_fetch_add(g_started, 1);
+  sleep_ms(1);
+  return 0;
+}
+
+typedef struct big_map {
+  mproc_pool *p;
+  unsigned char *in, *out;
+  size_t n;
+  int rc;
+} big_map;
+
+static void *big_map_thread(void *arg) {
+  big_map *m = arg;
+  mproc_map_opts mo = {.chunksize = 1};
+  m->rc = mproc_pool_map(m->p, mib_plus_one, m->in, m->n, MIB, m->out, MIB, &mo);
+  return NULL;
+}
+
+Test(pool, windowed_map_and_close_while_it_runs) {
+  th_scope s = th_begin();
+  g_started = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  cr_assert(g_started != MAP_FAILED);
+  mproc_pool *p = make_pool(2);
+  big_map m = {p, NULL, NULL, 80, -1};
+  m.in = malloc(m.n * MIB);
+  m.out = calloc(m.n, MIB);
+  for (size_t i = 0; i < m.n * MIB; i += 4096)
+    m.in[i] = (unsigned char)(i / 4096);
+  pthread_t t;
+  pthread_create(&t, NULL, big_map_thread, &m);
+  while (atomic_load(g_started) < 3)
+    sleep_ms(1);
+  cr_expect_eq(mproc_pool_close(p), 0); /* the map was submitted before: it still completes */
+  pthread_join(t, NULL);
+  cr_expect_eq(m.rc, 0);
+  size_t bad = 0;
+  for (size_t i = 0; i < m.n * MIB; i += 4096)
+    bad += m.out[i] != (unsigned char)(m.in[i] + 1);
+  cr_expect_eq(bad, 0);
+  cr_expect_eq(mproc_pool_join(p), 0);
+  free(m.in);
+  free(m.out);
+  mproc_pool_free(p);
+  munmap((void *)g_started, 4096);
   th_end(s);
 }
