@@ -168,14 +168,23 @@ static void cpu_speedup(mproc_pool *p) {
   free(out);
 }
 
-int main(void) {
-  start_first_result();
+/* Usage: bench_pool [substring of a case name] */
+int main(int argc, char **argv) {
+  const char *only = argc > 1 ? argv[1] : "";
+#define WANT(name) (strstr(name, only) != NULL)
+  if (WANT("pool_start_first_result"))
+    start_first_result();
   mproc_pool *p = new_pool();
-  map_1m(p);
-  apply_async_throughput(p);
-  apply_roundtrip(p);
-  map_big(p);
-  cpu_speedup(p);
+  if (WANT("pool_map_1M_int64"))
+    map_1m(p);
+  if (WANT("pool_apply_async_throughput"))
+    apply_async_throughput(p);
+  if (WANT("pool_apply_roundtrip"))
+    apply_roundtrip(p);
+  if (WANT("pool_map_256x1MiB"))
+    map_big(p);
+  if (WANT("pool_cpu_speedup_2"))
+    cpu_speedup(p);
   mproc_pool_free(p);
   return 0;
 }

@@ -21,6 +21,7 @@
 
 #define MAX_PROCESSES 4096
 #define COLLECT_BATCH 256
+#define RING_INITIAL_BYTES ((size_t)64 << 10)
 #define MAP_WINDOW_BYTES ((size_t)32 << 20)
 #define SUPERVISOR_CHECK_NS (200 * 1000000)
 
@@ -428,9 +429,11 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   c->sh_len = mproc__page_round(sizeof *c->sh + (size_t)c->nworkers * sizeof(mproc__pool_slot));
   if (!(c->sh = mproc__shared_map(c->sh_len)))
     return -errno;
-  int rc = mproc__ring_new(&c->tasks, NULL);
+  /* Small to start with (a pool starts fast); the rings grow for big tasks and results. */
+  mproc__ring_opts ro = {.initial_bytes = RING_INITIAL_BYTES};
+  int rc = mproc__ring_new(&c->tasks, &ro);
   if (rc == 0)
-    rc = mproc__ring_new(&c->results, NULL);
+    rc = mproc__ring_new(&c->results, &ro);
   if (rc == 0 && (c->ctl_fd = mproc__eventfd()) < 0)
     rc = c->ctl_fd;
   return rc;
