@@ -80,6 +80,23 @@ struct mproc_pool {
 static const char cancelled_msg[] = "the pool was terminated before the task finished";
 static const char lost_msg[] = "the pool's supervisor process died before the task finished";
 
+/* getpid() is a system call; submission asks on every task. A fork resets the cache. */
+static _Atomic pid_t cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_forget(void) { atomic_store(&cached_pid, 0); }
+static void pid_hook(void) { pthread_atfork(NULL, NULL, pid_forget); }
+
+static pid_t self_pid(void) {
+  pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+  if (MPROC__UNLIKELY(pid == 0)) {
+    pthread_once(&pid_once, pid_hook);
+    pid = getpid();
+    atomic_store(&cached_pid, pid);
+  }
+  return pid;
+}
+
 /* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
 
 static size_t home(const mproc_pool *p, uint64_t id) {
@@ -408,7 +425,7 @@ static int init_locals(mproc_pool *p) {
   pthread_mutex_init(&p->join_mu, NULL);
   p->sup_fd = -1;
   p->ctx.ctl_fd = -1;
-  p->owner = getpid();
+  p->owner = self_pid();
   return 0;
 }
 
@@ -498,7 +515,7 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
 int mproc_pool_close(mproc_pool *p) {
   if (!p)
     return MPROC_EINVAL;
-  if (p->owner != getpid())
+  if (p->owner != self_pid())
     return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   int rc = 0;
@@ -516,7 +533,7 @@ int mproc_pool_close(mproc_pool *p) {
 int mproc_pool_join(mproc_pool *p) {
   if (!p)
     return MPROC_EINVAL;
-  if (p->owner != getpid())
+  if (p->owner != self_pid())
     return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   int state = p->state;
@@ -534,7 +551,7 @@ int mproc_pool_join(mproc_pool *p) {
 int mproc_pool_terminate(mproc_pool *p) {
   if (!p)
     return MPROC_EINVAL;
-  if (p->owner != getpid())
+  if (p->owner != self_pid())
     return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   if (p->state != POOL_JOINED)
@@ -549,7 +566,7 @@ int mproc_pool_terminate(mproc_pool *p) {
 void mproc_pool_free(mproc_pool *p) {
   if (!p)
     return;
-  if (p->owner == getpid()) {
+  if (p->owner == self_pid()) {
     mproc_pool_terminate(p);
     pthread_mutex_lock(&p->mu);
     cancel_all(p);
@@ -627,7 +644,7 @@ static int put_apply(mproc_pool *p, uint64_t id, size_t i, void *arg) {
 static int check_pool(mproc_pool *p) {
   if (!p)
     return MPROC_EINVAL;
-  return p->owner == getpid() ? 0 : MPROC_ESTATE;
+  return p->owner == self_pid() ? 0 : MPROC_ESTATE;
 }
 
 static int apply_submit(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
