@@ -31,10 +31,41 @@
 #define COND_MAGIC 0x434f4e44u    /* "COND" */
 #define BARRIER_MAGIC 0x42415252u /* "BARR" */
 
-/* Pause rounds before a futex sleep (~30 ns each here: ~3 us in all). A hand-off between
- * two running processes takes well under that, while a futex sleep and wake costs tens of
- * microseconds on a VM. */
-enum { SPIN_ROUNDS = 100 };
+/* Adaptive spinning before a futex sleep (a pause is ~30 ns here). A hand-off between two
+ * running processes takes about a microsecond, while a futex sleep and wake costs several
+ * to tens of microseconds on a VM; but when the peer is not running (a busy machine)
+ * spinning only burns the time slice. So each object keeps a spin budget in shared memory:
+ * a spin that ends with the awaited thing raises it to twice what was needed; a spin that
+ * ended in a sleep doubles it when the sleep was short (a bit more spinning would have
+ * caught it: this is how two processes fall back into spinning hand-offs) and halves it
+ * when the sleep was long. Below SPIN_MIN, one spin in 16 probes at full length. A zeroed
+ * budget starts with a probe. */
+enum { SPIN_MIN = 16, SPIN_MAX = 300, SPIN_PROBE_EVERY = 16 };
+#define SHORT_SLEEP_NS 20000
+
+static int spin_rounds(mproc__spin *sp) {
+  uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
+  if (b >= SPIN_MIN)
+    return (int)b;
+  uint32_t t = atomic_fetch_add_explicit(&sp->tries, 1, memory_order_relaxed);
+  return t % SPIN_PROBE_EVERY == 0 ? SPIN_MAX : SPIN_MIN;
+}
+
+static void spin_set(mproc__spin *sp, uint32_t b) {
+  atomic_store_explicit(&sp->budget, b > SPIN_MAX ? SPIN_MAX : b, memory_order_relaxed);
+}
+
+static void spin_won(mproc__spin *sp, int used) {
+  uint32_t want = 2 * (uint32_t)used + SPIN_MIN;
+  if (atomic_load_explicit(&sp->budget, memory_order_relaxed) < want)
+    spin_set(sp, want);
+}
+
+/* The spin failed and the caller slept for slept_ns before getting what it waited for. */
+static void spin_slept(mproc__spin *sp, int64_t slept_ns) {
+  uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
+  spin_set(sp, slept_ns < SHORT_SLEEP_NS ? (b < SPIN_MIN ? 2 * SPIN_MIN : 2 * b) : b / 2);
+}
 
 #define LOAD(p) atomic_load_explicit((p), memory_order_acquire)
 #define STORE(p, v) atomic_store_explicit((p), (v), memory_order_release)
@@ -83,13 +114,19 @@ static int lock_take(mproc_lock *l, double timeout) {
     return MPROC_EAGAIN;
   /* A plain lock held by this very thread is only released by it: spinning cannot help. */
   if (!mproc__mutex_held(&l->m)) {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
+    int n = spin_rounds(&l->spin);
+    for (int i = 0; i < n; i++) {
       mproc__cpu_relax();
-      if (!mproc__mutex_locked(&l->m) && (rc = mproc__mutex_trylock(&l->m)) != -EBUSY)
+      if (!mproc__mutex_locked(&l->m) && (rc = mproc__mutex_trylock(&l->m)) != -EBUSY) {
+        spin_won(&l->spin, i);
         return rc;
+      }
     }
   }
+  int64_t t0 = mproc__now_ns();
   rc = mproc__mutex_lock(&l->m, mproc__deadline(timeout));
+  if (rc == 0 || rc == MPROC_EOWNERDEAD)
+    spin_slept(&l->spin, mproc__now_ns() - t0);
   return rc == -ETIMEDOUT ? MPROC_ETIMEDOUT : rc;
 }
 
@@ -121,6 +158,7 @@ struct mproc_sem {
   uint32_t magic;
   uint32_t initial;
   bool bounded;
+  mproc__spin spin;
 };
 
 static size_t sem_map_len(void) { return mproc__page_round(sizeof(struct mproc_sem)); }
@@ -182,12 +220,19 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
     return 0;
   if (timeout == 0)
     return MPROC_EAGAIN;
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
+  int n = spin_rounds(&s->spin);
+  for (int i = 0; i < n; i++) {
     mproc__cpu_relax();
-    if (atomic_load_explicit(&s->value, memory_order_relaxed) > 0 && sem_try(s))
+    if (atomic_load_explicit(&s->value, memory_order_relaxed) > 0 && sem_try(s)) {
+      spin_won(&s->spin, i);
       return 0;
+    }
   }
-  return sem_sleep(s, mproc__deadline(timeout));
+  int64_t t0 = mproc__now_ns();
+  int rc = sem_sleep(s, mproc__deadline(timeout));
+  if (rc == 0)
+    spin_slept(&s->spin, mproc__now_ns() - t0);
+  return rc;
 }
 
 int mproc_sem_release(mproc_sem *s) {
@@ -226,6 +271,7 @@ struct mproc_event {
   _Atomic uint32_t word;
   _Atomic uint32_t waiters;
   uint32_t magic;
+  mproc__spin spin;
 };
 
 static size_t event_map_len(void) { return mproc__page_round(sizeof(struct mproc_event)); }
@@ -297,12 +343,19 @@ int mproc_event_wait(mproc_event *e, double timeout) {
   if (timeout == 0)
     return MPROC_ETIMEDOUT;
   /* Any change from a clear word means a set happened. */
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
+  int n = spin_rounds(&e->spin);
+  for (int i = 0; i < n; i++) {
     mproc__cpu_relax();
-    if (LOAD(&e->word) != seen)
+    if (LOAD(&e->word) != seen) {
+      spin_won(&e->spin, i);
       return 0;
+    }
   }
-  return event_sleep(e, seen, mproc__deadline(timeout));
+  int64_t t0 = mproc__now_ns();
+  int rc = event_sleep(e, seen, mproc__deadline(timeout));
+  if (rc == 0)
+    spin_slept(&e->spin, mproc__now_ns() - t0);
+  return rc;
 }
 
 void mproc_event_free(mproc_event *e) {
@@ -335,6 +388,7 @@ typedef struct waitlist {
   uint32_t cap;
   uint32_t next_ticket;
   wslot *slots; /* inside the same shared mapping: the same address in every process */
+  mproc__spin spin;
 } waitlist;
 
 static bool slot_waiting(uint32_t st) { return st == W_WAITING || st == W_SLEEPING; }
@@ -410,22 +464,28 @@ static wslot *wl_oldest(waitlist *wl) {
 
 /* Waits until s is granted or the deadline passes; returns the state then (W_SLEEPING: time
  * is up and the caller must cancel). */
-static uint32_t slot_wait(wslot *s, int64_t deadline) {
+static uint32_t slot_wait(waitlist *wl, wslot *s, int64_t deadline) {
   uint32_t st;
   if (deadline != 0) {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-      if (!slot_waiting(st = LOAD(&s->state)))
+    int n = spin_rounds(&wl->spin);
+    for (int i = 0; i < n; i++) {
+      if (!slot_waiting(st = LOAD(&s->state))) {
+        spin_won(&wl->spin, i);
         return st;
+      }
       mproc__cpu_relax();
     }
   }
   uint32_t expect = W_WAITING;
   if (!atomic_compare_exchange_strong(&s->state, &expect, W_SLEEPING))
     return expect; /* granted meanwhile */
+  int64_t t0 = mproc__now_ns();
   for (;;) {
     int rc = mproc__futex_wait(&s->state, W_SLEEPING, deadline);
-    if ((st = LOAD(&s->state)) != W_SLEEPING)
+    if ((st = LOAD(&s->state)) != W_SLEEPING) {
+      spin_slept(&wl->spin, mproc__now_ns() - t0);
       return st;
+    }
     if (rc < 0 && rc != -EINTR)
       return W_SLEEPING; /* -ETIMEDOUT (or a futex failure, treated alike: never hang) */
   }
@@ -536,7 +596,7 @@ int mproc_cond_wait(mproc_cond *c, double timeout) {
     return idx;
   wslot *s = &c->wl.slots[idx];
   unsigned depth = lock_release_all(c->lock);
-  uint32_t st = slot_wait(s, deadline);
+  uint32_t st = slot_wait(&c->wl, s, deadline);
   if (st == W_SLEEPING)
     st = slot_cancel(s);
   slot_leave(s);
@@ -637,7 +697,7 @@ static void barrier_unlock(mproc_barrier *b) { mproc__mutex_unlock(&b->m); }
  * MPROC_ESTATE. */
 static int barrier_sleep(mproc_barrier *b, int idx, int index, int64_t deadline) {
   wslot *s = &b->wl.slots[idx];
-  uint32_t st = slot_wait(s, deadline);
+  uint32_t st = slot_wait(&b->wl, s, deadline);
   if (st == W_SLEEPING) {
     /* Cancel under m, so no round can complete between our timeout and the break. */
     barrier_lock(b);
