@@ -250,5 +250,7 @@ void mproc_array_free(mproc_array *a) {
     return;
   /* Only this process's view goes; children keep theirs. The magic stays: other
    * processes still use the same memory. */
+  if (a->lock)
+    mproc__lock_drop(a->lock);
   mproc__shared_unmap(a, a->map_len);
 }

@@ -142,10 +142,20 @@ int mproc_lock_release(mproc_lock *l) {
   return mproc__mutex_unlock(&l->m);
 }
 
+void mproc__lock_drop(mproc_lock *l) {
+  /* A mutex this thread holds is on its robust list, which the kernel walks when the thread
+   * exits: left there unmapped, it would stop that walk and other robust mutexes would not
+   * be recovered. And no one else could ever take it. So let go of it first. */
+  while (mproc__mutex_held(&l->m) && mproc__mutex_unlock(&l->m) == 0)
+    ;
+}
+
 void mproc_lock_free(mproc_lock *l) {
   /* The magic stays: other processes may still be using the same memory. */
-  if (lock_ok(l) && !l->embedded)
+  if (lock_ok(l) && !l->embedded) {
+    mproc__lock_drop(l);
     mproc__shared_unmap(l, lock_map_len());
+  }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -627,8 +637,11 @@ int mproc_cond_notify_all(mproc_cond *c) {
 }
 
 void mproc_cond_free(mproc_cond *c) {
-  if (cond_ok(c))
-    mproc__shared_unmap(c, cond_map_len());
+  if (!cond_ok(c))
+    return;
+  if (c->lock == &c->own)
+    mproc__lock_drop(&c->own);
+  mproc__shared_unmap(c, cond_map_len());
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -23,5 +23,7 @@ struct mproc_lock {
 
 /* Initializes a lock in place, in memory shared before any fork that uses it. */
 int mproc__lock_init(mproc_lock *l, bool recursive, bool embedded);
+/* Before unmapping an embedded lock: releases it if the calling thread holds it. */
+void mproc__lock_drop(mproc_lock *l);
 
 #endif /* MPROC_SYNC_H */

@@ -689,3 +689,103 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
   mproc_barrier_free(b);
   th_end(sc);
 }
+
+/* ---- free, threads ---- */
+
+static int acquire_after_free(mproc_lock *l) {
+  int rc = mproc_lock_acquire(l, 20);
+  return rc == 0 && mproc_lock_release(l) == 0 ? 0 : 1;
+}
+
+Test(lock, free_by_its_holder_releases_it_for_the_others) {
+  th_scope sc = th_begin();
+  mproc_lock *l;
+  cr_assert_eq(mproc_lock_new(&l, true), 0);
+  cr_assert_eq(mproc_lock_acquire(l, 0), 0);
+  cr_assert_eq(mproc_lock_acquire(l, 0), 0);
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(acquire_after_free(l));
+  mproc_lock_free(l); /* the child's view stays valid */
+  cr_assert_eq(reap(pid), 0);
+  th_end(sc);
+}
+
+#include <pthread.h>
+
+struct threaded {
+  mproc_lock *lock;
+  mproc_sem *sem;
+  long count;
+};
+
+static void *thread_incrementer(void *arg) {
+  struct threaded *t = arg;
+  for (int i = 0; i < 20000; i++) {
+    if (mproc_lock_acquire(t->lock, MPROC_FOREVER) != 0)
+      return (void *)1;
+    t->count++;
+    if (mproc_lock_release(t->lock) != 0)
+      return (void *)2;
+  }
+  return NULL;
+}
+
+/* Two processes with two threads each (the library's objects are thread-safe; the test
+ * makes the threads, mproc never does). */
+static int threads_in_process(struct threaded *t) {
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    if (pthread_create(&th[i], NULL, thread_incrementer, t) != 0)
+      return 10;
+  int rc = 0;
+  for (int i = 0; i < 2; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    if (r)
+      rc = (int)(intptr_t)r;
+  }
+  return rc;
+}
+
+Test(lock, exact_counter_threads_and_processes) {
+  th_scope sc = th_begin();
+  struct threaded *t = shared(sizeof *t);
+  cr_assert_eq(mproc_lock_new(&t->lock, false), 0);
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(threads_in_process(t));
+  cr_assert_eq(threads_in_process(t), 0);
+  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(t->count, 4L * 20000);
+  mproc_lock_free(t->lock);
+  mproc__shared_unmap(t, sizeof *t);
+  th_end(sc);
+}
+
+struct thread_lock_test {
+  mproc_lock *lock;
+  int rc_release, rc_acquire;
+};
+
+static void *other_thread_release(void *arg) {
+  struct thread_lock_test *t = arg;
+  t->rc_release = mproc_lock_release(t->lock);
+  t->rc_acquire = mproc_lock_acquire(t->lock, 0);
+  return NULL;
+}
+
+Test(lock, owned_by_the_thread_not_the_process) {
+  th_scope sc = th_begin();
+  struct thread_lock_test t = {0};
+  cr_assert_eq(mproc_lock_new(&t.lock, true), 0);
+  cr_assert_eq(mproc_lock_acquire(t.lock, 0), 0);
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, other_thread_release, &t), 0);
+  pthread_join(th, NULL);
+  cr_assert_eq(t.rc_release, MPROC_ESTATE);
+  cr_assert_eq(t.rc_acquire, MPROC_EAGAIN); /* an RLock held by another thread */
+  cr_assert_eq(mproc_lock_release(t.lock), 0);
+  mproc_lock_free(t.lock);
+  th_end(sc);
+}
