@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -231,8 +232,10 @@ int mproc_process_new(mproc_process **out, mproc_target_fn target, void *arg,
   return 0;
 }
 
-/* In the child, before the target runs. Returns 0 or a positive errno for start. */
-static int child_setup(mproc_process *p, pid_t parent) {
+/* In the child, before the target runs. names: "name\0ident\0", copied by the parent
+ * before the fork (a malloc in the child costs ~30 us of copied pages per start, and the
+ * target may free its inherited handle). Returns 0 or a positive errno for start. */
+static int child_setup(mproc_process *p, pid_t parent, char *names) {
   if (mproc__test_setup_errno)
     return mproc__test_setup_errno;
   if (p->daemon) {
@@ -240,19 +243,15 @@ static int child_setup(mproc_process *p, pid_t parent) {
     if (rc < 0)
       return -rc;
   }
-  /* Own copies: the target may free its inherited handle. */
-  char *name = strdup(p->name), *ident = strdup(p->ident);
-  if (!name || !ident)
-    return ENOMEM;
-  mproc__set_process_name(name);
-  own_ident = ident;
+  mproc__set_process_name(names);
+  own_ident = names + strlen(names) + 1;
   parent_at_start = parent;
   atomic_store(&child_counter, 0);
   return 0;
 }
 
-static _Noreturn void child_main(mproc_process *p, pid_t parent, int errfd) {
-  int err = child_setup(p, parent);
+static _Noreturn void child_main(mproc_process *p, pid_t parent, int errfd, char *names) {
+  int err = child_setup(p, parent, names);
   if (err) {
     (void)mproc__write_full(errfd, &err, sizeof err);
     _exit(255);
@@ -266,15 +265,41 @@ static _Noreturn void child_main(mproc_process *p, pid_t parent, int errfd) {
   _exit(code);
 }
 
-/* Reads the child's setup report: 0 (EOF) or -errno. */
+/* Reads the child's setup report from the non-blocking pipe: 0 (EOF) or -errno. A child
+ * usually reports within microseconds on another CPU, while a sleep and wake-up costs tens
+ * of them: spin on the pipe a little before blocking. */
 static int read_setup_report(int fd) {
   int err = 0;
-  ssize_t n = mproc__read_full(fd, &err, sizeof err);
-  if (n == 0)
-    return 0;
-  if (n < 0)
-    return (int)n;
-  return n == (ssize_t)sizeof err && err > 0 ? -err : -EIO;
+  size_t got = 0;
+  int64_t spin_until = mproc__now_ns() + 40000;
+  for (;;) {
+    ssize_t n = read(fd, (char *)&err + got, sizeof err - got);
+    if (n == 0)
+      return got == 0 ? 0 : -EIO;
+    if (n > 0 && (got += (size_t)n) == sizeof err)
+      return err > 0 ? -err : -EIO;
+    if (n > 0 || errno == EINTR)
+      continue;
+    if (errno != EAGAIN)
+      return -errno;
+    if (mproc__now_ns() < spin_until) {
+      sched_yield();
+      continue;
+    }
+    int rc = mproc__poll_fd(fd, POLLIN, MPROC__NEVER, NULL);
+    if (rc < 0)
+      return rc;
+  }
+}
+
+static char *names_copy(const mproc_process *p) {
+  size_t nl = strlen(p->name) + 1, il = strlen(p->ident) + 1;
+  char *c = malloc(nl + il);
+  if (c) {
+    memcpy(c, p->name, nl);
+    memcpy(c + nl, p->ident, il);
+  }
+  return c;
 }
 
 int mproc_process_start(mproc_process *p) {
@@ -286,27 +311,32 @@ int mproc_process_start(mproc_process *p) {
   if (rc)
     return rc;
   pthread_once(&handlers_once, register_handlers);
+  char *names = names_copy(p);
+  if (!names)
+    return MPROC_ENOMEM;
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) < 0)
-    return -errno;
-  pid_t parent = getpid();
-  pid_t pid = mproc__fork();
-  if (pid < 0) {
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
     rc = -errno;
-    mproc__close(fds[0]);
-    mproc__close(fds[1]);
+    free(names);
     return rc;
   }
+  pid_t parent = getpid();
+  pid_t pid = mproc__fork();
   if (pid == 0) {
     mproc__close(fds[0]);
-    child_main(p, parent, fds[1]);
+    child_main(p, parent, fds[1], names);
   }
+  rc = pid < 0 ? -errno : 0;
+  free(names);
   mproc__close(fds[1]);
-  rc = read_setup_report(fds[0]);
+  if (rc == 0)
+    rc = read_setup_report(fds[0]);
   mproc__close(fds[0]);
   if (rc < 0) {
-    kill(pid, SIGKILL);
-    mproc__waitpid(pid, NULL, 0);
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      mproc__waitpid(pid, NULL, 0);
+    }
     return rc;
   }
   p->pid = pid;

@@ -220,51 +220,82 @@ Test(conn, recv_and_poll_timeouts) {
   th_end(s);
 }
 
+/* Frames as conn.c writes them: header, payload, padding up to 64 bytes. */
+static size_t frame(unsigned char *f, const char *payload, size_t len, bool long_form) {
+  size_t hl = long_form ? 12 : 4;
+  memset(f, 0, 64);
+  if (long_form) {
+    memset(f, 0xff, 4);
+    for (int i = 0; i < 8; i++)
+      f[4 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+  } else {
+    for (int i = 0; i < 4; i++)
+      f[i] = (unsigned char)(len >> (24 - 8 * i));
+  }
+  memcpy(f + hl, payload, len);
+  return hl + len < 64 ? 64 : hl + len;
+}
+
+static void expect_msg(mproc_conn *c, const char *want, size_t len) {
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(c, &m, &n, 1.0), 0);
+  cr_assert_eq(n, len);
+  cr_assert_eq(memcmp(m, want, len), 0);
+  free(m);
+}
+
 /* A message half-arrived at the deadline is kept and finished by the next recv. */
 Test(conn, half_arrived_message_is_not_torn) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
   cr_assert_eq(mproc_pipe(&a, &b, true), 0);
   int fd = mproc_conn_fileno(b);
-  const unsigned char part1[] = {0, 0, 0, 10, 'a', 'b', 'c', 'd'};
-  cr_assert_eq(mproc__write_full(fd, part1, 2), 0); /* half a header */
+  unsigned char f[256];
+  char text[101];
+  for (int i = 0; i < 100; i++)
+    text[i] = (char)('a' + i % 26);
+  /* Small: cut inside the header, then inside the padded first 64 bytes. */
+  size_t fl = frame(f, text, 10, false);
+  cr_assert_eq(mproc__write_full(fd, f, 2), 0);
   void *m;
   size_t n;
   cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EAGAIN);
-  cr_assert_eq(mproc__write_full(fd, part1 + 2, sizeof part1 - 2), 0);
+  cr_assert_eq(mproc__write_full(fd, f + 2, 8), 0);
   cr_assert_eq(mproc_conn_recv(a, &m, &n, 0.02), MPROC_ETIMEDOUT);
-  cr_assert_eq(mproc__write_full(fd, "efghij", 6), 0);
+  cr_assert_eq(mproc__write_full(fd, f + 10, fl - 10), 0);
   cr_assert_eq(mproc_conn_send(b, "next", 4), 0);
-  cr_assert_eq(mproc_conn_recv(a, &m, &n, 1.0), 0);
-  cr_assert_eq(n, 10);
-  cr_assert_eq(memcmp(m, "abcdefghij", 10), 0);
-  free(m);
-  cr_assert_eq(mproc_conn_recv(a, &m, &n, 1.0), 0);
-  cr_assert_eq(n, 4);
-  cr_assert_eq(memcmp(m, "next", 4), 0);
-  free(m);
+  expect_msg(a, text, 10);
+  expect_msg(a, "next", 4);
+  /* Larger than the first 64 bytes: cut inside the rest of the payload. */
+  fl = frame(f, text, 100, false);
+  cr_assert_eq(mproc__write_full(fd, f, 80), 0);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0.02), MPROC_ETIMEDOUT);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EAGAIN);
+  cr_assert_eq(mproc__write_full(fd, f + 80, fl - 80), 0);
+  expect_msg(a, text, 100);
   /* A peer that closes mid-message: EOF, not a torn message. */
-  cr_assert_eq(mproc__write_full(fd, part1, 6), 0);
+  cr_assert_eq(mproc__write_full(fd, f, 70), 0);
   mproc_conn_free(b);
   cr_assert_eq(mproc_conn_recv(a, &m, &n, 1.0), MPROC_EOF);
   mproc_conn_free(a);
   th_end(s);
 }
 
-/* Python's long form: 0xffffffff then an 8-byte big-endian length. */
+/* Python's long form (0xffffffff then an 8-byte big-endian length) is read for any size. */
 Test(conn, long_length_header) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
   cr_assert_eq(mproc_pipe(&a, &b, true), 0);
-  const unsigned char hdr[] = {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 5};
-  cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), hdr, sizeof hdr), 0);
-  cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), "hello", 5), 0);
-  void *m;
-  size_t n;
-  cr_assert_eq(mproc_conn_recv(a, &m, &n, 1.0), 0);
-  cr_assert_eq(n, 5);
-  cr_assert_eq(memcmp(m, "hello", 5), 0);
-  free(m);
+  unsigned char f[256];
+  char text[100];
+  memset(text, 'q', sizeof text);
+  size_t fl = frame(f, text, 5, true);
+  cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), f, fl), 0);
+  fl = frame(f, text, 100, true);
+  cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), f, fl), 0);
+  expect_msg(a, text, 5);
+  expect_msg(a, text, 100);
   mproc_conn_free(a);
   mproc_conn_free(b);
   th_end(s);

@@ -196,8 +196,8 @@ Test(process_faults, absurd_length_on_the_wire) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
   cr_assert_eq(mproc_pipe(&a, &b, true), 0);
-  const unsigned char hdr[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                               0xff, 0xff, 0xff, 0xf0};
+  unsigned char hdr[64] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                           0xff, 0xff, 0xff, 0xf0};
   cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), hdr, sizeof hdr), 0);
   void *m;
   size_t n;
