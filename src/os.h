@@ -60,6 +60,11 @@ int mproc__mutex_unlock(mproc__mutex *m);
 /* Whether the calling thread holds m (for recursive mutexes too). */
 bool mproc__mutex_held(mproc__mutex *m);
 void mproc__mutex_destroy(mproc__mutex *m);
+/* One attempt, never blocks and never reads the clock: 0; MPROC_EOWNERDEAD (held now);
+ * -EBUSY when someone (this thread included, for a plain mutex) holds it. */
+int mproc__mutex_trylock(mproc__mutex *m);
+/* Whether a live thread holds m right now (one that died holding it does not). */
+bool mproc__mutex_locked(mproc__mutex *m);
 
 /* ---- memory ---- */
 
@@ -120,6 +125,8 @@ int mproc__exitcode(int status);
 void mproc__ignore_sigpipe(void);
 /* Gettid. */
 pid_t mproc__gettid(void);
+/* Fills buf with len bytes from the kernel's CSPRNG: 0 or -errno. */
+int mproc__random_bytes(void *buf, size_t len);
 
 /* ---- CPUs ---- */
 

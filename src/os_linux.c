@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -185,6 +186,41 @@ bool mproc__mutex_held(mproc__mutex *m) {
 }
 
 void mproc__mutex_destroy(mproc__mutex *m) { (void)m; /* shared: others may still use it */ }
+
+int mproc__mutex_trylock(mproc__mutex *m) {
+  switch (pthread_mutex_trylock(&m->m)) {
+  case 0:
+    return 0;
+  case EOWNERDEAD:
+    pthread_mutex_consistent(&m->m);
+    return MPROC_EOWNERDEAD;
+  case EBUSY:
+    return -EBUSY;
+  default: /* EAGAIN (recursion overflow), ENOTRECOVERABLE */
+    return MPROC_ESTATE;
+  }
+}
+
+bool mproc__mutex_locked(mproc__mutex *m) {
+  /* The tid bits: 0 when free, and also after the kernel's robust-list walk at a holder's
+   * death (it keeps only FUTEX_OWNER_DIED and FUTEX_WAITERS). */
+  unsigned word = (unsigned)__atomic_load_n(&m->m.__data.__lock, __ATOMIC_ACQUIRE);
+  return (word & FUTEX_TID_MASK) != 0;
+}
+
+int mproc__random_bytes(void *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = getrandom((char *)buf + done, len - done, 0);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    done += (size_t)n;
+  }
+  return 0;
+}
 
 /* ---- memory ---- */
 
