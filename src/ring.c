@@ -32,7 +32,8 @@
  * one last time and sleeping on a sequence word; the other side publishes, then looks at the
  * count (both seq_cst: one of the two sees the other). With no one asleep a put or get is a
  * few atomic operations: no syscall, no clock reading, no allocation but the get's result.
- * A reader spins briefly (adaptively, per process) before sleeping.
+ * Readers and blocked writers spin briefly (adaptively, per process) before sleeping, so a
+ * steady stream, bounded or not, hands off without syscalls.
  */
 #define _GNU_SOURCE
 #include "ring.h"
@@ -100,7 +101,8 @@ struct mproc__ring {
   struct ring_hdr *h;
   char *data;
   size_t map_len;
-  a32 spin; /* adaptive spin budget of this process's readers */
+  a32 spin;  /* adaptive spin budget of this process's readers */
+  a32 wspin; /* and of its writers waiting for room */
 };
 
 static inline size_t rec_size(uint64_t len) { return (size_t)((len + REC_HDR + 7) & ~UINT64_C(7)); }
@@ -148,6 +150,7 @@ int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
   r->data = (char *)p + hdr_len;
   r->map_len = hdr_len + reserve;
   atomic_init(&r->spin, SPIN_START);
+  atomic_init(&r->wspin, SPIN_START);
   struct ring_hdr *h = r->h;
   int rc = mproc__shared_commit(r->data, initial);
   if (rc == 0)
@@ -245,13 +248,15 @@ static bool readable(struct ring_hdr *h) {
   return atomic_load(&h->wpos) != atomic_load(&h->rpos) || atomic_load(&h->closed);
 }
 
-static bool spin_readable(mproc__ring *r, int64_t deadline) {
-  struct ring_hdr *h = r->h;
-  uint32_t budget = atomic_load_explicit(&r->spin, memory_order_relaxed);
+/* Spins until ready(h, key) or the budget runs out; the budget doubles when spinning paid
+ * off and halves when it did not. */
+static bool spin_until(struct ring_hdr *h, a32 *spin, bool (*ready)(struct ring_hdr *, uint64_t),
+                       uint64_t key, int64_t deadline) {
+  uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
   for (uint32_t i = 0; i < budget; i++) {
-    if (readable(h)) {
+    if (ready(h, key)) {
       if (budget < SPIN_MAX)
-        atomic_store_explicit(&r->spin, budget * 2, memory_order_relaxed);
+        atomic_store_explicit(spin, budget * 2, memory_order_relaxed);
       return true;
     }
     mproc__cpu_relax();
@@ -260,8 +265,17 @@ static bool spin_readable(mproc__ring *r, int64_t deadline) {
       return false;
   }
   if (budget > SPIN_MIN)
-    atomic_store_explicit(&r->spin, budget / 2, memory_order_relaxed);
+    atomic_store_explicit(spin, budget / 2, memory_order_relaxed);
   return false;
+}
+
+static bool readable_key(struct ring_hdr *h, uint64_t key) {
+  (void)key;
+  return readable(h);
+}
+
+static bool room_key(struct ring_hdr *h, uint64_t rpos_seen) {
+  return atomic_load(&h->rpos) != rpos_seen || atomic_load(&h->closed);
 }
 
 int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
@@ -272,7 +286,7 @@ int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
     return 0;
   if (past(deadline))
     return -ETIMEDOUT;
-  if (spin_readable(r, deadline))
+  if (spin_until(h, &r->spin, readable_key, 0, deadline))
     return 0;
   for (;;) {
     atomic_fetch_add(&h->rsleepers, 1);
@@ -296,6 +310,8 @@ static int wait_writable(mproc__ring *r, uint64_t rpos_seen, int64_t deadline) {
   struct ring_hdr *h = r->h;
   if (past(deadline))
     return -ETIMEDOUT;
+  if (spin_until(h, &r->wspin, room_key, rpos_seen, deadline))
+    return 0;
   atomic_fetch_add(&h->wsleepers, 1);
   uint32_t seq = atomic_load(&h->rseq);
   int rc = 0;
