@@ -526,6 +526,8 @@ struct mproc_cond {
   wslot slots[COND_SLOTS];
 };
 
+_Static_assert(sizeof(struct mproc_cond) <= 65536, "a Condition should fit in 64 KiB");
+
 static bool cond_ok(const mproc_cond *c) { return c && c->magic == COND_MAGIC; }
 
 int mproc_cond_new(mproc_cond **out, mproc_lock *lock) {
