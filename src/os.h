@@ -76,6 +76,18 @@ void mproc__shared_unmap(void *p, size_t len);
 size_t mproc__page_size(void);
 /* len rounded up to whole pages; 0 on overflow. */
 size_t mproc__page_round(size_t len);
+/* Reserves len bytes of anonymous MAP_SHARED address space with MAP_NORESERVE: shared with
+ * children forked later, zero-filled, pages committed only when touched or committed below.
+ * NULL and errno on failure. Release with mproc__shared_unmap. */
+void *mproc__shared_reserve(size_t len);
+/* Commits the pages of [p, p+len) now (MADV_POPULATE_WRITE where the kernel has it), so that
+ * running out of memory is -ENOMEM here instead of SIGBUS at first touch. 0 or -errno. */
+int mproc__shared_commit(void *p, size_t len);
+/* Gives the pages of [p, p+len) (page aligned) back to the system (MADV_REMOVE): they read as
+ * zero afterwards, in every process that maps them. 0 or -errno. */
+int mproc__shared_discard(void *p, size_t len);
+/* Physical memory of the machine in bytes (at least one page). */
+size_t mproc__phys_mem(void);
 
 /* ---- descriptors ---- */
 

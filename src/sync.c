@@ -2,9 +2,9 @@
  * The sync layer: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, all
  * usable across processes.
  *
- * Every object lives in an anonymous MAP_SHARED mapping of its own and the handle is the
- * mapping's address, so an object made before a fork is the same pointer in the child; free
- * unmaps this process's view only (the memory goes with the last view).
+ * Every object lives in the shared arena (shm.h) and the handle is its address there, so an
+ * object made before a fork is the same pointer in the child; free gives up this process's
+ * use only (the memory goes with the last process's view).
  *
  * Lock/RLock are the kernel's robust futexes (glibc's robust process-shared mutex), so a
  * holder's death hands the lock to the next acquirer at once with MPROC_EOWNERDEAD. The
@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "shm.h"
 #include "sync.h"
 
 #include <limits.h>
@@ -74,8 +75,6 @@ static void spin_slept(mproc__spin *sp, int64_t slept_ns) {
 /* Lock, RLock                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-static size_t lock_map_len(void) { return mproc__page_round(sizeof(mproc_lock)); }
-
 static bool lock_ok(const mproc_lock *l) { return l && l->magic == LOCK_MAGIC; }
 
 int mproc__lock_init(mproc_lock *l, bool recursive, bool embedded) {
@@ -92,12 +91,12 @@ int mproc_lock_new(mproc_lock **out, bool recursive) {
   if (!out)
     return MPROC_EINVAL;
   *out = NULL;
-  mproc_lock *l = mproc__shared_map(lock_map_len());
+  mproc_lock *l = mproc__shared_alloc(sizeof *l);
   if (!l)
     return -errno;
   int rc = mproc__lock_init(l, recursive, false);
   if (rc) {
-    mproc__shared_unmap(l, lock_map_len());
+    mproc__shared_free(l, sizeof *l);
     return rc;
   }
   *out = l;
@@ -154,7 +153,7 @@ void mproc_lock_free(mproc_lock *l) {
   /* The magic stays: other processes may still be using the same memory. */
   if (lock_ok(l) && !l->embedded) {
     mproc__lock_drop(l);
-    mproc__shared_unmap(l, lock_map_len());
+    mproc__shared_free(l, sizeof *l);
   }
 }
 
@@ -171,8 +170,6 @@ struct mproc_sem {
   mproc__spin spin;
 };
 
-static size_t sem_map_len(void) { return mproc__page_round(sizeof(struct mproc_sem)); }
-
 static bool sem_ok(const mproc_sem *s) { return s && s->magic == SEM_MAGIC; }
 
 int mproc_sem_new(mproc_sem **out, unsigned value, bool bounded) {
@@ -181,7 +178,7 @@ int mproc_sem_new(mproc_sem **out, unsigned value, bool bounded) {
   *out = NULL;
   if (value > INT_MAX)
     return MPROC_EINVAL;
-  mproc_sem *s = mproc__shared_map(sem_map_len());
+  mproc_sem *s = mproc__shared_alloc(sizeof *s);
   if (!s)
     return -errno;
   atomic_init(&s->value, value);
@@ -267,7 +264,7 @@ int mproc_sem_value(mproc_sem *s) {
 
 void mproc_sem_free(mproc_sem *s) {
   if (sem_ok(s))
-    mproc__shared_unmap(s, sem_map_len());
+    mproc__shared_free(s, sizeof *s);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -284,15 +281,13 @@ struct mproc_event {
   mproc__spin spin;
 };
 
-static size_t event_map_len(void) { return mproc__page_round(sizeof(struct mproc_event)); }
-
 static bool event_ok(const mproc_event *e) { return e && e->magic == EVENT_MAGIC; }
 
 int mproc_event_new(mproc_event **out) {
   if (!out)
     return MPROC_EINVAL;
   *out = NULL;
-  mproc_event *e = mproc__shared_map(event_map_len());
+  mproc_event *e = mproc__shared_alloc(sizeof *e);
   if (!e)
     return -errno;
   e->magic = EVENT_MAGIC;
@@ -370,7 +365,7 @@ int mproc_event_wait(mproc_event *e, double timeout) {
 
 void mproc_event_free(mproc_event *e) {
   if (event_ok(e))
-    mproc__shared_unmap(e, event_map_len());
+    mproc__shared_free(e, sizeof *e);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -531,7 +526,7 @@ struct mproc_cond {
   wslot slots[COND_SLOTS];
 };
 
-static size_t cond_map_len(void) { return mproc__page_round(sizeof(struct mproc_cond)); }
+_Static_assert(sizeof(struct mproc_cond) <= 65536, "a Condition should fit in 64 KiB");
 
 static bool cond_ok(const mproc_cond *c) { return c && c->magic == COND_MAGIC; }
 
@@ -541,14 +536,14 @@ int mproc_cond_new(mproc_cond **out, mproc_lock *lock) {
   *out = NULL;
   if (lock && !lock_ok(lock))
     return MPROC_EINVAL;
-  mproc_cond *c = mproc__shared_map(cond_map_len());
+  mproc_cond *c = mproc__shared_alloc(sizeof *c);
   if (!c)
     return -errno;
   c->lock = lock;
   if (!lock) {
     int rc = mproc__lock_init(&c->own, true, true);
     if (rc) {
-      mproc__shared_unmap(c, cond_map_len());
+      mproc__shared_free(c, sizeof *c);
       return rc;
     }
     c->lock = &c->own;
@@ -641,7 +636,7 @@ void mproc_cond_free(mproc_cond *c) {
     return;
   if (c->lock == &c->own)
     mproc__lock_drop(&c->own);
-  mproc__shared_unmap(c, cond_map_len());
+  mproc__shared_free(c, sizeof *c);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -653,7 +648,7 @@ enum { BARRIER_MAX_PARTIES = 1 << 20, BARRIER_SPARE_SLOTS = 256 };
 struct mproc_barrier {
   uint32_t magic;
   uint32_t parties;
-  size_t map_len;
+  size_t len; /* of the whole object */
   /* Under m: */
   uint32_t count; /* arrivals in the current round */
   bool broken;
@@ -671,17 +666,17 @@ int mproc_barrier_new(mproc_barrier **out, unsigned parties) {
   if (parties == 0 || parties > BARRIER_MAX_PARTIES)
     return MPROC_EINVAL;
   uint32_t cap = parties + BARRIER_SPARE_SLOTS;
-  size_t map_len = mproc__page_round(sizeof(struct mproc_barrier) + cap * sizeof(wslot));
-  mproc_barrier *b = mproc__shared_map(map_len);
+  size_t len = sizeof(struct mproc_barrier) + cap * sizeof(wslot);
+  mproc_barrier *b = mproc__shared_alloc(len);
   if (!b)
     return -errno;
   int rc = mproc__mutex_init(&b->m, false);
   if (rc) {
-    mproc__shared_unmap(b, map_len);
+    mproc__shared_free(b, len);
     return rc;
   }
   b->parties = parties;
-  b->map_len = map_len;
+  b->len = len;
   b->wl.cap = cap;
   b->wl.slots = b->slots;
   b->magic = BARRIER_MAGIC;
@@ -772,5 +767,5 @@ int mproc_barrier_reset(mproc_barrier *b) {
 
 void mproc_barrier_free(mproc_barrier *b) {
   if (barrier_ok(b))
-    mproc__shared_unmap(b, b->map_len);
+    mproc__shared_free(b, b->len);
 }

@@ -789,3 +789,127 @@ Test(lock, owned_by_the_thread_not_the_process) {
   mproc_lock_free(t.lock);
   th_end(sc);
 }
+
+/* ---- heavier mixes ---- */
+
+enum { PC = 3, ITEMS = 400, CAP = 4 };
+
+struct bounded_buffer {
+  mproc_cond *not_empty, *not_full; /* sharing one lock */
+  mproc_lock *lock;
+  long buf[CAP];
+  int head, count;
+  long consumed_sum;
+  int consumed;
+};
+
+static int bb_put(struct bounded_buffer *b, long v) {
+  if (mproc_lock_acquire(b->lock, MPROC_FOREVER) != 0)
+    return 1;
+  while (b->count == CAP)
+    if (mproc_cond_wait(b->not_full, 30) != 0)
+      return 2;
+  b->buf[(b->head + b->count++) % CAP] = v;
+  mproc_cond_notify(b->not_empty, 1);
+  return mproc_lock_release(b->lock) ? 3 : 0;
+}
+
+static int bb_get(struct bounded_buffer *b) {
+  if (mproc_lock_acquire(b->lock, MPROC_FOREVER) != 0)
+    return 1;
+  while (b->count == 0)
+    if (mproc_cond_wait(b->not_empty, 30) != 0)
+      return 2;
+  b->consumed_sum += b->buf[b->head];
+  b->consumed++;
+  b->head = (b->head + 1) % CAP;
+  b->count--;
+  mproc_cond_notify(b->not_full, 1);
+  return mproc_lock_release(b->lock) ? 3 : 0;
+}
+
+static int producer(struct bounded_buffer *b, int me) {
+  for (int i = 0; i < ITEMS; i++) {
+    int rc = bb_put(b, (long)me * 100000 + i);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+static int consumer_n(struct bounded_buffer *b) {
+  for (int i = 0; i < ITEMS; i++) {
+    int rc = bb_get(b);
+    if (rc)
+      return 10 + rc;
+  }
+  return 0;
+}
+
+/* notify(1) with several producers and consumers on two conditions: a lost or doubled
+ * wake-up shows as a stuck process (timeout) or a wrong sum. */
+Test(cond, bounded_buffer_many_producers_and_consumers) {
+  th_scope sc = th_begin();
+  struct bounded_buffer *b = shared(sizeof *b);
+  cr_assert_eq(mproc_lock_new(&b->lock, false), 0);
+  cr_assert_eq(mproc_cond_new(&b->not_empty, b->lock), 0);
+  cr_assert_eq(mproc_cond_new(&b->not_full, b->lock), 0);
+  pid_t pids[2 * PC];
+  for (int i = 0; i < PC; i++) {
+    if ((pids[i] = fork()) == 0)
+      _exit(producer(b, i));
+    if ((pids[PC + i] = fork()) == 0)
+      _exit(consumer_n(b));
+  }
+  for (int i = 0; i < 2 * PC; i++)
+    cr_expect_eq(reap(pids[i]), 0, "process %d", i);
+  long want = 0;
+  for (int p = 0; p < PC; p++)
+    for (int i = 0; i < ITEMS; i++)
+      want += (long)p * 100000 + i;
+  cr_assert_eq(b->consumed, PC * ITEMS);
+  cr_assert_eq(b->consumed_sum, want);
+  mproc_cond_free(b->not_empty);
+  mproc_cond_free(b->not_full);
+  mproc_lock_free(b->lock);
+  mproc__shared_unmap(b, sizeof *b);
+  th_end(sc);
+}
+
+struct overbooked {
+  mproc_barrier *b;
+  _Atomic int count[2];
+};
+
+static int overbooked_worker(struct overbooked *t) {
+  for (;;) {
+    int rc = mproc_barrier_wait(t->b, 30);
+    if (rc == MPROC_ESTATE)
+      return 0; /* aborted: the end */
+    if (rc < 0 || rc > 1)
+      return 1;
+    atomic_fetch_add(&t->count[rc], 1);
+  }
+}
+
+/* Four processes on a barrier of two: rounds must not mix (each index once per round). A
+ * process may end up without a partner at the end, so the parent stops them with abort. */
+Test(barrier, more_processes_than_parties) {
+  th_scope sc = th_begin();
+  struct overbooked *t = shared(sizeof *t);
+  cr_assert_eq(mproc_barrier_new(&t->b, 2), 0);
+  pid_t pids[4];
+  for (int i = 0; i < 4; i++)
+    if ((pids[i] = fork()) == 0)
+      _exit(overbooked_worker(t));
+  while (atomic_load(&t->count[0]) < 300)
+    sleep_ms(1);
+  cr_assert_eq(mproc_barrier_abort(t->b), 0);
+  for (int i = 0; i < 4; i++)
+    cr_expect_eq(reap(pids[i]), 0);
+  cr_assert_geq(atomic_load(&t->count[0]), 300);
+  cr_assert_eq(atomic_load(&t->count[0]), atomic_load(&t->count[1]));
+  mproc_barrier_free(t->b);
+  mproc__shared_unmap(t, sizeof *t);
+  th_end(sc);
+}

@@ -279,12 +279,104 @@ Test(sync_faults, slots_of_killed_waiters_are_reclaimed) {
   th_end(sc);
 }
 
-/* ---- Barrier, Semaphore, Event ---- */
-
 static int barrier_once(mproc_barrier *b) {
   int rc = mproc_barrier_wait(b, 20);
   return rc >= 0 ? 10 + rc : (rc == MPROC_ESTATE ? 1 : 2);
 }
+
+static void cond_churn(mproc_cond *c) {
+  for (;;) {
+    int rc = mproc_cond_acquire(c, MPROC_FOREVER);
+    if (rc != 0 && rc != MPROC_EOWNERDEAD)
+      _exit(1);
+    mproc_cond_notify(c, 1);
+    rc = mproc_cond_wait(c, 0.0005);
+    if (rc != 0 && rc != MPROC_ETIMEDOUT && rc != MPROC_EOWNERDEAD)
+      _exit(2);
+    if (mproc_cond_release(c) != 0)
+      _exit(3);
+  }
+}
+
+/* Two processes notifying and waiting on one condition are killed at random moments, over
+ * and over: the condition stays usable, and notify still reaches the live waiter past the
+ * slots the dead left behind. */
+Test(sync_faults, condition_survives_random_kills, .timeout = 120) {
+  th_scope sc = th_begin();
+  struct condtest *t = shared(sizeof *t);
+  cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
+  unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+  for (int round = 0; round < 100; round++) {
+    pid_t p[2];
+    for (int i = 0; i < 2; i++)
+      if ((p[i] = fork()) == 0)
+        cond_churn(t->cond);
+    sleep_us(rand_r(&seed) % 2000);
+    for (int i = 0; i < 2; i++) {
+      kill(p[i], SIGKILL);
+      cr_assert_eq(reap(p[i]), -SIGKILL, "round %d (seed %u)", round, seed);
+    }
+    int rc = mproc_cond_acquire(t->cond, 5);
+    cr_assert(rc == 0 || rc == MPROC_EOWNERDEAD, "round %d: %d (seed %u)", round, rc, seed);
+    cr_assert_eq(mproc_cond_wait(t->cond, 0), MPROC_ETIMEDOUT);
+    cr_assert_eq(mproc_cond_release(t->cond), 0);
+  }
+  pid_t w = fork();
+  if (w == 0)
+    _exit(cond_waiter(t));
+  while (locked_read(t->cond, &t->ready) < 1)
+    sleep_us(1000);
+  cr_assert_eq(mproc_cond_acquire(t->cond, 5), 0);
+  cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
+  cr_assert_eq(mproc_cond_release(t->cond), 0);
+  cr_assert_eq(reap(w), 0);
+  cr_assert_eq(t->woke, 1);
+  mproc_cond_free(t->cond);
+  mproc__shared_unmap(t, sizeof *t);
+  th_end(sc);
+}
+
+static void barrier_churn(mproc_barrier *b) {
+  for (;;) {
+    int rc = mproc_barrier_wait(b, 0.002);
+    if (rc == MPROC_ESTATE || rc == MPROC_ETIMEDOUT)
+      mproc_barrier_reset(b);
+    else if (rc < 0 || rc > 1)
+      _exit(1);
+  }
+}
+
+/* Two processes using a barrier (with timeouts and resets) are killed at random moments:
+ * after a reset it works for the survivors. */
+Test(sync_faults, barrier_survives_random_kills, .timeout = 120) {
+  th_scope sc = th_begin();
+  mproc_barrier *b;
+  cr_assert_eq(mproc_barrier_new(&b, 2), 0);
+  unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+  for (int round = 0; round < 60; round++) {
+    pid_t p[2];
+    for (int i = 0; i < 2; i++)
+      if ((p[i] = fork()) == 0)
+        barrier_churn(b);
+    sleep_us(rand_r(&seed) % 2000);
+    for (int i = 0; i < 2; i++) {
+      kill(p[i], SIGKILL);
+      cr_assert_eq(reap(p[i]), -SIGKILL, "round %d (seed %u)", round, seed);
+    }
+    cr_assert_eq(mproc_barrier_reset(b), 0);
+    pid_t e = fork();
+    if (e == 0)
+      _exit(barrier_once(b));
+    int mine = mproc_barrier_wait(b, 20);
+    int theirs = reap(e) - 10;
+    cr_assert(mine >= 0 && theirs >= 0 && mine + theirs == 1, "round %d: %d %d (seed %u)", round,
+              mine, theirs, seed);
+  }
+  mproc_barrier_free(b);
+  th_end(sc);
+}
+
+/* ---- Barrier, Semaphore, Event ---- */
 
 Test(sync_faults, barrier_participant_killed_after_arriving_still_counts) {
   th_scope sc = th_begin();
