@@ -69,10 +69,19 @@ const char *mproc_current_process_name(void);
 /* Process                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* One child process running target(arg). For one thread at a time. */
+/* One child process running target(arg). For one thread at a time.
+ * Only the process that started a child may join, signal or reap it: in a forked child an
+ * inherited handle is inert (MPROC_ESTATE; free releases only that copy), and a forked
+ * child starts with no children of its own (mproc_active_children).
+ * At normal exit (exit() or a return from main), and in an mproc child when its target
+ * returns, daemon children are killed (SIGKILL) and the others joined, as Python does.
+ * A daemon also dies when its parent dies in any way (PR_SET_PDEATHSIG): note that this
+ * signal follows the *thread* that started it, so a daemon started from a thread that
+ * ends before the process is killed then. */
 typedef struct mproc_process mproc_process;
 
-/* Runs in the child; its return value is the child's exit code. */
+/* Runs in the child; its return value is the child's exit code (its low 8 bits). The child
+ * flushes stdout/stderr and leaves with _exit: the parent's atexit handlers do not run. */
 typedef int (*mproc_target_fn)(void *arg);
 
 typedef struct mproc_process_opts {
@@ -84,7 +93,8 @@ typedef struct mproc_process_opts {
 int mproc_process_new(mproc_process **p, mproc_target_fn target, void *arg,
                       const mproc_process_opts *opts);
 /* Forks the child. MPROC_ESTATE if already started; a child that fails to set itself up is
- * reported here as an error code. stdout/stderr are flushed first. */
+ * reported here as an error code (-errno; p can then be started again). stdout/stderr are
+ * flushed first. */
 int mproc_process_start(mproc_process *p);
 /* Waits for the child to end: 0, or MPROC_ETIMEDOUT. Reaps it. MPROC_ESTATE if not started. */
 int mproc_process_join(mproc_process *p, double timeout);
@@ -136,6 +146,12 @@ int mproc_conn_poll(mproc_conn *c, double timeout);
 int mproc_conn_fileno(const mproc_conn *c);
 /* Closes and releases c. */
 void mproc_conn_free(mproc_conn *c);
+/* Notes. A recv whose deadline passes while a message is half-arrived keeps the part it
+ * read inside c and returns MPROC_ETIMEDOUT / MPROC_EAGAIN; the next recv continues that
+ * message: messages are never torn. A peer that closes mid-message: MPROC_EOF. The wire
+ * format is Python's (4-byte big-endian length, or 0xffffffff and an 8-byte length beyond
+ * 2 GiB) except that frames shorter than 64 bytes are zero-padded to 64. In a child, free
+ * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF). */
 
 /* multiprocessing.connection.wait: one object to wait on. */
 typedef struct mproc_waitable {
@@ -151,6 +167,12 @@ int mproc_wait(mproc_waitable *items, size_t n, double timeout);
 /* Queue (Queue, SimpleQueue, JoinableQueue)                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
+/* A queue lives in one shared mapping made by mproc_queue_new: a ring of messages whose data
+ * area is a large MAP_NORESERVE reservation (about the machine's memory), committed as the
+ * queue grows and given back when it drains. So a message of any size goes through whole,
+ * a put returns once the message is in shared memory, only maxsize (in items) makes a put
+ * wait, and MPROC_ENOMEM comes only when memory runs out. A process SIGKILLed inside put or
+ * get costs at most that one message; everyone else goes on. Safe from several threads. */
 typedef struct mproc_queue mproc_queue;
 typedef struct mproc_queue_opts {
   size_t maxsize; /* most items held at once; 0: unbounded */
@@ -180,21 +202,37 @@ void mproc_queue_free(mproc_queue *q);
 /* Synchronization                                                                             */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Lock, or RLock when recursive. Owned by the acquiring thread; robust to a holder's death. */
+/* Every synchronization object lives in shared memory made by its _new: create it before
+ * fork() to share it with the child (the same handle works there). _free releases only the
+ * calling process's view; other processes keep using the object, and the memory goes with
+ * the last view. Timeouts: < 0 waits without limit; 0 never blocks (acquires then return
+ * MPROC_EAGAIN, waits MPROC_ETIMEDOUT). Waiters spin briefly (a budget each object learns),
+ * then sleep in a futex. */
+
+/* Lock, or RLock when recursive. Owned by the acquiring thread; robust to a holder's death:
+ * when a holder dies (killed at any moment), the next acquirer, or one already blocked, gets
+ * the lock at once with MPROC_EOWNERDEAD. A plain Lock acquired again by its holder waits
+ * (timeout 0: MPROC_EAGAIN), as in Python. */
 typedef struct mproc_lock mproc_lock;
 int mproc_lock_new(mproc_lock **l, bool recursive);
 /* 0; MPROC_ETIMEDOUT; MPROC_EAGAIN (timeout 0); MPROC_EOWNERDEAD: acquired (held now), but
  * the previous holder died holding it — the protected data may be inconsistent. */
 int mproc_lock_acquire(mproc_lock *l, double timeout);
-/* MPROC_ESTATE if this thread does not hold it. */
+/* MPROC_ESTATE if this thread does not hold it (another process or thread holds it, or no
+ * one does). */
 int mproc_lock_release(mproc_lock *l);
+/* A lock the calling thread still holds is released first. */
 void mproc_lock_free(mproc_lock *l);
 
-/* Semaphore, or BoundedSemaphore. */
+/* Semaphore, or BoundedSemaphore. Not owned (any process may release): a process that dies
+ * after acquiring does not give its unit back, as in Python. Use a Lock where a death must
+ * be noticed. */
 typedef struct mproc_sem mproc_sem;
+/* value <= INT_MAX (else MPROC_EINVAL). */
 int mproc_sem_new(mproc_sem **s, unsigned value, bool bounded);
+/* 0; MPROC_EAGAIN (timeout 0); MPROC_ETIMEDOUT. */
 int mproc_sem_acquire(mproc_sem *s, double timeout);
-/* Bounded and already at its initial value: MPROC_ESTATE. */
+/* Bounded and already at its initial value (or any at INT_MAX): MPROC_ESTATE. */
 int mproc_sem_release(mproc_sem *s);
 /* The current value (>= 0), or a negative error. */
 int mproc_sem_value(mproc_sem *s);
@@ -205,29 +243,55 @@ int mproc_event_new(mproc_event **e);
 int mproc_event_set(mproc_event *e);
 int mproc_event_clear(mproc_event *e);
 bool mproc_event_is_set(mproc_event *e);
-/* 0 when set, MPROC_ETIMEDOUT. */
+/* 0 when set, MPROC_ETIMEDOUT. Returns 0 also when the event was set during the wait and
+ * cleared again before this waiter ran (threading.Event's rule). */
 int mproc_event_wait(mproc_event *e, double timeout);
 void mproc_event_free(mproc_event *e);
 
-/* Condition; lock NULL: it makes its own RLock. A given lock is borrowed and must outlive c. */
+/* Condition; lock NULL: it makes its own RLock. A given lock is borrowed and must outlive c.
+ * Waiters are woken in the order they began waiting. At most 1022 threads wait on one
+ * Condition at a time (one more: MPROC_ENOMEM from mproc_cond_wait).
+ *
+ * When a process dies, survivors see exactly this:
+ * - A waiter that dies while waiting is skipped by notify and not counted (each waiter holds
+ *   a robust futex for the duration of its wait, so the kernel reports its death).
+ * - A process that dies holding the lock: the next acquirer gets MPROC_EOWNERDEAD with the
+ *   lock held; that includes a waiter taking the lock back at the end of mproc_cond_wait,
+ *   which then returns MPROC_EOWNERDEAD (notified or timed out: unknown).
+ * - A process that dies before it could notify is indistinguishable from a slow one: only
+ *   a timeout ends the others' waits. */
 typedef struct mproc_cond mproc_cond;
 int mproc_cond_new(mproc_cond **c, mproc_lock *lock);
 int mproc_cond_acquire(mproc_cond *c, double timeout);
 int mproc_cond_release(mproc_cond *c);
 /* Lock held on entry and on return; returns only when notified (0) or timed out
- * (MPROC_ETIMEDOUT), never spuriously. Not holding the lock: MPROC_ESTATE. */
+ * (MPROC_ETIMEDOUT), never spuriously. Not holding the lock: MPROC_ESTATE. An RLock held
+ * several levels deep is released completely and taken back to the same depth. */
 int mproc_cond_wait(mproc_cond *c, double timeout);
-/* Wakes exactly min(n, waiting) waiters. Lock must be held (MPROC_ESTATE otherwise). */
+/* Wakes exactly min(n, waiting) waiters (n >= 0, else MPROC_EINVAL); returns 0. Lock must
+ * be held (MPROC_ESTATE otherwise). */
 int mproc_cond_notify(mproc_cond *c, int n);
 int mproc_cond_notify_all(mproc_cond *c);
 void mproc_cond_free(mproc_cond *c);
 
+/* Barrier for parties (1..2^20) participants. When a process dies, survivors see exactly
+ * this:
+ * - One that dies after arriving (while waiting) still counts: the round completes when the
+ *   others arrive, and they get their indices.
+ * - One that dies before arriving is indistinguishable from a slow one: the others wait
+ *   until a timeout, which breaks the barrier (that waiter MPROC_ETIMEDOUT, the rest and
+ *   every later wait MPROC_ESTATE until reset). Use timeouts when a participant may die.
+ * - One that dies inside the barrier's own bookkeeping (a few instructions under its
+ *   internal robust mutex) breaks it, as an abort would. */
 typedef struct mproc_barrier mproc_barrier;
 int mproc_barrier_new(mproc_barrier **b, unsigned parties);
 /* A distinct index 0..parties-1; MPROC_ETIMEDOUT (and the barrier breaks); MPROC_ESTATE
  * when broken (until reset). */
 int mproc_barrier_wait(mproc_barrier *b, double timeout);
+/* Breaks it: waiters and later waits get MPROC_ESTATE until reset. */
 int mproc_barrier_abort(mproc_barrier *b);
+/* Back to the empty, unbroken state; those waiting now get MPROC_ESTATE (Python's
+ * BrokenBarrierError). */
 int mproc_barrier_reset(mproc_barrier *b);
 void mproc_barrier_free(mproc_barrier *b);
 
@@ -238,8 +302,11 @@ void mproc_barrier_free(mproc_barrier *b);
 /* multiprocessing.shared_memory.SharedMemory: a named segment any process of the user can
  * attach. Names: up to 200 bytes of [A-Za-z0-9._-], optional leading '/'. */
 typedef struct mproc_shm mproc_shm;
-/* name NULL: an unguessable one is generated. A name already in use: -EEXIST. */
+/* Creates a segment of size bytes (0: MPROC_EINVAL), zero-filled, mode 0600. name NULL: an
+ * unguessable one is generated ("mproc-<pid>-<32 hex digits>"). A name already in use:
+ * -EEXIST, and the existing segment is left untouched. No descriptor is kept open. */
 int mproc_shm_create(mproc_shm **s, const char *name, size_t size);
+/* Maps the whole segment (its current size); -ENOENT when no such name exists. */
 int mproc_shm_attach(mproc_shm **s, const char *name);
 void *mproc_shm_buf(const mproc_shm *s);
 size_t mproc_shm_size(const mproc_shm *s);

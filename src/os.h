@@ -76,6 +76,18 @@ void mproc__shared_unmap(void *p, size_t len);
 size_t mproc__page_size(void);
 /* len rounded up to whole pages; 0 on overflow. */
 size_t mproc__page_round(size_t len);
+/* Reserves len bytes of anonymous MAP_SHARED address space with MAP_NORESERVE: shared with
+ * children forked later, zero-filled, pages committed only when touched or committed below.
+ * NULL and errno on failure. Release with mproc__shared_unmap. */
+void *mproc__shared_reserve(size_t len);
+/* Commits the pages of [p, p+len) now (MADV_POPULATE_WRITE where the kernel has it), so that
+ * running out of memory is -ENOMEM here instead of SIGBUS at first touch. 0 or -errno. */
+int mproc__shared_commit(void *p, size_t len);
+/* Gives the pages of [p, p+len) (page aligned) back to the system (MADV_REMOVE): they read as
+ * zero afterwards, in every process that maps them. 0 or -errno. */
+int mproc__shared_discard(void *p, size_t len);
+/* Physical memory of the machine in bytes (at least one page). */
+size_t mproc__phys_mem(void);
 
 /* ---- descriptors ---- */
 
@@ -113,6 +125,9 @@ int mproc__exitcode(int status);
 void mproc__ignore_sigpipe(void);
 /* Gettid. */
 pid_t mproc__gettid(void);
+/* Whether the task (process or thread id) tid still runs: false once it is gone or a zombie.
+ * A probe for dead peers, not for hot paths (it may read /proc). */
+bool mproc__task_alive(pid_t tid);
 /* Fills buf with len bytes from the kernel's CSPRNG: 0 or -errno. */
 int mproc__random_bytes(void *buf, size_t len);
 

@@ -250,6 +250,52 @@ size_t mproc__page_round(size_t len) {
   return (len + pg - 1) & ~(pg - 1);
 }
 
+void *mproc__shared_reserve(size_t len) {
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+int mproc__shared_commit(void *p, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+  for (;;) {
+    if (madvise(p, len, MADV_POPULATE_WRITE) == 0)
+      return 0;
+    /* EINTR, or EAGAIN for a transient fault: retry. EINVAL: an older kernel without it, where
+     * pages are committed at first touch instead. */
+    if (errno == EINTR || errno == EAGAIN)
+      continue;
+    if (errno == EINVAL)
+      return 0;
+    return errno == EFAULT || errno == EHWPOISON ? -ENOMEM : -errno;
+  }
+#else
+  (void)p;
+  (void)len;
+  return 0;
+#endif
+}
+
+int mproc__shared_discard(void *p, size_t len) {
+  if (len == 0)
+    return 0;
+  while (madvise(p, len, MADV_REMOVE) != 0) {
+    if (errno != EINTR && errno != EAGAIN)
+      return -errno;
+  }
+  return 0;
+}
+
+size_t mproc__phys_mem(void) {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  size_t pg = mproc__page_size();
+  if (pages <= 0)
+    return pg;
+  if ((size_t)pages > SIZE_MAX / pg)
+    return SIZE_MAX;
+  return (size_t)pages * pg;
+}
+
 /* ---- descriptors ---- */
 
 ssize_t mproc__read_full(int fd, void *buf, size_t len) {
@@ -409,6 +455,26 @@ void mproc__ignore_sigpipe(void) {
     ign.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &ign, NULL);
   }
+}
+
+bool mproc__task_alive(pid_t tid) {
+  if (tid <= 0)
+    return false;
+  if (kill(tid, 0) < 0 && errno == ESRCH)
+    return false;
+  /* kill() succeeds on a zombie: look at its state. */
+  char path[64], buf[256];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno != ENOENT;
+  ssize_t n = mproc__read_full(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return true;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
 
 /* ---- wake-up descriptors ---- */

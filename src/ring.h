@@ -73,4 +73,12 @@ size_t mproc__ring_max_items(mproc__ring *r);
  * (For callers that wait on a ring and must do other work before reading.) */
 int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline);
 
+/* Bytes of the data area in use now, and at creation (the area grows for big messages or a
+ * backlog and shrinks back when drained). For tests and statistics. */
+size_t mproc__ring_capacity(mproc__ring *r);
+size_t mproc__ring_initial_capacity(mproc__ring *r);
+/* Getters and putters counted as asleep now (a task killed while asleep stays counted until
+ * wakers notice it is gone). For tests. */
+size_t mproc__ring_sleepers(mproc__ring *r);
+
 #endif /* MPROC_RING_H */

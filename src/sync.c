@@ -2,9 +2,9 @@
  * The sync layer: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, all
  * usable across processes.
  *
- * Every object lives in an anonymous MAP_SHARED mapping of its own and the handle is the
- * mapping's address, so an object made before a fork is the same pointer in the child; free
- * unmaps this process's view only (the memory goes with the last view).
+ * Every object lives in the shared arena (shm.h) and the handle is its address there, so an
+ * object made before a fork is the same pointer in the child; free gives up this process's
+ * use only (the memory goes with the last process's view).
  *
  * Lock/RLock are the kernel's robust futexes (glibc's robust process-shared mutex), so a
  * holder's death hands the lock to the next acquirer at once with MPROC_EOWNERDEAD. The
@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "shm.h"
 #include "sync.h"
 
 #include <limits.h>
@@ -31,10 +32,41 @@
 #define COND_MAGIC 0x434f4e44u    /* "COND" */
 #define BARRIER_MAGIC 0x42415252u /* "BARR" */
 
-/* Pause rounds before a futex sleep (~30 ns each here: ~3 us in all). A hand-off between
- * two running processes takes well under that, while a futex sleep and wake costs tens of
- * microseconds on a VM. */
-enum { SPIN_ROUNDS = 100 };
+/* Adaptive spinning before a futex sleep (a pause is ~30 ns here). A hand-off between two
+ * running processes takes about a microsecond, while a futex sleep and wake costs several
+ * to tens of microseconds on a VM; but when the peer is not running (a busy machine)
+ * spinning only burns the time slice. So each object keeps a spin budget in shared memory:
+ * a spin that ends with the awaited thing raises it to twice what was needed; a spin that
+ * ended in a sleep doubles it when the sleep was short (a bit more spinning would have
+ * caught it: this is how two processes fall back into spinning hand-offs) and halves it
+ * when the sleep was long. Below SPIN_MIN, one spin in 16 probes at full length. A zeroed
+ * budget starts with a probe. */
+enum { SPIN_MIN = 16, SPIN_MAX = 300, SPIN_PROBE_EVERY = 16 };
+#define SHORT_SLEEP_NS 20000
+
+static int spin_rounds(mproc__spin *sp) {
+  uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
+  if (b >= SPIN_MIN)
+    return (int)b;
+  uint32_t t = atomic_fetch_add_explicit(&sp->tries, 1, memory_order_relaxed);
+  return t % SPIN_PROBE_EVERY == 0 ? SPIN_MAX : SPIN_MIN;
+}
+
+static void spin_set(mproc__spin *sp, uint32_t b) {
+  atomic_store_explicit(&sp->budget, b > SPIN_MAX ? SPIN_MAX : b, memory_order_relaxed);
+}
+
+static void spin_won(mproc__spin *sp, int used) {
+  uint32_t want = 2 * (uint32_t)used + SPIN_MIN;
+  if (atomic_load_explicit(&sp->budget, memory_order_relaxed) < want)
+    spin_set(sp, want);
+}
+
+/* The spin failed and the caller slept for slept_ns before getting what it waited for. */
+static void spin_slept(mproc__spin *sp, int64_t slept_ns) {
+  uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
+  spin_set(sp, slept_ns < SHORT_SLEEP_NS ? (b < SPIN_MIN ? 2 * SPIN_MIN : 2 * b) : b / 2);
+}
 
 #define LOAD(p) atomic_load_explicit((p), memory_order_acquire)
 #define STORE(p, v) atomic_store_explicit((p), (v), memory_order_release)
@@ -42,8 +74,6 @@ enum { SPIN_ROUNDS = 100 };
 /* ------------------------------------------------------------------------------------------ */
 /* Lock, RLock                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
-
-static size_t lock_map_len(void) { return mproc__page_round(sizeof(mproc_lock)); }
 
 static bool lock_ok(const mproc_lock *l) { return l && l->magic == LOCK_MAGIC; }
 
@@ -61,12 +91,12 @@ int mproc_lock_new(mproc_lock **out, bool recursive) {
   if (!out)
     return MPROC_EINVAL;
   *out = NULL;
-  mproc_lock *l = mproc__shared_map(lock_map_len());
+  mproc_lock *l = mproc__shared_alloc(sizeof *l);
   if (!l)
     return -errno;
   int rc = mproc__lock_init(l, recursive, false);
   if (rc) {
-    mproc__shared_unmap(l, lock_map_len());
+    mproc__shared_free(l, sizeof *l);
     return rc;
   }
   *out = l;
@@ -83,13 +113,19 @@ static int lock_take(mproc_lock *l, double timeout) {
     return MPROC_EAGAIN;
   /* A plain lock held by this very thread is only released by it: spinning cannot help. */
   if (!mproc__mutex_held(&l->m)) {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
+    int n = spin_rounds(&l->spin);
+    for (int i = 0; i < n; i++) {
       mproc__cpu_relax();
-      if (!mproc__mutex_locked(&l->m) && (rc = mproc__mutex_trylock(&l->m)) != -EBUSY)
+      if (!mproc__mutex_locked(&l->m) && (rc = mproc__mutex_trylock(&l->m)) != -EBUSY) {
+        spin_won(&l->spin, i);
         return rc;
+      }
     }
   }
+  int64_t t0 = mproc__now_ns();
   rc = mproc__mutex_lock(&l->m, mproc__deadline(timeout));
+  if (rc == 0 || rc == MPROC_EOWNERDEAD)
+    spin_slept(&l->spin, mproc__now_ns() - t0);
   return rc == -ETIMEDOUT ? MPROC_ETIMEDOUT : rc;
 }
 
@@ -105,10 +141,20 @@ int mproc_lock_release(mproc_lock *l) {
   return mproc__mutex_unlock(&l->m);
 }
 
+void mproc__lock_drop(mproc_lock *l) {
+  /* A mutex this thread holds is on its robust list, which the kernel walks when the thread
+   * exits: left there unmapped, it would stop that walk and other robust mutexes would not
+   * be recovered. And no one else could ever take it. So let go of it first. */
+  while (mproc__mutex_held(&l->m) && mproc__mutex_unlock(&l->m) == 0)
+    ;
+}
+
 void mproc_lock_free(mproc_lock *l) {
   /* The magic stays: other processes may still be using the same memory. */
-  if (lock_ok(l) && !l->embedded)
-    mproc__shared_unmap(l, lock_map_len());
+  if (lock_ok(l) && !l->embedded) {
+    mproc__lock_drop(l);
+    mproc__shared_free(l, sizeof *l);
+  }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -121,9 +167,8 @@ struct mproc_sem {
   uint32_t magic;
   uint32_t initial;
   bool bounded;
+  mproc__spin spin;
 };
-
-static size_t sem_map_len(void) { return mproc__page_round(sizeof(struct mproc_sem)); }
 
 static bool sem_ok(const mproc_sem *s) { return s && s->magic == SEM_MAGIC; }
 
@@ -133,7 +178,7 @@ int mproc_sem_new(mproc_sem **out, unsigned value, bool bounded) {
   *out = NULL;
   if (value > INT_MAX)
     return MPROC_EINVAL;
-  mproc_sem *s = mproc__shared_map(sem_map_len());
+  mproc_sem *s = mproc__shared_alloc(sizeof *s);
   if (!s)
     return -errno;
   atomic_init(&s->value, value);
@@ -182,12 +227,19 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
     return 0;
   if (timeout == 0)
     return MPROC_EAGAIN;
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
+  int n = spin_rounds(&s->spin);
+  for (int i = 0; i < n; i++) {
     mproc__cpu_relax();
-    if (atomic_load_explicit(&s->value, memory_order_relaxed) > 0 && sem_try(s))
+    if (atomic_load_explicit(&s->value, memory_order_relaxed) > 0 && sem_try(s)) {
+      spin_won(&s->spin, i);
       return 0;
+    }
   }
-  return sem_sleep(s, mproc__deadline(timeout));
+  int64_t t0 = mproc__now_ns();
+  int rc = sem_sleep(s, mproc__deadline(timeout));
+  if (rc == 0)
+    spin_slept(&s->spin, mproc__now_ns() - t0);
+  return rc;
 }
 
 int mproc_sem_release(mproc_sem *s) {
@@ -212,7 +264,7 @@ int mproc_sem_value(mproc_sem *s) {
 
 void mproc_sem_free(mproc_sem *s) {
   if (sem_ok(s))
-    mproc__shared_unmap(s, sem_map_len());
+    mproc__shared_free(s, sizeof *s);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -226,9 +278,8 @@ struct mproc_event {
   _Atomic uint32_t word;
   _Atomic uint32_t waiters;
   uint32_t magic;
+  mproc__spin spin;
 };
-
-static size_t event_map_len(void) { return mproc__page_round(sizeof(struct mproc_event)); }
 
 static bool event_ok(const mproc_event *e) { return e && e->magic == EVENT_MAGIC; }
 
@@ -236,7 +287,7 @@ int mproc_event_new(mproc_event **out) {
   if (!out)
     return MPROC_EINVAL;
   *out = NULL;
-  mproc_event *e = mproc__shared_map(event_map_len());
+  mproc_event *e = mproc__shared_alloc(sizeof *e);
   if (!e)
     return -errno;
   e->magic = EVENT_MAGIC;
@@ -297,17 +348,24 @@ int mproc_event_wait(mproc_event *e, double timeout) {
   if (timeout == 0)
     return MPROC_ETIMEDOUT;
   /* Any change from a clear word means a set happened. */
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
+  int n = spin_rounds(&e->spin);
+  for (int i = 0; i < n; i++) {
     mproc__cpu_relax();
-    if (LOAD(&e->word) != seen)
+    if (LOAD(&e->word) != seen) {
+      spin_won(&e->spin, i);
       return 0;
+    }
   }
-  return event_sleep(e, seen, mproc__deadline(timeout));
+  int64_t t0 = mproc__now_ns();
+  int rc = event_sleep(e, seen, mproc__deadline(timeout));
+  if (rc == 0)
+    spin_slept(&e->spin, mproc__now_ns() - t0);
+  return rc;
 }
 
 void mproc_event_free(mproc_event *e) {
   if (event_ok(e))
-    mproc__shared_unmap(e, event_map_len());
+    mproc__shared_free(e, sizeof *e);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -335,6 +393,7 @@ typedef struct waitlist {
   uint32_t cap;
   uint32_t next_ticket;
   wslot *slots; /* inside the same shared mapping: the same address in every process */
+  mproc__spin spin;
 } waitlist;
 
 static bool slot_waiting(uint32_t st) { return st == W_WAITING || st == W_SLEEPING; }
@@ -410,22 +469,28 @@ static wslot *wl_oldest(waitlist *wl) {
 
 /* Waits until s is granted or the deadline passes; returns the state then (W_SLEEPING: time
  * is up and the caller must cancel). */
-static uint32_t slot_wait(wslot *s, int64_t deadline) {
+static uint32_t slot_wait(waitlist *wl, wslot *s, int64_t deadline) {
   uint32_t st;
   if (deadline != 0) {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-      if (!slot_waiting(st = LOAD(&s->state)))
+    int n = spin_rounds(&wl->spin);
+    for (int i = 0; i < n; i++) {
+      if (!slot_waiting(st = LOAD(&s->state))) {
+        spin_won(&wl->spin, i);
         return st;
+      }
       mproc__cpu_relax();
     }
   }
   uint32_t expect = W_WAITING;
   if (!atomic_compare_exchange_strong(&s->state, &expect, W_SLEEPING))
     return expect; /* granted meanwhile */
+  int64_t t0 = mproc__now_ns();
   for (;;) {
     int rc = mproc__futex_wait(&s->state, W_SLEEPING, deadline);
-    if ((st = LOAD(&s->state)) != W_SLEEPING)
+    if ((st = LOAD(&s->state)) != W_SLEEPING) {
+      spin_slept(&wl->spin, mproc__now_ns() - t0);
       return st;
+    }
     if (rc < 0 && rc != -EINTR)
       return W_SLEEPING; /* -ETIMEDOUT (or a futex failure, treated alike: never hang) */
   }
@@ -461,7 +526,7 @@ struct mproc_cond {
   wslot slots[COND_SLOTS];
 };
 
-static size_t cond_map_len(void) { return mproc__page_round(sizeof(struct mproc_cond)); }
+_Static_assert(sizeof(struct mproc_cond) <= 65536, "a Condition should fit in 64 KiB");
 
 static bool cond_ok(const mproc_cond *c) { return c && c->magic == COND_MAGIC; }
 
@@ -471,14 +536,14 @@ int mproc_cond_new(mproc_cond **out, mproc_lock *lock) {
   *out = NULL;
   if (lock && !lock_ok(lock))
     return MPROC_EINVAL;
-  mproc_cond *c = mproc__shared_map(cond_map_len());
+  mproc_cond *c = mproc__shared_alloc(sizeof *c);
   if (!c)
     return -errno;
   c->lock = lock;
   if (!lock) {
     int rc = mproc__lock_init(&c->own, true, true);
     if (rc) {
-      mproc__shared_unmap(c, cond_map_len());
+      mproc__shared_free(c, sizeof *c);
       return rc;
     }
     c->lock = &c->own;
@@ -536,7 +601,7 @@ int mproc_cond_wait(mproc_cond *c, double timeout) {
     return idx;
   wslot *s = &c->wl.slots[idx];
   unsigned depth = lock_release_all(c->lock);
-  uint32_t st = slot_wait(s, deadline);
+  uint32_t st = slot_wait(&c->wl, s, deadline);
   if (st == W_SLEEPING)
     st = slot_cancel(s);
   slot_leave(s);
@@ -567,8 +632,11 @@ int mproc_cond_notify_all(mproc_cond *c) {
 }
 
 void mproc_cond_free(mproc_cond *c) {
-  if (cond_ok(c))
-    mproc__shared_unmap(c, cond_map_len());
+  if (!cond_ok(c))
+    return;
+  if (c->lock == &c->own)
+    mproc__lock_drop(&c->own);
+  mproc__shared_free(c, sizeof *c);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -580,7 +648,7 @@ enum { BARRIER_MAX_PARTIES = 1 << 20, BARRIER_SPARE_SLOTS = 256 };
 struct mproc_barrier {
   uint32_t magic;
   uint32_t parties;
-  size_t map_len;
+  size_t len; /* of the whole object */
   /* Under m: */
   uint32_t count; /* arrivals in the current round */
   bool broken;
@@ -598,17 +666,17 @@ int mproc_barrier_new(mproc_barrier **out, unsigned parties) {
   if (parties == 0 || parties > BARRIER_MAX_PARTIES)
     return MPROC_EINVAL;
   uint32_t cap = parties + BARRIER_SPARE_SLOTS;
-  size_t map_len = mproc__page_round(sizeof(struct mproc_barrier) + cap * sizeof(wslot));
-  mproc_barrier *b = mproc__shared_map(map_len);
+  size_t len = sizeof(struct mproc_barrier) + cap * sizeof(wslot);
+  mproc_barrier *b = mproc__shared_alloc(len);
   if (!b)
     return -errno;
   int rc = mproc__mutex_init(&b->m, false);
   if (rc) {
-    mproc__shared_unmap(b, map_len);
+    mproc__shared_free(b, len);
     return rc;
   }
   b->parties = parties;
-  b->map_len = map_len;
+  b->len = len;
   b->wl.cap = cap;
   b->wl.slots = b->slots;
   b->magic = BARRIER_MAGIC;
@@ -637,7 +705,7 @@ static void barrier_unlock(mproc_barrier *b) { mproc__mutex_unlock(&b->m); }
  * MPROC_ESTATE. */
 static int barrier_sleep(mproc_barrier *b, int idx, int index, int64_t deadline) {
   wslot *s = &b->wl.slots[idx];
-  uint32_t st = slot_wait(s, deadline);
+  uint32_t st = slot_wait(&b->wl, s, deadline);
   if (st == W_SLEEPING) {
     /* Cancel under m, so no round can complete between our timeout and the break. */
     barrier_lock(b);
@@ -699,5 +767,5 @@ int mproc_barrier_reset(mproc_barrier *b) {
 
 void mproc_barrier_free(mproc_barrier *b) {
   if (barrier_ok(b))
-    mproc__shared_unmap(b, b->map_len);
+    mproc__shared_free(b, b->len);
 }

@@ -7,14 +7,23 @@
 
 #include "internal.h"
 
+/* How long to spin before a futex sleep, learnt per object (see sync.c). Zeroed is valid. */
+typedef struct mproc__spin {
+  _Atomic uint32_t budget;
+  _Atomic uint32_t tries;
+} mproc__spin;
+
 struct mproc_lock {
   mproc__mutex m; /* first: the robust, process-shared mutex itself */
   uint32_t magic;
   bool recursive;
   bool embedded; /* inside another object's mapping: mproc_lock_free leaves it alone */
+  mproc__spin spin;
 };
 
 /* Initializes a lock in place, in memory shared before any fork that uses it. */
 int mproc__lock_init(mproc_lock *l, bool recursive, bool embedded);
+/* Before unmapping an embedded lock: releases it if the calling thread holds it. */
+void mproc__lock_drop(mproc_lock *l);
 
 #endif /* MPROC_SYNC_H */

@@ -689,3 +689,227 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
   mproc_barrier_free(b);
   th_end(sc);
 }
+
+/* ---- free, threads ---- */
+
+static int acquire_after_free(mproc_lock *l) {
+  int rc = mproc_lock_acquire(l, 20);
+  return rc == 0 && mproc_lock_release(l) == 0 ? 0 : 1;
+}
+
+Test(lock, free_by_its_holder_releases_it_for_the_others) {
+  th_scope sc = th_begin();
+  mproc_lock *l;
+  cr_assert_eq(mproc_lock_new(&l, true), 0);
+  cr_assert_eq(mproc_lock_acquire(l, 0), 0);
+  cr_assert_eq(mproc_lock_acquire(l, 0), 0);
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(acquire_after_free(l));
+  mproc_lock_free(l); /* the child's view stays valid */
+  cr_assert_eq(reap(pid), 0);
+  th_end(sc);
+}
+
+#include <pthread.h>
+
+struct threaded {
+  mproc_lock *lock;
+  mproc_sem *sem;
+  long count;
+};
+
+static void *thread_incrementer(void *arg) {
+  struct threaded *t = arg;
+  for (int i = 0; i < 20000; i++) {
+    if (mproc_lock_acquire(t->lock, MPROC_FOREVER) != 0)
+      return (void *)1;
+    t->count++;
+    if (mproc_lock_release(t->lock) != 0)
+      return (void *)2;
+  }
+  return NULL;
+}
+
+/* Two processes with two threads each (the library's objects are thread-safe; the test
+ * makes the threads, mproc never does). */
+static int threads_in_process(struct threaded *t) {
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    if (pthread_create(&th[i], NULL, thread_incrementer, t) != 0)
+      return 10;
+  int rc = 0;
+  for (int i = 0; i < 2; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    if (r)
+      rc = (int)(intptr_t)r;
+  }
+  return rc;
+}
+
+Test(lock, exact_counter_threads_and_processes) {
+  th_scope sc = th_begin();
+  struct threaded *t = shared(sizeof *t);
+  cr_assert_eq(mproc_lock_new(&t->lock, false), 0);
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(threads_in_process(t));
+  cr_assert_eq(threads_in_process(t), 0);
+  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(t->count, 4L * 20000);
+  mproc_lock_free(t->lock);
+  mproc__shared_unmap(t, sizeof *t);
+  th_end(sc);
+}
+
+struct thread_lock_test {
+  mproc_lock *lock;
+  int rc_release, rc_acquire;
+};
+
+static void *other_thread_release(void *arg) {
+  struct thread_lock_test *t = arg;
+  t->rc_release = mproc_lock_release(t->lock);
+  t->rc_acquire = mproc_lock_acquire(t->lock, 0);
+  return NULL;
+}
+
+Test(lock, owned_by_the_thread_not_the_process) {
+  th_scope sc = th_begin();
+  struct thread_lock_test t = {0};
+  cr_assert_eq(mproc_lock_new(&t.lock, true), 0);
+  cr_assert_eq(mproc_lock_acquire(t.lock, 0), 0);
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, other_thread_release, &t), 0);
+  pthread_join(th, NULL);
+  cr_assert_eq(t.rc_release, MPROC_ESTATE);
+  cr_assert_eq(t.rc_acquire, MPROC_EAGAIN); /* an RLock held by another thread */
+  cr_assert_eq(mproc_lock_release(t.lock), 0);
+  mproc_lock_free(t.lock);
+  th_end(sc);
+}
+
+/* ---- heavier mixes ---- */
+
+enum { PC = 3, ITEMS = 400, CAP = 4 };
+
+struct bounded_buffer {
+  mproc_cond *not_empty, *not_full; /* sharing one lock */
+  mproc_lock *lock;
+  long buf[CAP];
+  int head, count;
+  long consumed_sum;
+  int consumed;
+};
+
+static int bb_put(struct bounded_buffer *b, long v) {
+  if (mproc_lock_acquire(b->lock, MPROC_FOREVER) != 0)
+    return 1;
+  while (b->count == CAP)
+    if (mproc_cond_wait(b->not_full, 30) != 0)
+      return 2;
+  b->buf[(b->head + b->count++) % CAP] = v;
+  mproc_cond_notify(b->not_empty, 1);
+  return mproc_lock_release(b->lock) ? 3 : 0;
+}
+
+static int bb_get(struct bounded_buffer *b) {
+  if (mproc_lock_acquire(b->lock, MPROC_FOREVER) != 0)
+    return 1;
+  while (b->count == 0)
+    if (mproc_cond_wait(b->not_empty, 30) != 0)
+      return 2;
+  b->consumed_sum += b->buf[b->head];
+  b->consumed++;
+  b->head = (b->head + 1) % CAP;
+  b->count--;
+  mproc_cond_notify(b->not_full, 1);
+  return mproc_lock_release(b->lock) ? 3 : 0;
+}
+
+static int producer(struct bounded_buffer *b, int me) {
+  for (int i = 0; i < ITEMS; i++) {
+    int rc = bb_put(b, (long)me * 100000 + i);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+static int consumer_n(struct bounded_buffer *b) {
+  for (int i = 0; i < ITEMS; i++) {
+    int rc = bb_get(b);
+    if (rc)
+      return 10 + rc;
+  }
+  return 0;
+}
+
+/* notify(1) with several producers and consumers on two conditions: a lost or doubled
+ * wake-up shows as a stuck process (timeout) or a wrong sum. */
+Test(cond, bounded_buffer_many_producers_and_consumers) {
+  th_scope sc = th_begin();
+  struct bounded_buffer *b = shared(sizeof *b);
+  cr_assert_eq(mproc_lock_new(&b->lock, false), 0);
+  cr_assert_eq(mproc_cond_new(&b->not_empty, b->lock), 0);
+  cr_assert_eq(mproc_cond_new(&b->not_full, b->lock), 0);
+  pid_t pids[2 * PC];
+  for (int i = 0; i < PC; i++) {
+    if ((pids[i] = fork()) == 0)
+      _exit(producer(b, i));
+    if ((pids[PC + i] = fork()) == 0)
+      _exit(consumer_n(b));
+  }
+  for (int i = 0; i < 2 * PC; i++)
+    cr_expect_eq(reap(pids[i]), 0, "process %d", i);
+  long want = 0;
+  for (int p = 0; p < PC; p++)
+    for (int i = 0; i < ITEMS; i++)
+      want += (long)p * 100000 + i;
+  cr_assert_eq(b->consumed, PC * ITEMS);
+  cr_assert_eq(b->consumed_sum, want);
+  mproc_cond_free(b->not_empty);
+  mproc_cond_free(b->not_full);
+  mproc_lock_free(b->lock);
+  mproc__shared_unmap(b, sizeof *b);
+  th_end(sc);
+}
+
+struct overbooked {
+  mproc_barrier *b;
+  _Atomic int count[2];
+};
+
+static int overbooked_worker(struct overbooked *t) {
+  for (;;) {
+    int rc = mproc_barrier_wait(t->b, 30);
+    if (rc == MPROC_ESTATE)
+      return 0; /* aborted: the end */
+    if (rc < 0 || rc > 1)
+      return 1;
+    atomic_fetch_add(&t->count[rc], 1);
+  }
+}
+
+/* Four processes on a barrier of two: rounds must not mix (each index once per round). A
+ * process may end up without a partner at the end, so the parent stops them with abort. */
+Test(barrier, more_processes_than_parties) {
+  th_scope sc = th_begin();
+  struct overbooked *t = shared(sizeof *t);
+  cr_assert_eq(mproc_barrier_new(&t->b, 2), 0);
+  pid_t pids[4];
+  for (int i = 0; i < 4; i++)
+    if ((pids[i] = fork()) == 0)
+      _exit(overbooked_worker(t));
+  while (atomic_load(&t->count[0]) < 300)
+    sleep_ms(1);
+  cr_assert_eq(mproc_barrier_abort(t->b), 0);
+  for (int i = 0; i < 4; i++)
+    cr_expect_eq(reap(pids[i]), 0);
+  cr_assert_geq(atomic_load(&t->count[0]), 300);
+  cr_assert_eq(atomic_load(&t->count[0]), atomic_load(&t->count[1]));
+  mproc_barrier_free(t->b);
+  mproc__shared_unmap(t, sizeof *t);
+  th_end(sc);
+}

@@ -1,0 +1,668 @@
+/*
+ * The ring (see ring.h for the contract).
+ *
+ * Layout. One anonymous MAP_SHARED | MAP_NORESERVE mapping made at creation, so every process
+ * forked later maps it at the same place: a header, then a data area reserved at about the
+ * size of physical memory. Only the first `cap` bytes of the data area are in use (a power of
+ * two); pages are committed when the ring grows into them (MADV_POPULATE_WRITE, so running
+ * out of memory is MPROC_ENOMEM, not SIGBUS) and given back (MADV_REMOVE) when the ring
+ * drains. So a message of any size up to about the machine's memory goes through whole, in
+ * one piece: the data area grows to hold it.
+ *
+ * Records. Every message is a record: an 8-byte word (length, or PAD_BIT | bytes to skip)
+ * then the payload, padded to 8 bytes. A record never wraps: when it does not fit before the
+ * end of the area, the producer writes a pad record up to the end and starts at offset 0.
+ * Positions (wpos, rpos) are 64-bit byte counters that never wrap; the offset of position p
+ * is p & (cap - 1).
+ *
+ * Locks: a two-lock queue. Producers serialize on plock and own wpos; consumers serialize on
+ * clock and own rpos; so one producer and one consumer run at once. Changing cap (growth,
+ * shrink) needs both, always taken plock first (the consumer's shrink only try-locks plock).
+ *
+ * Death inside put or get. Bytes are written into free space, then published by one store
+ * of the new position; a process killed before that store leaves nothing visible. Each side
+ * publishes two counters (position, items), so it first writes both into a journal and marks
+ * it valid: the next locker, told MPROC_EOWNERDEAD, rolls a valid journal forward (the bytes
+ * were complete) and otherwise discards what was not published. Growth copies live records
+ * only into bytes beyond the old cap, then stores the new cap: killed midway, the old layout
+ * is untouched. A reader killed mid-copy had not advanced rpos: its message goes to the next
+ * reader (no one had received it).
+ *
+ * Wake-ups. Waiters count themselves (struct waitq) before checking the condition
+ * one last time and sleeping on a sequence word; the other side publishes, then looks at the
+ * count (both seq_cst: one of the two sees the other). With no one asleep a put or get is a
+ * few atomic operations: no syscall, no clock reading, no allocation but the get's result.
+ * Readers and blocked writers spin briefly (adaptively, per process) before sleeping, so a
+ * steady stream, bounded or not, hands off without syscalls.
+ */
+#define _GNU_SOURCE
+#include "ring.h"
+
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PAD_BIT (UINT64_C(1) << 63)
+#define REC_HDR 8u
+#define RING_MAGIC UINT64_C(0x6d70726f6372696e) /* "mprocrin" */
+#define DEFAULT_INITIAL ((size_t)256 << 10)
+#define MIN_INITIAL ((size_t)4096)
+/* Rings with a bigger area give it back as soon as they drain; smaller ones only once the
+ * big messages stop (so a stream of large messages does not grow and shrink each time). */
+#define SHRINK_ALWAYS ((size_t)64 << 20)
+#define SPIN_MIN 64u
+#define SPIN_MAX 16384u
+#define SPIN_START 1024u
+
+typedef _Atomic uint64_t a64;
+typedef _Atomic uint32_t a32;
+
+/* Sleepers of one kind. A sleeper counts itself and notes its tid in a free slot; a waker
+ * that keeps waking no one looks for slots of dead tasks (killed while asleep, they never
+ * uncount themselves) and uncounts them, so puts and gets go back to making no syscall. */
+#define WQ_SLOTS 32
+typedef struct waitq {
+  a32 seq; /* bumped by every wake: sleepers wait on it */
+  a32 sleepers;
+  a32 misses; /* wakes that found no one, since the last look for the dead */
+  a32 slot[WQ_SLOTS];
+} waitq;
+
+typedef struct journal {
+  uint64_t pos, items;
+  a32 valid;
+} journal;
+
+struct ring_hdr {
+  uint64_t magic;
+  size_t reserve;   /* bytes of the data area's address space */
+  size_t initial;   /* cap at creation and after a shrink */
+  size_t max_items; /* 0: unbounded */
+  size_t data_off;  /* from the header to the data area */
+  /* Changed only with both locks held. */
+  _Atomic size_t cap;
+  a32 closed;
+
+  /* Producer side: plock and what only its holder touches. */
+  MPROC__ALIGNED mproc__mutex plock;
+  uint64_t p_rpos_seen; /* last rpos the producers read: free space is at least this */
+  uint64_t p_got_seen;  /* last items_got the producers read */
+  journal pj;
+  MPROC__ALIGNED a64 wpos;
+  a64 items_put;
+
+  /* Consumer side. */
+  MPROC__ALIGNED mproc__mutex clock;
+  uint64_t c_wpos_seen; /* last wpos the consumers read */
+  uint64_t c_pending;   /* read_begin: position after the record being read */
+  uint64_t c_last_rec;  /* size of the last record taken (shrink policy) */
+  journal cj;
+  MPROC__ALIGNED a64 rpos;
+  a64 items_got;
+
+  MPROC__ALIGNED waitq readers; /* getters waiting for a message */
+  MPROC__ALIGNED waitq writers; /* putters waiting for room */
+};
+
+struct mproc__ring {
+  struct ring_hdr *h;
+  char *data;
+  size_t map_len;
+  a32 spin;  /* adaptive spin budget of this process's readers */
+  a32 wspin; /* and of its writers waiting for room */
+};
+
+static inline size_t rec_size(uint64_t len) { return (size_t)((len + REC_HDR + 7) & ~UINT64_C(7)); }
+static inline uint64_t *rec_at(mproc__ring *r, uint64_t pos, size_t cap) {
+  return (uint64_t *)(r->data + (pos & (cap - 1)));
+}
+
+/* ---------------------------------------------------------------- creation */
+
+static size_t pow2_at_least(size_t n) {
+  size_t p = 1;
+  while (p < n && p <= SIZE_MAX / 2)
+    p <<= 1;
+  return p;
+}
+
+int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
+  if (!out)
+    return MPROC_EINVAL;
+  *out = NULL;
+  size_t initial = opts && opts->initial_bytes ? opts->initial_bytes : DEFAULT_INITIAL;
+  if (initial > ((size_t)1 << 40))
+    return MPROC_EINVAL;
+  initial = pow2_at_least(initial < MIN_INITIAL ? MIN_INITIAL : initial);
+  size_t reserve = pow2_at_least(mproc__phys_mem());
+  if (reserve < ((size_t)1 << 30))
+    reserve = (size_t)1 << 30;
+  if (reserve > ((size_t)1 << 40))
+    reserve = (size_t)1 << 40;
+  if (reserve < initial)
+    reserve = initial;
+  mproc__ring *r = calloc(1, sizeof *r);
+  if (!r)
+    return MPROC_ENOMEM;
+  size_t hdr_len = mproc__page_round(sizeof(struct ring_hdr));
+  void *p = NULL;
+  /* Where address space or overcommit is limited, settle for a smaller reserve. */
+  while (!(p = mproc__shared_reserve(hdr_len + reserve)) && reserve / 2 >= initial)
+    reserve /= 2;
+  if (!p) {
+    free(r);
+    return MPROC_ENOMEM;
+  }
+  r->h = p;
+  r->data = (char *)p + hdr_len;
+  r->map_len = hdr_len + reserve;
+  atomic_init(&r->spin, SPIN_START);
+  atomic_init(&r->wspin, SPIN_START);
+  struct ring_hdr *h = r->h;
+  int rc = mproc__shared_commit(r->data, initial);
+  if (rc == 0)
+    rc = mproc__mutex_init(&h->plock, false);
+  if (rc == 0)
+    rc = mproc__mutex_init(&h->clock, false);
+  if (rc) {
+    mproc__shared_unmap(p, r->map_len);
+    free(r);
+    return rc == -ENOMEM ? MPROC_ENOMEM : rc;
+  }
+  h->magic = RING_MAGIC;
+  h->reserve = reserve;
+  h->initial = initial;
+  h->max_items = opts ? opts->max_items : 0;
+  h->data_off = hdr_len;
+  atomic_store(&h->cap, initial);
+  *out = r;
+  return 0;
+}
+
+void mproc__ring_free(mproc__ring *r) {
+  if (!r)
+    return;
+  mproc__shared_unmap(r->h, r->map_len);
+  free(r);
+}
+
+/* ---------------------------------------------------------------- locks and repair */
+
+/* ---- wait queues ---- */
+
+static int wq_enter(waitq *q) {
+  atomic_fetch_add(&q->sleepers, 1);
+  uint32_t me = (uint32_t)mproc__gettid();
+  for (int i = 0; i < WQ_SLOTS; i++) {
+    uint32_t zero = 0;
+    if (atomic_load_explicit(&q->slot[i], memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_strong(&q->slot[i], &zero, me))
+      return i;
+  }
+  return -1; /* all taken: counted, not noted */
+}
+
+static void wq_leave(waitq *q, int slot) {
+  if (slot >= 0) {
+    uint32_t me = (uint32_t)mproc__gettid();
+    /* Fails only if a waker took the slot for a dead task: then it uncounted it. */
+    if (!atomic_compare_exchange_strong(&q->slot[slot], &me, 0))
+      return;
+  }
+  atomic_fetch_sub(&q->sleepers, 1);
+}
+
+static void wq_reap_dead(waitq *q) {
+  for (int i = 0; i < WQ_SLOTS; i++) {
+    uint32_t tid = atomic_load(&q->slot[i]);
+    if (tid && !mproc__task_alive((pid_t)tid) &&
+        atomic_compare_exchange_strong(&q->slot[i], &tid, 0))
+      atomic_fetch_sub(&q->sleepers, 1);
+  }
+}
+
+/* Call only after seeing q->sleepers > 0. */
+static void wq_wake(waitq *q, int n) {
+  atomic_fetch_add(&q->seq, 1);
+  if (mproc__futex_wake(&q->seq, n) == 0 && atomic_fetch_add(&q->misses, 1) >= 16) {
+    atomic_store(&q->misses, 0);
+    wq_reap_dead(q);
+  }
+}
+
+static inline bool wq_has_sleepers(waitq *q) { return atomic_load(&q->sleepers) != 0; }
+
+/* Sleeps until woken, the deadline, or !still(h, key) (checked after counting in: a waker
+ * changes what still() reads before it looks at the count, both seq_cst, so one sees the
+ * other). 0, -ETIMEDOUT or another futex error. */
+static int wq_wait(waitq *q, struct ring_hdr *h, bool (*still)(struct ring_hdr *, uint64_t),
+                   uint64_t key, int64_t deadline) {
+  int slot = wq_enter(q);
+  uint32_t seq = atomic_load(&q->seq);
+  int rc = 0;
+  if (still(h, key))
+    rc = mproc__futex_wait(&q->seq, seq, deadline);
+  wq_leave(q, slot);
+  return rc == -EINTR ? 0 : rc;
+}
+
+static void wake_readers(struct ring_hdr *h, int n) { wq_wake(&h->readers, n); }
+static void wake_writers(struct ring_hdr *h) { wq_wake(&h->writers, INT32_MAX); }
+
+/* The last holder died: finish its publication if it had committed to one (its bytes were
+ * complete), else drop what it had not published, which no one can see anyway. */
+static void repair(journal *j, a64 *pos, a64 *items) {
+  if (atomic_load(&j->valid)) {
+    atomic_store(pos, j->pos);
+    atomic_store(items, j->items);
+    atomic_store(&j->valid, 0);
+  }
+}
+
+static int lock_side(mproc__ring *r, bool producer, int64_t deadline) {
+  struct ring_hdr *h = r->h;
+  int rc = mproc__mutex_lock(producer ? &h->plock : &h->clock, deadline);
+  if (MPROC__LIKELY(rc == 0))
+    return 0;
+  if (rc != MPROC_EOWNERDEAD)
+    return rc;
+  if (producer) {
+    repair(&h->pj, &h->wpos, &h->items_put);
+    h->p_rpos_seen = atomic_load(&h->rpos);
+    h->p_got_seen = atomic_load(&h->items_got);
+  } else {
+    repair(&h->cj, &h->rpos, &h->items_got);
+    h->c_wpos_seen = atomic_load(&h->wpos);
+  }
+  /* The dead process may have been about to wake someone. */
+  wake_readers(h, INT32_MAX);
+  wake_writers(h);
+  return 0;
+}
+
+static void unlock_side(mproc__ring *r, bool producer) {
+  mproc__mutex_unlock(producer ? &r->h->plock : &r->h->clock);
+}
+
+/* The item counter goes first and the position last (seq_cst): a waiter that keys its sleep
+ * on the position and saw the old one cannot have seen the new count, and the position store
+ * is ordered before the publisher's look at the sleepers. */
+static void publish(journal *j, a64 *pos, a64 *items, uint64_t npos, uint64_t nitems) {
+  j->pos = npos;
+  j->items = nitems;
+  atomic_store_explicit(&j->valid, 1, memory_order_release);
+  atomic_store_explicit(items, nitems, memory_order_release);
+  atomic_store(pos, npos);
+  atomic_store_explicit(&j->valid, 0, memory_order_release);
+}
+
+static bool past(int64_t deadline) {
+  return deadline != MPROC__NEVER && (deadline <= 0 || mproc__now_ns() >= deadline);
+}
+
+/* ---------------------------------------------------------------- waiting */
+
+static bool readable(struct ring_hdr *h) {
+  return atomic_load(&h->wpos) != atomic_load(&h->rpos) || atomic_load(&h->closed);
+}
+
+/* Spins until ready(h, key) or the budget runs out; the budget doubles when spinning paid
+ * off and halves when it did not. */
+static bool spin_until(struct ring_hdr *h, a32 *spin, bool (*ready)(struct ring_hdr *, uint64_t),
+                       uint64_t key, int64_t deadline) {
+  uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
+  for (uint32_t i = 0; i < budget; i++) {
+    if (ready(h, key)) {
+      if (budget < SPIN_MAX)
+        atomic_store_explicit(spin, budget * 2, memory_order_relaxed);
+      return true;
+    }
+    mproc__cpu_relax();
+    /* A short timeout must not be stretched by the spin. */
+    if ((i & 255) == 255 && deadline != MPROC__NEVER && mproc__now_ns() >= deadline)
+      return false;
+  }
+  if (budget > SPIN_MIN)
+    atomic_store_explicit(spin, budget / 2, memory_order_relaxed);
+  return false;
+}
+
+static bool readable_key(struct ring_hdr *h, uint64_t key) {
+  (void)key;
+  return readable(h);
+}
+
+static bool room_key(struct ring_hdr *h, uint64_t rpos_seen) {
+  return atomic_load(&h->rpos) != rpos_seen || atomic_load(&h->closed);
+}
+
+static bool empty_key(struct ring_hdr *h, uint64_t key) { return !readable_key(h, key); }
+static bool full_key(struct ring_hdr *h, uint64_t key) { return !room_key(h, key); }
+
+int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
+  if (!r)
+    return MPROC_EINVAL;
+  struct ring_hdr *h = r->h;
+  if (readable(h))
+    return 0;
+  if (past(deadline))
+    return -ETIMEDOUT;
+  if (spin_until(h, &r->spin, readable_key, 0, deadline))
+    return 0;
+  for (;;) {
+    int rc = wq_wait(&h->readers, h, empty_key, 0, deadline);
+    if (readable(h))
+      return 0;
+    if (rc < 0)
+      return rc;
+  }
+}
+
+/* A putter waits until a get moves rpos from rpos_seen (read before the item count that
+ * made it wait), or close. */
+static int wait_writable(mproc__ring *r, uint64_t rpos_seen, int64_t deadline) {
+  struct ring_hdr *h = r->h;
+  if (past(deadline))
+    return -ETIMEDOUT;
+  if (spin_until(h, &r->wspin, room_key, rpos_seen, deadline))
+    return 0;
+  return wq_wait(&h->writers, h, full_key, rpos_seen, deadline);
+}
+
+/* ---------------------------------------------------------------- growth and shrink */
+
+/* Bytes a record of rec bytes takes at position w with area size cap (its pad included). */
+static size_t need_at(uint64_t w, size_t cap, size_t rec) {
+  size_t contig = cap - (size_t)(w & (cap - 1));
+  return contig < rec ? contig + rec : rec;
+}
+
+/* Whether rec more bytes fit at w when the reader is at rp. The cached rp may be older than
+ * a shrink, so w - rp can exceed cap: that is "no" (then the caller reads rpos again). */
+static bool fits(uint64_t w, uint64_t rp, size_t cap, size_t rec) {
+  size_t used = (size_t)(w - rp);
+  return used <= cap && cap - used >= need_at(w, cap, rec);
+}
+
+/* With plock held: makes cap big enough for rec more bytes at w. Takes clock (lock order:
+ * plock then clock). 0, MPROC_ENOMEM, or 1 when it cannot grow further (wait for gets). */
+static int grow(mproc__ring *r, uint64_t w, size_t rec) {
+  struct ring_hdr *h = r->h;
+  int rc = lock_side(r, false, MPROC__NEVER);
+  if (rc)
+    return rc;
+  uint64_t rp = atomic_load(&h->rpos);
+  size_t used = (size_t)(w - rp), cap = atomic_load(&h->cap), ncap = cap;
+  while (ncap - used < need_at(w, ncap, rec)) {
+    if (ncap >= h->reserve) {
+      unlock_side(r, false);
+      /* The whole reserve (about the machine's memory) is in use: wait for gets to free
+       * some, unless the ring is empty and still cannot take it. */
+      return used == 0 ? MPROC_ENOMEM : 1;
+    }
+    ncap *= 2;
+  }
+  if (ncap != cap) {
+    rc = mproc__shared_commit(r->data + cap, ncap - cap);
+    if (rc) {
+      unlock_side(r, false);
+      return MPROC_ENOMEM;
+    }
+    /* A byte at position p moves from p & (cap-1) to p & (ncap-1): either the same place or
+     * one at or beyond cap, where nothing lives; so no live byte is overwritten. */
+    for (uint64_t p = rp; p < w;) {
+      size_t o = (size_t)(p & (cap - 1)), n = (size_t)(p & (ncap - 1));
+      size_t chunk = (size_t)(w - p);
+      if (chunk > cap - o)
+        chunk = cap - o;
+      if (chunk > ncap - n)
+        chunk = ncap - n;
+      if (o != n)
+        memcpy(r->data + n, r->data + o, chunk);
+      p += chunk;
+    }
+    atomic_store(&h->cap, ncap);
+  }
+  unlock_side(r, false);
+  return 0;
+}
+
+/* With clock held, the ring just drained: give the area beyond initial back. plock is only
+ * try-locked (clock is held, so waiting would invert the lock order). */
+static void maybe_shrink(mproc__ring *r, uint64_t rp) {
+  struct ring_hdr *h = r->h;
+  size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
+  if (MPROC__LIKELY(cap <= h->initial))
+    return;
+  if (cap < SHRINK_ALWAYS && h->c_last_rec > h->initial / 4)
+    return;
+  if (atomic_load(&h->wpos) != rp || lock_side(r, true, 0) != 0)
+    return;
+  if (atomic_load(&h->wpos) == rp) {
+    atomic_store(&h->cap, h->initial);
+    mproc__shared_discard(r->data + h->initial, cap - h->initial);
+  }
+  unlock_side(r, true);
+}
+
+/* ---------------------------------------------------------------- put */
+
+static void copy_in(char *dst, const struct iovec *iov, int n) {
+  for (int i = 0; i < n; i++) {
+    if (iov[i].iov_len) {
+      memcpy(dst, iov[i].iov_base, iov[i].iov_len);
+      dst += iov[i].iov_len;
+    }
+  }
+}
+
+/* With plock held: room for one record of rec bytes? 0 yes, 1 full (wait), <0 error. */
+static int make_room(mproc__ring *r, uint64_t w, size_t rec, uint64_t *rpos_seen) {
+  struct ring_hdr *h = r->h;
+  if (h->max_items) {
+    uint64_t put = atomic_load_explicit(&h->items_put, memory_order_relaxed);
+    if (put - h->p_got_seen >= h->max_items) {
+      /* rpos first: see publish() for why that makes it a sound key to sleep on. */
+      *rpos_seen = atomic_load(&h->rpos);
+      h->p_got_seen = atomic_load(&h->items_got);
+      if (put - h->p_got_seen >= h->max_items)
+        return 1;
+    }
+  }
+  size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
+  if (MPROC__LIKELY(fits(w, h->p_rpos_seen, cap, rec)))
+    return 0;
+  h->p_rpos_seen = atomic_load_explicit(&h->rpos, memory_order_acquire);
+  if (fits(w, h->p_rpos_seen, cap, rec))
+    return 0;
+  *rpos_seen = h->p_rpos_seen;
+  return grow(r, w, rec);
+}
+
+int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t deadline) {
+  if (!r || n < 0 || (n > 0 && !iov))
+    return MPROC_EINVAL;
+  uint64_t len = 0;
+  for (int i = 0; i < n; i++) {
+    if (iov[i].iov_len && !iov[i].iov_base)
+      return MPROC_EINVAL;
+    len += iov[i].iov_len;
+    if (len < iov[i].iov_len || len > (UINT64_MAX >> 2))
+      return MPROC_ENOMEM;
+  }
+  struct ring_hdr *h = r->h;
+  if (len + REC_HDR + 7 > h->reserve)
+    return MPROC_ENOMEM;
+  size_t rec = rec_size(len);
+  for (;;) {
+    int rc = lock_side(r, true, deadline);
+    if (rc)
+      return rc;
+    if (atomic_load_explicit(&h->closed, memory_order_relaxed)) {
+      unlock_side(r, true);
+      return MPROC_ECLOSED;
+    }
+    uint64_t w = atomic_load_explicit(&h->wpos, memory_order_relaxed), rpos_seen = 0;
+    rc = make_room(r, w, rec, &rpos_seen);
+    if (rc == 0) {
+      size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
+      size_t contig = cap - (size_t)(w & (cap - 1));
+      if (contig < rec) {
+        *rec_at(r, w, cap) = PAD_BIT | contig;
+        w += contig;
+      }
+      uint64_t *hdr = rec_at(r, w, cap);
+      *hdr = len;
+      copy_in((char *)(hdr + 1), iov, n);
+      uint64_t items = atomic_load_explicit(&h->items_put, memory_order_relaxed) + 1;
+      publish(&h->pj, &h->wpos, &h->items_put, w + rec, items);
+      unlock_side(r, true);
+      if (wq_has_sleepers(&h->readers))
+        wake_readers(h, 1);
+      return 0;
+    }
+    unlock_side(r, true);
+    if (rc < 0)
+      return rc;
+    rc = wait_writable(r, rpos_seen, deadline);
+    if (rc == -ETIMEDOUT)
+      return rc;
+    if (rc < 0)
+      return rc;
+  }
+}
+
+/* ---------------------------------------------------------------- get */
+
+/* With clock held: finds the oldest record. 0 (*m set, h->c_pending after it), 1 empty. */
+static int peek(mproc__ring *r, mproc__ring_msg *m) {
+  struct ring_hdr *h = r->h;
+  uint64_t rp = atomic_load_explicit(&h->rpos, memory_order_relaxed);
+  if (rp == h->c_wpos_seen) {
+    h->c_wpos_seen = atomic_load_explicit(&h->wpos, memory_order_acquire);
+    if (rp == h->c_wpos_seen)
+      return 1;
+  }
+  size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
+  uint64_t word = *rec_at(r, rp, cap);
+  if (word & PAD_BIT) {
+    /* A pad is published together with the record after it. */
+    rp += word & ~PAD_BIT;
+    word = *rec_at(r, rp, cap);
+  }
+  m->data = rec_at(r, rp, cap) + 1;
+  m->len = (size_t)word;
+  h->c_last_rec = rec_size(word);
+  h->c_pending = rp + h->c_last_rec;
+  return 0;
+}
+
+/* With clock held: takes the record peek found, then releases clock. */
+static void consume(mproc__ring *r) {
+  struct ring_hdr *h = r->h;
+  uint64_t rp = h->c_pending;
+  uint64_t items = atomic_load_explicit(&h->items_got, memory_order_relaxed) + 1;
+  publish(&h->cj, &h->rpos, &h->items_got, rp, items);
+  bool more = rp != h->c_wpos_seen;
+  if (!more)
+    maybe_shrink(r, rp);
+  unlock_side(r, false);
+  if (wq_has_sleepers(&h->writers))
+    wake_writers(h);
+  /* Another reader may sleep while messages remain (its wake-up went to this one). */
+  if (more && wq_has_sleepers(&h->readers))
+    wake_readers(h, 1);
+}
+
+int mproc__ring_read_begin(mproc__ring *r, mproc__ring_msg *m, int64_t deadline) {
+  if (!r || !m)
+    return MPROC_EINVAL;
+  struct ring_hdr *h = r->h;
+  for (;;) {
+    int rc = mproc__ring_wait_readable(r, deadline);
+    if (rc)
+      return rc;
+    if ((rc = lock_side(r, false, deadline)) != 0)
+      return rc;
+    if (peek(r, m) == 0)
+      return 0;
+    unlock_side(r, false);
+    /* Empty: closed (then nothing more can come, close holds plock), or another reader won. */
+    if (atomic_load(&h->closed) && atomic_load(&h->wpos) == atomic_load(&h->rpos))
+      return MPROC_ECLOSED;
+  }
+}
+
+void mproc__ring_read_end(mproc__ring *r, mproc__ring_msg *m, bool consume_it) {
+  if (!r || !m)
+    return;
+  if (consume_it) {
+    consume(r);
+  } else {
+    unlock_side(r, false);
+    if (wq_has_sleepers(&r->h->readers))
+      wake_readers(r->h, 1);
+  }
+  m->data = NULL;
+  m->len = 0;
+}
+
+int mproc__ring_get(mproc__ring *r, void **buf, size_t *len, int64_t deadline) {
+  if (!r || !buf)
+    return MPROC_EINVAL;
+  mproc__ring_msg m;
+  int rc = mproc__ring_read_begin(r, &m, deadline);
+  if (rc)
+    return rc;
+  void *p = malloc(m.len ? m.len : 1);
+  if (!p) {
+    mproc__ring_read_end(r, &m, false);
+    return MPROC_ENOMEM;
+  }
+  memcpy(p, m.data, m.len);
+  size_t n = m.len;
+  mproc__ring_read_end(r, &m, true);
+  *buf = p;
+  if (len)
+    *len = n;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- state */
+
+int mproc__ring_close(mproc__ring *r) {
+  if (!r)
+    return MPROC_EINVAL;
+  struct ring_hdr *h = r->h;
+  /* Under plock, so that once a getter sees closed, wpos is final. */
+  int rc = lock_side(r, true, MPROC__NEVER);
+  if (rc)
+    return rc;
+  atomic_store(&h->closed, 1);
+  unlock_side(r, true);
+  wake_readers(h, INT32_MAX);
+  wake_writers(h);
+  return 0;
+}
+
+bool mproc__ring_closed(mproc__ring *r) { return r && atomic_load(&r->h->closed); }
+
+size_t mproc__ring_count(mproc__ring *r) {
+  if (!r)
+    return 0;
+  uint64_t got = atomic_load(&r->h->items_got), put = atomic_load(&r->h->items_put);
+  /* A get may publish between the two loads of a put's counters: never report < 0. */
+  return put > got ? (size_t)(put - got) : 0;
+}
+
+size_t mproc__ring_max_items(mproc__ring *r) { return r ? r->h->max_items : 0; }
+
+size_t mproc__ring_capacity(mproc__ring *r) { return r ? atomic_load(&r->h->cap) : 0; }
+
+size_t mproc__ring_initial_capacity(mproc__ring *r) { return r ? r->h->initial : 0; }
+
+size_t mproc__ring_sleepers(mproc__ring *r) {
+  return r ? (size_t)atomic_load(&r->h->readers.sleepers) + atomic_load(&r->h->writers.sleepers)
+           : 0;
+}

@@ -1,0 +1,473 @@
+/* The conn layer: Pipe/Connection framing, timeouts, EOF, wrong ends, mproc_wait. */
+#define _GNU_SOURCE
+#include "helpers.h"
+#include "process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void nap_ms(int ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+static void fill(unsigned char *b, size_t n, unsigned seed) {
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; i++) {
+    x = x * 1103515245u + 12345u;
+    b[i] = (unsigned char)(x >> 16);
+  }
+}
+
+/* ---- round trips through an echoing child ---- */
+
+/* The child's copy of the parent's end must go, or the child never sees EOF. */
+typedef struct ends {
+  mproc_conn *mine, *theirs;
+} ends;
+
+static int echo(void *arg) {
+  ends *e = arg;
+  mproc_conn_free(e->theirs);
+  mproc_conn *c = e->mine;
+  for (;;) {
+    void *m;
+    size_t n;
+    int rc = mproc_conn_recv(c, &m, &n, MPROC_FOREVER);
+    if (rc == MPROC_EOF)
+      return 0;
+    if (rc)
+      return 1;
+    rc = mproc_conn_send(c, m, n);
+    free(m);
+    if (rc)
+      return 2;
+  }
+}
+
+static void round_trip(mproc_conn *c, size_t len, unsigned seed) {
+  unsigned char *src = malloc(len ? len : 1);
+  cr_assert_not_null(src);
+  fill(src, len, seed);
+  cr_assert_eq(mproc_conn_send(c, src, len), 0);
+  void *got = NULL;
+  size_t n = 12345;
+  cr_assert_eq(mproc_conn_recv(c, &got, &n, MPROC_FOREVER), 0);
+  cr_assert_not_null(got, "even a 0-byte message comes in a buffer");
+  cr_assert_eq(n, len);
+  cr_assert_eq(memcmp(got, src, len), 0, "%zu bytes differ", len);
+  free(got);
+  free(src);
+}
+
+Test(conn, round_trips_exact_contents) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  mproc_process *p;
+  ends e = {b, a};
+  cr_assert_eq(mproc_process_new(&p, echo, &e, NULL), 0);
+  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_conn_free(b);
+  size_t sizes[] = {0, 1, 2, 3, 4, 5, 100, 65536, 65537, 1 << 20, (size_t)256 << 20};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+    round_trip(a, sizes[i], (unsigned)i);
+  mproc_conn_free(a); /* EOF ends the echo loop */
+  int code;
+  cr_assert_eq(mproc_process_join(p, MPROC_FOREVER), 0);
+  cr_assert_eq(mproc_process_exitcode(p, &code), 0);
+  cr_assert_eq(code, 0);
+  mproc_process_free(p);
+  th_end(s);
+}
+
+/* ---- one-way pipes: order, EOF, wrong ends ---- */
+
+#define N_ORDERED 10000
+
+static int send_ordered(void *arg) {
+  mproc_conn *w = arg;
+  unsigned char buf[300];
+  for (uint32_t i = 0; i < N_ORDERED; i++) {
+    size_t len = 4 + i % 200;
+    fill(buf, len, i);
+    memcpy(buf, &i, 4);
+    if (mproc_conn_send(w, buf, len))
+      return 1;
+  }
+  return 0;
+}
+
+Test(conn, ten_thousand_ordered_messages_then_eof) {
+  th_scope s = th_begin();
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  mproc_process *p;
+  cr_assert_eq(mproc_process_new(&p, send_ordered, w, NULL), 0);
+  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_conn_free(w);
+  unsigned char want[300];
+  for (uint32_t i = 0; i < N_ORDERED; i++) {
+    void *m;
+    size_t n;
+    cr_assert_eq(mproc_conn_recv(r, &m, &n, 30.0), 0);
+    size_t len = 4 + i % 200;
+    fill(want, len, i);
+    memcpy(want, &i, 4);
+    cr_assert_eq(n, len);
+    cr_assert_eq(memcmp(m, want, len), 0, "message %u", i);
+    free(m);
+  }
+  void *m = NULL;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, 30.0), MPROC_EOF);
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, 0), MPROC_EOF, "EOF stays");
+  cr_assert_eq(mproc_conn_poll(r, 0), 1, "EOF is ready");
+  cr_assert_eq(mproc_process_join(p, MPROC_FOREVER), 0);
+  mproc_conn_free(r);
+  mproc_process_free(p);
+  th_end(s);
+}
+
+Test(conn, wrong_ends_of_one_way_pipe) {
+  th_scope s = th_begin();
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_send(r, "x", 1), MPROC_EINVAL);
+  cr_assert_eq(mproc_conn_recv(w, &m, &n, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc_conn_recv(w, &m, &n, MPROC_FOREVER), MPROC_EINVAL);
+  cr_assert_eq(mproc_conn_poll(w, MPROC_FOREVER), MPROC_EINVAL);
+  mproc_waitable wt = {.conn = w};
+  cr_assert_eq(mproc_wait(&wt, 1, MPROC_FOREVER), MPROC_EINVAL);
+  cr_assert_eq(mproc_conn_send(w, "xy", 2), 0);
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, 0), 0);
+  cr_assert_eq(n, 2);
+  free(m);
+  cr_assert_geq(mproc_conn_fileno(r), 0);
+  cr_assert_neq(mproc_conn_fileno(r), mproc_conn_fileno(w));
+  mproc_conn_free(r);
+  mproc_conn_free(w);
+  th_end(s);
+}
+
+Test(conn, eof_after_buffered_messages_and_epipe_without_sigpipe) {
+  th_scope s = th_begin();
+  for (int duplex = 0; duplex < 2; duplex++) {
+    mproc_conn *r, *w;
+    cr_assert_eq(mproc_pipe(&r, &w, duplex), 0);
+    cr_assert_eq(mproc_conn_send(w, "one", 3), 0);
+    cr_assert_eq(mproc_conn_send(w, "", 0), 0);
+    mproc_conn_free(w);
+    void *m;
+    size_t n;
+    cr_assert_eq(mproc_conn_recv(r, &m, &n, 0), 0);
+    cr_assert_eq(n, 3);
+    free(m);
+    cr_assert_eq(mproc_conn_recv(r, &m, &n, 0), 0);
+    cr_assert_eq(n, 0);
+    free(m);
+    cr_assert_eq(mproc_conn_recv(r, &m, &n, MPROC_FOREVER), MPROC_EOF);
+    mproc_conn_free(r);
+
+    cr_assert_eq(mproc_pipe(&r, &w, duplex), 0);
+    mproc_conn_free(r);
+    struct sigaction before;
+    sigaction(SIGPIPE, NULL, &before);
+    cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
+    cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
+    struct sigaction after;
+    sigaction(SIGPIPE, NULL, &after);
+    cr_assert_eq(before.sa_handler, after.sa_handler, "SIGPIPE disposition untouched");
+    mproc_conn_free(w);
+  }
+  th_end(s);
+}
+
+/* ---- timeouts ---- */
+
+Test(conn, recv_and_poll_timeouts) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EAGAIN);
+  int64_t t0 = mproc__now_ns();
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0.05), MPROC_ETIMEDOUT);
+  cr_assert_geq(mproc__now_ns() - t0, 50000000, "recv returned before its timeout");
+  cr_assert_eq(mproc_conn_poll(a, 0), 0);
+  t0 = mproc__now_ns();
+  cr_assert_eq(mproc_conn_poll(a, 0.03), 0);
+  cr_assert_geq(mproc__now_ns() - t0, 30000000);
+  cr_assert_eq(mproc_conn_send(b, "hi", 2), 0);
+  cr_assert_eq(mproc_conn_poll(a, 0), 1);
+  cr_assert_eq(mproc_conn_poll(a, MPROC_FOREVER), 1);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), 0);
+  cr_assert_eq(n, 2);
+  cr_assert_eq(memcmp(m, "hi", 2), 0);
+  free(m);
+  mproc_conn_free(a);
+  mproc_conn_free(b);
+  th_end(s);
+}
+
+/* Frames as conn.c writes them: header, payload, padding up to 64 bytes. */
+static size_t frame(unsigned char *f, const char *payload, size_t len, bool long_form) {
+  size_t hl = long_form ? 12 : 4;
+  memset(f, 0, 64);
+  if (long_form) {
+    memset(f, 0xff, 4);
+    for (int i = 0; i < 8; i++)
+      f[4 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+  } else {
+    for (int i = 0; i < 4; i++)
+      f[i] = (unsigned char)(len >> (24 - 8 * i));
+  }
+  memcpy(f + hl, payload, len);
+  return hl + len < 64 ? 64 : hl + len;
+}
+
+static void expect_msg(mproc_conn *c, const char *want, size_t len) {
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(c, &m, &n, 1.0), 0);
+  cr_assert_eq(n, len);
+  cr_assert_eq(memcmp(m, want, len), 0);
+  free(m);
+}
+
+/* A message half-arrived at the deadline is kept and finished by the next recv. */
+Test(conn, half_arrived_message_is_not_torn) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  int fd = mproc_conn_fileno(b);
+  unsigned char f[256];
+  char text[101];
+  for (int i = 0; i < 100; i++)
+    text[i] = (char)('a' + i % 26);
+  /* Small: cut inside the header, then inside the padded first 64 bytes. */
+  size_t fl = frame(f, text, 10, false);
+  cr_assert_eq(mproc__write_full(fd, f, 2), 0);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EAGAIN);
+  cr_assert_eq(mproc__write_full(fd, f + 2, 8), 0);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0.02), MPROC_ETIMEDOUT);
+  cr_assert_eq(mproc__write_full(fd, f + 10, fl - 10), 0);
+  cr_assert_eq(mproc_conn_send(b, "next", 4), 0);
+  expect_msg(a, text, 10);
+  expect_msg(a, "next", 4);
+  /* Larger than the first 64 bytes: cut inside the rest of the payload. */
+  fl = frame(f, text, 100, false);
+  cr_assert_eq(mproc__write_full(fd, f, 80), 0);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0.02), MPROC_ETIMEDOUT);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EAGAIN);
+  cr_assert_eq(mproc__write_full(fd, f + 80, fl - 80), 0);
+  expect_msg(a, text, 100);
+  /* A peer that closes mid-message: EOF, not a torn message. */
+  cr_assert_eq(mproc__write_full(fd, f, 70), 0);
+  mproc_conn_free(b);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 1.0), MPROC_EOF);
+  mproc_conn_free(a);
+  th_end(s);
+}
+
+/* Python's long form (0xffffffff then an 8-byte big-endian length) is read for any size. */
+Test(conn, long_length_header) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  unsigned char f[256];
+  char text[100];
+  memset(text, 'q', sizeof text);
+  size_t fl = frame(f, text, 5, true);
+  cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), f, fl), 0);
+  fl = frame(f, text, 100, true);
+  cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), f, fl), 0);
+  expect_msg(a, text, 5);
+  expect_msg(a, text, 100);
+  mproc_conn_free(a);
+  mproc_conn_free(b);
+  th_end(s);
+}
+
+static void on_usr1(int sig) { (void)sig; }
+
+static int signal_then_send(void *arg) {
+  mproc_conn *c = arg;
+  kill(mproc_parent_pid(), SIGUSR1);
+  nap_ms(50);
+  kill(mproc_parent_pid(), SIGUSR1);
+  return mproc_conn_send(c, "late", 4) ? 1 : 0;
+}
+
+Test(conn, signals_do_not_break_a_blocking_recv) {
+  th_scope s = th_begin();
+  struct sigaction sa = {.sa_handler = on_usr1}; /* no SA_RESTART: EINTR comes back */
+  sigaction(SIGUSR1, &sa, NULL);
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  mproc_process *p;
+  cr_assert_eq(mproc_process_new(&p, signal_then_send, w, NULL), 0);
+  cr_assert_eq(mproc_process_start(p), 0);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, MPROC_FOREVER), 0);
+  cr_assert_eq(n, 4);
+  free(m);
+  cr_assert_eq(mproc_process_join(p, MPROC_FOREVER), 0);
+  int code;
+  cr_assert_eq(mproc_process_exitcode(p, &code), 0);
+  cr_assert_eq(code, 0);
+  mproc_process_free(p);
+  mproc_conn_free(r);
+  mproc_conn_free(w);
+  th_end(s);
+}
+
+/* ---- mproc_wait ---- */
+
+static int sleep_forever(void *arg) {
+  (void)arg;
+  for (;;)
+    pause();
+  return 0;
+}
+
+static int quick(void *arg) {
+  (void)arg;
+  return 5;
+}
+
+static void wait_over_conns_and_processes(void) {
+  mproc_conn *a1, *b1, *a2, *b2;
+  cr_assert_eq(mproc_pipe(&a1, &b1, true), 0);
+  cr_assert_eq(mproc_pipe(&a2, &b2, false), 0);
+  mproc_process *sl, *q;
+  mproc_process_opts d = {.daemon = true};
+  cr_assert_eq(mproc_process_new(&sl, sleep_forever, NULL, &d), 0);
+  cr_assert_eq(mproc_process_new(&q, quick, NULL, NULL), 0);
+  mproc_waitable w[4] = {{.conn = a1}, {.conn = a2}, {.process = sl}, {.process = q}};
+  cr_assert_eq(mproc_wait(w, 4, 0), MPROC_ESTATE, "a process not started");
+  cr_assert_eq(mproc_process_start(sl), 0);
+  cr_assert_eq(mproc_process_start(q), 0);
+  w[3].process = NULL;
+  cr_assert_eq(mproc_wait(w, 3, 0), 0);
+  int64_t t0 = mproc__now_ns();
+  cr_assert_eq(mproc_wait(w, 3, 0.03), 0);
+  cr_assert_geq(mproc__now_ns() - t0, 30000000);
+  cr_assert(!w[0].ready && !w[1].ready && !w[2].ready);
+
+  w[3].process = q;
+  cr_assert_eq(mproc_wait(w, 4, 30.0), 1);
+  cr_assert(w[3].ready && !w[0].ready && !w[1].ready && !w[2].ready);
+  cr_assert(mproc_process_is_alive(q) == false);
+  cr_assert_eq(mproc_wait(w, 4, MPROC_FOREVER), 1, "a reaped process stays ready");
+
+  cr_assert_eq(mproc_conn_send(b2, "x", 1), 0);
+  cr_assert_eq(mproc_conn_send(b1, "y", 1), 0);
+  cr_assert_eq(mproc_wait(w, 3, 10.0), 2);
+  cr_assert(w[0].ready && w[1].ready && !w[2].ready);
+  mproc_process_kill(sl);
+  cr_assert_eq(mproc_wait(w + 2, 1, 30.0), 1);
+  cr_assert(w[2].ready);
+  mproc_process_free(sl);
+  mproc_process_free(q);
+  mproc_conn_free(a1);
+  mproc_conn_free(b1);
+  mproc_conn_free(a2);
+  mproc_conn_free(b2);
+}
+
+Test(conn, wait_over_conns_and_processes) {
+  th_scope s = th_begin();
+  wait_over_conns_and_processes();
+  th_end(s);
+}
+
+Test(conn, wait_over_processes_without_pidfd) {
+  th_scope s = th_begin();
+  mproc__test_no_pidfd = true;
+  wait_over_conns_and_processes();
+  mproc__test_no_pidfd = false;
+  th_end(s);
+}
+
+Test(conn, wait_many_items) {
+  th_scope s = th_begin();
+  enum { N = 40 };
+  mproc_conn *a[N], *b[N];
+  mproc_waitable w[N];
+  for (int i = 0; i < N; i++) {
+    cr_assert_eq(mproc_pipe(&a[i], &b[i], false), 0);
+    w[i] = (mproc_waitable){.conn = a[i]};
+  }
+  cr_assert_eq(mproc_wait(w, N, 0), 0);
+  for (int i = 0; i < N; i += 3)
+    cr_assert_eq(mproc_conn_send(b[i], "", 0), 0);
+  cr_assert_eq(mproc_wait(w, N, 1.0), (N + 2) / 3);
+  for (int i = 0; i < N; i++) {
+    cr_assert_eq(w[i].ready, i % 3 == 0);
+    mproc_conn_free(a[i]);
+    mproc_conn_free(b[i]);
+  }
+  th_end(s);
+}
+
+/* ---- beyond 4 GiB (needs ~5 GiB of memory: only with MPROC_TEST_HUGE=1) ---- */
+
+static int send_huge(void *arg) {
+  mproc_conn *w = arg;
+  size_t len = ((size_t)4 << 30) + 3;
+  /* Untouched anonymous pages read as zeros and cost no memory. */
+  unsigned char *z = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (z == MAP_FAILED)
+    return 1;
+  z[0] = 1;
+  z[len - 1] = 2;
+  z[(size_t)1 << 32] = 3;
+  return mproc_conn_send(w, z, len) ? 2 : 0;
+}
+
+Test(conn, message_beyond_4GiB) {
+  if (!getenv("MPROC_TEST_HUGE"))
+    cr_skip_test("set MPROC_TEST_HUGE=1 to run (needs ~5 GiB)");
+  th_scope s = th_begin();
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  mproc_process *p;
+  cr_assert_eq(mproc_process_new(&p, send_huge, w, NULL), 0);
+  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_conn_free(w);
+  unsigned char *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(r, (void **)&m, &n, MPROC_FOREVER), 0);
+  size_t len = ((size_t)4 << 30) + 3;
+  cr_assert_eq(n, len);
+  cr_assert_eq(m[0], 1);
+  cr_assert_eq(m[len - 1], 2);
+  cr_assert_eq(m[(size_t)1 << 32], 3);
+  size_t nonzero = 0;
+  for (size_t i = 0; i < len; i++)
+    nonzero += m[i] != 0;
+  cr_assert_eq(nonzero, 3);
+  free(m);
+  cr_assert_eq(mproc_process_join(p, MPROC_FOREVER), 0);
+  int code;
+  cr_assert_eq(mproc_process_exitcode(p, &code), 0);
+  cr_assert_eq(code, 0);
+  mproc_process_free(p);
+  mproc_conn_free(r);
+  th_end(s);
+}

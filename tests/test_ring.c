@@ -1,0 +1,475 @@
+/* The shared-memory message ring (src/ring.c). */
+#define _GNU_SOURCE
+#include "helpers.h"
+#include "internal.h"
+#include "ring.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* A message from producer p, number i: its length varies (0 included), its bytes follow from
+ * (p, i), so a reader can check it whole. */
+static size_t msg_len(unsigned p, unsigned i, size_t maxlen) {
+  return (size_t)((i * 2654435761u + p * 40503u) % (maxlen + 1));
+}
+static void msg_fill(unsigned char *b, size_t len, unsigned p, unsigned i) {
+  uint32_t x = p * 7919u + i * 104729u + 1;
+  for (size_t k = 0; k < len; k++) {
+    x = x * 1103515245u + 12345u;
+    b[k] = (unsigned char)(x >> 16);
+  }
+  if (len >= 8) {
+    memcpy(b, &p, 4);
+    memcpy(b + 4, &i, 4);
+  }
+}
+/* Every message of at least 8 bytes carries (p, i) in its first 8. */
+static size_t msg_len8(unsigned p, unsigned i, size_t maxlen) {
+  return 8 + msg_len(p, i, maxlen - 8);
+}
+static bool msg_ok_len(const void *b, size_t len, unsigned p, unsigned i, size_t want_len) {
+  if (len != want_len)
+    return false;
+  unsigned char *want = malloc(len ? len : 1);
+  msg_fill(want, len, p, i);
+  bool ok = memcmp(want, b, len) == 0;
+  free(want);
+  return ok;
+}
+static bool msg_ok(const void *b, size_t len, unsigned p, unsigned i, size_t maxlen) {
+  return msg_ok_len(b, len, p, i, msg_len(p, i, maxlen));
+}
+
+static mproc__ring *make(size_t max_items, size_t initial) {
+  mproc__ring *r = NULL;
+  mproc__ring_opts o = {.max_items = max_items, .initial_bytes = initial};
+  cr_assert_eq(mproc__ring_new(&r, &o), 0);
+  cr_assert_not_null(r);
+  return r;
+}
+
+static void reap(pid_t pid, int want_code) {
+  int st;
+  cr_assert_eq(mproc__waitpid(pid, &st, 0), pid);
+  cr_expect_eq(mproc__exitcode(st), want_code, "child exit %d", mproc__exitcode(st));
+}
+
+Test(ring, put_get_fifo_and_empty_messages) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(0, 0);
+  cr_assert_eq(mproc__ring_put(r, "hello", 5, MPROC__NEVER), 0);
+  cr_assert_eq(mproc__ring_put(r, NULL, 0, MPROC__NEVER), 0);
+  struct iovec iov[3] = {{"ab", 2}, {NULL, 0}, {"cde", 3}};
+  cr_assert_eq(mproc__ring_putv(r, iov, 3, MPROC__NEVER), 0);
+  cr_assert_eq(mproc__ring_count(r), 3);
+  void *b;
+  size_t n;
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+  cr_assert_eq(n, 5);
+  cr_assert_eq(memcmp(b, "hello", 5), 0);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+  cr_assert_eq(n, 0);
+  cr_assert_not_null(b);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+  cr_assert_eq(n, 5);
+  cr_assert_eq(memcmp(b, "abcde", 5), 0);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), -ETIMEDOUT);
+  cr_assert_eq(mproc__ring_count(r), 0);
+  mproc__ring_free(r);
+  th_end(s);
+}
+
+Test(ring, wraps_with_varied_sizes) {
+  mproc__ring *r = make(0, 4096);
+  unsigned next_put = 0, next_get = 0;
+  /* Keep a few messages in flight so records wrap at every offset. */
+  for (int round = 0; round < 20000; round++) {
+    unsigned char buf[700];
+    while (next_put - next_get < 3) {
+      size_t len = msg_len(0, next_put, 600);
+      msg_fill(buf, len, 0, next_put);
+      cr_assert_eq(mproc__ring_put(r, buf, len, 0), 0);
+      next_put++;
+    }
+    void *b;
+    size_t n;
+    cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+    cr_assert(msg_ok(b, n, 0, next_get, 600), "message %u", next_get);
+    next_get++;
+    free(b);
+  }
+  cr_assert_eq(mproc__ring_capacity(r), 4096);
+  mproc__ring_free(r);
+}
+
+Test(ring, read_begin_end) {
+  mproc__ring *r = make(0, 0);
+  mproc__ring_msg m;
+  cr_assert_eq(mproc__ring_read_begin(r, &m, 0), -ETIMEDOUT);
+  cr_assert_eq(mproc__ring_put(r, "one", 3, 0), 0);
+  cr_assert_eq(mproc__ring_put(r, "two", 3, 0), 0);
+  cr_assert_eq(mproc__ring_read_begin(r, &m, 0), 0);
+  cr_assert_eq(m.len, 3);
+  cr_assert_eq(memcmp(m.data, "one", 3), 0);
+  mproc__ring_read_end(r, &m, false); /* left for the next reader */
+  cr_assert_eq(mproc__ring_count(r), 2);
+  cr_assert_eq(mproc__ring_read_begin(r, &m, 0), 0);
+  cr_assert_eq(memcmp(m.data, "one", 3), 0);
+  mproc__ring_read_end(r, &m, true);
+  cr_assert_eq(mproc__ring_read_begin(r, &m, MPROC__NEVER), 0);
+  cr_assert_eq(memcmp(m.data, "two", 3), 0);
+  mproc__ring_read_end(r, &m, true);
+  cr_assert_eq(mproc__ring_count(r), 0);
+  cr_assert_eq(mproc__ring_close(r), 0);
+  cr_assert_eq(mproc__ring_read_begin(r, &m, MPROC__NEVER), MPROC_ECLOSED);
+  mproc__ring_free(r);
+}
+
+Test(ring, wait_readable) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(0, 0);
+  cr_assert_eq(mproc__ring_wait_readable(r, 0), -ETIMEDOUT);
+  int64_t t0 = mproc__now_ns();
+  cr_assert_eq(mproc__ring_wait_readable(r, mproc__deadline(0.05)), -ETIMEDOUT);
+  cr_assert_geq(mproc__now_ns() - t0, 50000000);
+  cr_assert_eq(mproc__ring_put(r, "x", 1, 0), 0);
+  cr_assert_eq(mproc__ring_wait_readable(r, 0), 0);
+  cr_assert_eq(mproc__ring_count(r), 1); /* not taken */
+  void *b;
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+  free(b);
+  /* A child wakes a parent asleep in wait_readable. */
+  pid_t pid = fork();
+  if (pid == 0) {
+    usleep(50000);
+    _exit(mproc__ring_put(r, "y", 1, MPROC__NEVER) == 0 ? 0 : 1);
+  }
+  cr_assert_eq(mproc__ring_wait_readable(r, MPROC__NEVER), 0);
+  reap(pid, 0);
+  cr_assert_eq(mproc__ring_count(r), 1);
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+  free(b);
+  /* Closed counts as readable. */
+  mproc__ring_close(r);
+  cr_assert_eq(mproc__ring_wait_readable(r, MPROC__NEVER), 0);
+  mproc__ring_free(r);
+  th_end(s);
+}
+
+Test(ring, max_items_and_timeouts) {
+  mproc__ring *r = make(2, 0);
+  cr_assert_eq(mproc__ring_max_items(r), 2);
+  cr_assert_eq(mproc__ring_put(r, "a", 1, 0), 0);
+  cr_assert_eq(mproc__ring_put(r, "b", 1, 0), 0);
+  cr_assert_eq(mproc__ring_put(r, "c", 1, 0), -ETIMEDOUT);
+  int64_t t0 = mproc__now_ns();
+  cr_assert_eq(mproc__ring_put(r, "c", 1, mproc__deadline(0.03)), -ETIMEDOUT);
+  cr_assert_geq(mproc__now_ns() - t0, 30000000);
+  void *b;
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+  free(b);
+  cr_assert_eq(mproc__ring_put(r, "c", 1, 0), 0);
+  cr_assert_eq(mproc__ring_count(r), 2);
+  t0 = mproc__now_ns();
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, mproc__deadline(0.03)), -ETIMEDOUT);
+  cr_assert_geq(mproc__now_ns() - t0, 30000000);
+  mproc__ring_free(r);
+}
+
+Test(ring, blocked_putter_woken_by_get) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(1, 0);
+  cr_assert_eq(mproc__ring_put(r, "a", 1, 0), 0);
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(mproc__ring_put(r, "b", 1, MPROC__NEVER) == 0 ? 0 : 1);
+  usleep(30000);
+  void *b;
+  size_t n;
+  cr_assert_eq(mproc__ring_get(r, &b, &n, MPROC__NEVER), 0);
+  cr_assert_eq(((char *)b)[0], 'a');
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, &n, MPROC__NEVER), 0);
+  cr_assert_eq(((char *)b)[0], 'b');
+  free(b);
+  reap(pid, 0);
+  mproc__ring_free(r);
+  th_end(s);
+}
+
+Test(ring, close_drains_then_refuses) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(1, 0);
+  cr_assert_eq(mproc__ring_put(r, "a", 1, 0), 0);
+  /* A putter blocked on a full ring, and (below) a getter blocked on an empty one, are both
+   * woken by close. */
+  pid_t putter = fork();
+  if (putter == 0)
+    _exit(mproc__ring_put(r, "b", 1, MPROC__NEVER) == MPROC_ECLOSED ? 0 : 1);
+  usleep(30000);
+  cr_assert_not(mproc__ring_closed(r));
+  cr_assert_eq(mproc__ring_close(r), 0);
+  cr_assert_eq(mproc__ring_close(r), 0);
+  cr_assert(mproc__ring_closed(r));
+  reap(putter, 0);
+  cr_assert_eq(mproc__ring_put(r, "c", 1, 0), MPROC_ECLOSED);
+  void *b;
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), MPROC_ECLOSED);
+  cr_assert_eq(mproc__ring_get(r, &b, NULL, MPROC__NEVER), MPROC_ECLOSED);
+  mproc__ring_free(r);
+
+  r = make(0, 0);
+  pid_t getter = fork();
+  if (getter == 0) {
+    void *x;
+    _exit(mproc__ring_get(r, &x, NULL, MPROC__NEVER) == MPROC_ECLOSED ? 0 : 1);
+  }
+  usleep(30000);
+  cr_assert_eq(mproc__ring_close(r), 0);
+  reap(getter, 0);
+  mproc__ring_free(r);
+  th_end(s);
+}
+
+Test(ring, grows_for_big_messages_and_shrinks_back) {
+  mproc__ring *r = make(0, 4096);
+  size_t init = mproc__ring_initial_capacity(r);
+  cr_assert_eq(mproc__ring_capacity(r), init);
+  size_t big = (size_t)40 << 20;
+  unsigned char *m = malloc(big);
+  msg_fill(m, big, 1, 2);
+  cr_assert_eq(mproc__ring_put(r, "small", 5, 0), 0);
+  cr_assert_eq(mproc__ring_put(r, m, big, 0), 0);
+  cr_assert_eq(mproc__ring_put(r, "after", 5, 0), 0);
+  cr_assert_geq(mproc__ring_capacity(r), big);
+  void *b;
+  size_t n;
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+  cr_assert_eq(n, 5);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+  cr_assert_eq(n, big);
+  cr_assert_eq(memcmp(b, m, big), 0);
+  free(b);
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+  cr_assert_eq(memcmp(b, "after", 5), 0);
+  free(b);
+  /* Drained after a small message: the area is given back. */
+  cr_assert_eq(mproc__ring_capacity(r), init);
+  /* A backlog of small messages grows it too, keeping their order across the move. */
+  for (unsigned i = 0; i < 5000; i++) {
+    unsigned char buf[64];
+    size_t len = msg_len(2, i, 64);
+    msg_fill(buf, len, 2, i);
+    cr_assert_eq(mproc__ring_put(r, buf, len, 0), 0);
+    if (i % 3 == 0) { /* keep rpos moving so the backlog wraps before it grows */
+      int rc = mproc__ring_get(r, &b, &n, 0);
+      cr_assert_eq(rc, 0, "get %u: %d count %zu", i, rc, mproc__ring_count(r));
+      cr_assert(msg_ok(b, n, 2, i / 3, 64));
+      free(b);
+    }
+  }
+  cr_assert_gt(mproc__ring_capacity(r), init);
+  for (unsigned i = 5000 / 3 + 1; i < 5000; i++) {
+    cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+    cr_assert(msg_ok(b, n, 2, i, 64), "message %u", i);
+    free(b);
+  }
+  cr_assert_eq(mproc__ring_capacity(r), init);
+  free(m);
+  mproc__ring_free(r);
+}
+
+/* Several producers and consumers in child processes; every message once, intact, in order
+ * per producer. Consumers report what they got through a shared table. */
+#define NP 3
+#define NC 3
+#define PER 20000
+Test(ring, many_producers_many_consumers) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(64, 4096);
+  /* seen[p][i]: how many times message i of producer p was received. */
+  unsigned char *seen = mproc__shared_map(NP * PER);
+  _Atomic int *bad = mproc__shared_map(4096);
+  pid_t kids[NP + NC];
+  for (unsigned p = 0; p < NP; p++) {
+    if ((kids[p] = fork()) == 0) {
+      unsigned char buf[300];
+      for (unsigned i = 0; i < PER; i++) {
+        size_t len = msg_len8(p, i, 300);
+        msg_fill(buf, len, p, i);
+        if (mproc__ring_put(r, buf, len, MPROC__NEVER) != 0)
+          _exit(1);
+      }
+      _exit(0);
+    }
+  }
+  for (unsigned c = 0; c < NC; c++) {
+    if ((kids[NP + c] = fork()) == 0) {
+      int last[NP];
+      for (int p = 0; p < NP; p++)
+        last[p] = -1;
+      for (;;) {
+        void *b;
+        size_t n;
+        int rc = mproc__ring_get(r, &b, &n, MPROC__NEVER);
+        if (rc == MPROC_ECLOSED)
+          _exit(0);
+        if (rc != 0)
+          _exit(2);
+        unsigned p = 0, i = 0;
+        bool found = false;
+        if (n >= 8) {
+          memcpy(&p, b, 4);
+          memcpy(&i, (char *)b + 4, 4);
+          found = p < NP && i < PER && msg_ok_len(b, n, p, i, msg_len8(p, i, 300));
+        }
+        free(b);
+        if (!found || (int)i <= last[p]) {
+          atomic_fetch_add(bad, 1);
+          continue;
+        }
+        last[p] = (int)i;
+        __atomic_fetch_add(&seen[p * PER + i], 1, __ATOMIC_RELAXED);
+      }
+    }
+  }
+  for (int k = 0; k < NP; k++)
+    reap(kids[k], 0);
+  mproc__ring_close(r);
+  for (int k = NP; k < NP + NC; k++)
+    reap(kids[k], 0);
+  cr_expect_eq(atomic_load(bad), 0, "%d bad or out-of-order messages", atomic_load(bad));
+  int missing = 0, dup = 0;
+  for (int k = 0; k < NP * PER; k++) {
+    missing += seen[k] == 0;
+    dup += seen[k] > 1;
+  }
+  cr_expect_eq(missing, 0);
+  cr_expect_eq(dup, 0);
+  mproc__shared_unmap(seen, NP * PER);
+  mproc__shared_unmap((void *)bad, 4096);
+  mproc__ring_free(r);
+  th_end(s);
+}
+
+Test(ring, bad_input) {
+  mproc__ring *r = NULL;
+  cr_assert_eq(mproc__ring_new(NULL, NULL), MPROC_EINVAL);
+  mproc__ring_opts o = {.initial_bytes = SIZE_MAX};
+  cr_assert_eq(mproc__ring_new(&r, &o), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_new(&r, NULL), 0);
+  void *b;
+  mproc__ring_msg m;
+  cr_assert_eq(mproc__ring_put(NULL, "x", 1, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_put(r, NULL, 1, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_putv(r, NULL, 1, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_putv(r, NULL, -1, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_get(NULL, &b, NULL, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_get(r, NULL, NULL, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_read_begin(r, NULL, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_read_begin(NULL, &m, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_wait_readable(NULL, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc__ring_close(NULL), MPROC_EINVAL);
+  cr_assert_not(mproc__ring_closed(NULL));
+  cr_assert_eq(mproc__ring_count(NULL), 0);
+  /* Absurd sizes: beyond any memory. */
+  struct iovec huge[2] = {{"x", SIZE_MAX / 2}, {"y", SIZE_MAX / 2}};
+  cr_assert_eq(mproc__ring_putv(r, huge, 2, 0), MPROC_ENOMEM);
+  mproc__ring_read_end(NULL, NULL, true);
+  mproc__ring_free(NULL);
+  mproc__ring_free(r);
+}
+
+/* A holder of either lock killed at any instant: the next user repairs and goes on. */
+Test(ring, killed_inside_put_or_get) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(0, 4096);
+  for (int round = 0; round < 30; round++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      unsigned char buf[2000];
+      for (unsigned i = 0;; i++) {
+        size_t len = msg_len8(9, i, 2000);
+        msg_fill(buf, len, 9, i);
+        mproc__ring_put(r, buf, len, MPROC__NEVER);
+        void *b;
+        size_t n;
+        if (mproc__ring_get(r, &b, &n, 0) == 0)
+          free(b);
+      }
+    }
+    usleep(200 + (unsigned)(rand() % 3000));
+    kill(pid, SIGKILL);
+    reap(pid, -SIGKILL);
+    /* Drain: every message intact (the killer may have left one or none mid-flight). */
+    void *b;
+    size_t n;
+    int rc;
+    while ((rc = mproc__ring_get(r, &b, &n, 0)) == 0) {
+      unsigned i = 0;
+      cr_assert_geq(n, 8);
+      memcpy(&i, (char *)b + 4, 4);
+      cr_assert(msg_ok_len(b, n, 9, i, msg_len8(9, i, 2000)), "torn message in round %d", round);
+      free(b);
+    }
+    cr_assert_eq(rc, -ETIMEDOUT);
+    cr_assert_eq(mproc__ring_put(r, "ok", 2, 0), 0);
+    cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+    cr_assert_eq(n, 2);
+    free(b);
+  }
+  mproc__ring_free(r);
+  th_end(s);
+}
+
+/* Getters and a putter killed while asleep: once wakers notice, puts and gets stop paying
+ * for wake-ups. */
+Test(ring, sleepers_killed_are_forgotten) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(1, 0);
+  pid_t kids[3];
+  for (int k = 0; k < 2; k++) {
+    if ((kids[k] = fork()) == 0) {
+      void *b;
+      mproc__ring_get(r, &b, NULL, MPROC__NEVER);
+      _exit(1);
+    }
+  }
+  while (mproc__ring_sleepers(r) < 2)
+    usleep(1000);
+  for (int k = 0; k < 2; k++) {
+    kill(kids[k], SIGKILL);
+    reap(kids[k], -SIGKILL);
+  }
+  cr_assert_eq(mproc__ring_put(r, "x", 1, 0), 0);
+  if ((kids[2] = fork()) == 0) {
+    mproc__ring_put(r, "y", 1, MPROC__NEVER); /* full: sleeps */
+    _exit(1);
+  }
+  while (mproc__ring_sleepers(r) < 3)
+    usleep(1000);
+  kill(kids[2], SIGKILL);
+  reap(kids[2], -SIGKILL);
+  for (int i = 0; i < 100; i++) {
+    void *b;
+    cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+    free(b);
+    cr_assert_eq(mproc__ring_put(r, "z", 1, 0), 0);
+  }
+  cr_assert_eq(mproc__ring_sleepers(r), 0);
+  mproc__ring_free(r);
+  th_end(s);
+}
