@@ -28,7 +28,7 @@
  * is untouched. A reader killed mid-copy had not advanced rpos: its message goes to the next
  * reader (no one had received it).
  *
- * Wake-ups. Waiters count themselves (rsleepers / wsleepers) before checking the condition
+ * Wake-ups. Waiters count themselves (struct waitq) before checking the condition
  * one last time and sleeping on a sequence word; the other side publishes, then looks at the
  * count (both seq_cst: one of the two sees the other). With no one asleep a put or get is a
  * few atomic operations: no syscall, no clock reading, no allocation but the get's result.
@@ -57,6 +57,17 @@
 
 typedef _Atomic uint64_t a64;
 typedef _Atomic uint32_t a32;
+
+/* Sleepers of one kind. A sleeper counts itself and notes its tid in a free slot; a waker
+ * that keeps waking no one looks for slots of dead tasks (killed while asleep, they never
+ * uncount themselves) and uncounts them, so puts and gets go back to making no syscall. */
+#define WQ_SLOTS 32
+typedef struct waitq {
+  a32 seq; /* bumped by every wake: sleepers wait on it */
+  a32 sleepers;
+  a32 misses; /* wakes that found no one, since the last look for the dead */
+  a32 slot[WQ_SLOTS];
+} waitq;
 
 typedef struct journal {
   uint64_t pos, items;
@@ -90,11 +101,8 @@ struct ring_hdr {
   MPROC__ALIGNED a64 rpos;
   a64 items_got;
 
-  /* Wake-ups: readers wait on wseq (bumped by writers), writers on rseq. */
-  MPROC__ALIGNED a32 wseq;
-  a32 rsleepers;
-  MPROC__ALIGNED a32 rseq;
-  a32 wsleepers;
+  MPROC__ALIGNED waitq readers; /* getters waiting for a message */
+  MPROC__ALIGNED waitq writers; /* putters waiting for room */
 };
 
 struct mproc__ring {
@@ -181,15 +189,66 @@ void mproc__ring_free(mproc__ring *r) {
 
 /* ---------------------------------------------------------------- locks and repair */
 
-static void wake_readers(struct ring_hdr *h, int n) {
-  atomic_fetch_add(&h->wseq, 1);
-  mproc__futex_wake(&h->wseq, n);
+/* ---- wait queues ---- */
+
+static int wq_enter(waitq *q) {
+  atomic_fetch_add(&q->sleepers, 1);
+  uint32_t me = (uint32_t)mproc__gettid();
+  for (int i = 0; i < WQ_SLOTS; i++) {
+    uint32_t zero = 0;
+    if (atomic_load_explicit(&q->slot[i], memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_strong(&q->slot[i], &zero, me))
+      return i;
+  }
+  return -1; /* all taken: counted, not noted */
 }
 
-static void wake_writers(struct ring_hdr *h) {
-  atomic_fetch_add(&h->rseq, 1);
-  mproc__futex_wake(&h->rseq, INT32_MAX);
+static void wq_leave(waitq *q, int slot) {
+  if (slot >= 0) {
+    uint32_t me = (uint32_t)mproc__gettid();
+    /* Fails only if a waker took the slot for a dead task: then it uncounted it. */
+    if (!atomic_compare_exchange_strong(&q->slot[slot], &me, 0))
+      return;
+  }
+  atomic_fetch_sub(&q->sleepers, 1);
 }
+
+static void wq_reap_dead(waitq *q) {
+  for (int i = 0; i < WQ_SLOTS; i++) {
+    uint32_t tid = atomic_load(&q->slot[i]);
+    if (tid && !mproc__task_alive((pid_t)tid) &&
+        atomic_compare_exchange_strong(&q->slot[i], &tid, 0))
+      atomic_fetch_sub(&q->sleepers, 1);
+  }
+}
+
+/* Call only after seeing q->sleepers > 0. */
+static void wq_wake(waitq *q, int n) {
+  atomic_fetch_add(&q->seq, 1);
+  if (mproc__futex_wake(&q->seq, n) == 0 && atomic_fetch_add(&q->misses, 1) >= 16) {
+    atomic_store(&q->misses, 0);
+    wq_reap_dead(q);
+  }
+}
+
+static inline bool wq_has_sleepers(waitq *q) { return atomic_load(&q->sleepers) != 0; }
+
+/* Sleeps until woken, the deadline, or !still(h, key) (checked after counting in: a waker
+ * changes what still() reads before it looks at the count, both seq_cst, so one sees the
+ * other). 0, -ETIMEDOUT or another futex error. */
+static int wq_wait(waitq *q, struct ring_hdr *h, bool (*still)(struct ring_hdr *, uint64_t),
+                   uint64_t key, int64_t deadline) {
+  int slot = wq_enter(q);
+  uint32_t seq = atomic_load(&q->seq);
+  int rc = 0;
+  if (still(h, key))
+    rc = mproc__futex_wait(&q->seq, seq, deadline);
+  wq_leave(q, slot);
+  return rc == -EINTR ? 0 : rc;
+}
+
+static void wake_readers(struct ring_hdr *h, int n) { wq_wake(&h->readers, n); }
+static void wake_writers(struct ring_hdr *h) { wq_wake(&h->writers, INT32_MAX); }
 
 /* The last holder died: finish its publication if it had committed to one (its bytes were
  * complete), else drop what it had not published, which no one can see anyway. */
@@ -278,6 +337,9 @@ static bool room_key(struct ring_hdr *h, uint64_t rpos_seen) {
   return atomic_load(&h->rpos) != rpos_seen || atomic_load(&h->closed);
 }
 
+static bool empty_key(struct ring_hdr *h, uint64_t key) { return !readable_key(h, key); }
+static bool full_key(struct ring_hdr *h, uint64_t key) { return !room_key(h, key); }
+
 int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
   if (!r)
     return MPROC_EINVAL;
@@ -289,17 +351,10 @@ int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
   if (spin_until(h, &r->spin, readable_key, 0, deadline))
     return 0;
   for (;;) {
-    atomic_fetch_add(&h->rsleepers, 1);
-    uint32_t seq = atomic_load(&h->wseq);
-    int rc = 0;
-    if (!readable(h))
-      rc = mproc__futex_wait(&h->wseq, seq, deadline);
-    atomic_fetch_sub(&h->rsleepers, 1);
+    int rc = wq_wait(&h->readers, h, empty_key, 0, deadline);
     if (readable(h))
       return 0;
-    if (rc == -ETIMEDOUT)
-      return rc;
-    if (rc < 0 && rc != -EINTR)
+    if (rc < 0)
       return rc;
   }
 }
@@ -312,13 +367,7 @@ static int wait_writable(mproc__ring *r, uint64_t rpos_seen, int64_t deadline) {
     return -ETIMEDOUT;
   if (spin_until(h, &r->wspin, room_key, rpos_seen, deadline))
     return 0;
-  atomic_fetch_add(&h->wsleepers, 1);
-  uint32_t seq = atomic_load(&h->rseq);
-  int rc = 0;
-  if (atomic_load(&h->rpos) == rpos_seen && !atomic_load(&h->closed))
-    rc = mproc__futex_wait(&h->rseq, seq, deadline);
-  atomic_fetch_sub(&h->wsleepers, 1);
-  return rc == -EINTR ? 0 : rc;
+  return wq_wait(&h->writers, h, full_key, rpos_seen, deadline);
 }
 
 /* ---------------------------------------------------------------- growth and shrink */
@@ -469,7 +518,7 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
       uint64_t items = atomic_load_explicit(&h->items_put, memory_order_relaxed) + 1;
       publish(&h->pj, &h->wpos, &h->items_put, w + rec, items);
       unlock_side(r, true);
-      if (atomic_load(&h->rsleepers))
+      if (wq_has_sleepers(&h->readers))
         wake_readers(h, 1);
       return 0;
     }
@@ -519,10 +568,10 @@ static void consume(mproc__ring *r) {
   if (!more)
     maybe_shrink(r, rp);
   unlock_side(r, false);
-  if (atomic_load(&h->wsleepers))
+  if (wq_has_sleepers(&h->writers))
     wake_writers(h);
   /* Another reader may sleep while messages remain (its wake-up went to this one). */
-  if (more && atomic_load(&h->rsleepers))
+  if (more && wq_has_sleepers(&h->readers))
     wake_readers(h, 1);
 }
 
@@ -552,7 +601,7 @@ void mproc__ring_read_end(mproc__ring *r, mproc__ring_msg *m, bool consume_it) {
     consume(r);
   } else {
     unlock_side(r, false);
-    if (atomic_load(&r->h->rsleepers))
+    if (wq_has_sleepers(&r->h->readers))
       wake_readers(r->h, 1);
   }
   m->data = NULL;
@@ -612,3 +661,8 @@ size_t mproc__ring_max_items(mproc__ring *r) { return r ? r->h->max_items : 0; }
 size_t mproc__ring_capacity(mproc__ring *r) { return r ? atomic_load(&r->h->cap) : 0; }
 
 size_t mproc__ring_initial_capacity(mproc__ring *r) { return r ? r->h->initial : 0; }
+
+size_t mproc__ring_sleepers(mproc__ring *r) {
+  return r ? (size_t)atomic_load(&r->h->readers.sleepers) + atomic_load(&r->h->writers.sleepers)
+           : 0;
+}
