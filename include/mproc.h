@@ -151,7 +151,10 @@ void mproc_conn_free(mproc_conn *c);
  * message: messages are never torn. A peer that closes mid-message: MPROC_EOF. The wire
  * format is Python's (4-byte big-endian length, or 0xffffffff and an 8-byte length beyond
  * 2 GiB) except that frames shorter than 64 bytes are zero-padded to 64. In a child, free
- * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF). */
+ * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF).
+ * Pipes are pipe(2) (two for duplex): mproc_pipe sets SIGPIPE to ignored when it has the
+ * default disposition, so a send to a gone peer returns -EPIPE (a handler the user set is
+ * kept, and runs). */
 
 /* multiprocessing.connection.wait: one object to wait on. */
 typedef struct mproc_waitable {
