@@ -107,7 +107,8 @@ int mproc_process_interrupt(mproc_process *p);
 /* The child's pid; 0 before start. */
 pid_t mproc_process_pid(const mproc_process *p);
 /* 0 and *code = exit status, or -N if killed by signal N; MPROC_ESTATE while not finished
- * (call join or is_alive first to reap it). */
+ * (call join or is_alive first to reap it); -ECHILD when the child was reaped behind
+ * mproc's back (SIGCHLD ignored, or a waitpid(-1) of the program's own). */
 int mproc_process_exitcode(const mproc_process *p, int *code);
 /* The name (owned by p). */
 const char *mproc_process_name(const mproc_process *p);
@@ -151,7 +152,10 @@ void mproc_conn_free(mproc_conn *c);
  * message: messages are never torn. A peer that closes mid-message: MPROC_EOF. The wire
  * format is Python's (4-byte big-endian length, or 0xffffffff and an 8-byte length beyond
  * 2 GiB) except that frames shorter than 64 bytes are zero-padded to 64. In a child, free
- * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF). */
+ * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF).
+ * Pipes are pipe(2) (two for duplex): mproc_pipe sets SIGPIPE to ignored when it has the
+ * default disposition, so a send to a gone peer returns -EPIPE (a handler the user set is
+ * kept, and runs). */
 
 /* multiprocessing.connection.wait: one object to wait on. */
 typedef struct mproc_waitable {

@@ -195,7 +195,7 @@ Test(process_faults, null_and_bad_pipe_calls) {
 Test(process_faults, absurd_length_on_the_wire) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
-  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  cr_assert_eq(mproc_pipe(&a, &b, false), 0);
   unsigned char hdr[64] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                            0xff, 0xff, 0xff, 0xf0};
   cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), hdr, sizeof hdr), 0);
@@ -204,5 +204,50 @@ Test(process_faults, absurd_length_on_the_wire) {
   cr_assert_eq(mproc_conn_recv(a, &m, &n, 1.0), MPROC_ETOOBIG);
   mproc_conn_free(a);
   mproc_conn_free(b);
+  th_end(s);
+}
+
+/* ---- children reaped behind mproc's back ---- */
+
+static int ret3(void *arg) {
+  (void)arg;
+  return 3;
+}
+
+/* With SIGCHLD ignored the kernel reaps children itself: join still returns, and the exit
+ * status is reported as unknown (-ECHILD) rather than invented. */
+Test(process_faults, sigchld_ignored) {
+  th_scope s = th_begin();
+  struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+  sigaction(SIGCHLD, &ign, &old);
+  for (int timed = 0; timed < 2; timed++) {
+    mproc_process *p;
+    cr_assert_eq(mproc_process_new(&p, ret3, NULL, NULL), 0);
+    cr_assert_eq(mproc_process_start(p), 0);
+    cr_assert_eq(mproc_process_join(p, timed ? 30.0 : MPROC_FOREVER), 0);
+    cr_assert(!mproc_process_is_alive(p));
+    int code;
+    cr_assert_eq(mproc_process_exitcode(p, &code), -ECHILD);
+    cr_assert_eq(mproc_active_children(NULL, 0), 0);
+    mproc_process_free(p);
+  }
+  sigaction(SIGCHLD, &old, NULL);
+  th_end(s);
+}
+
+/* The peer's end freed while a waiter waits: EOF makes the conn ready. */
+Test(process_faults, wait_wakes_on_peer_close) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  mproc_waitable w = {.conn = a};
+  cr_assert_eq(mproc_wait(&w, 1, 0), 0);
+  mproc_conn_free(b);
+  cr_assert_eq(mproc_wait(&w, 1, 10.0), 1);
+  cr_assert(w.ready);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EOF);
+  mproc_conn_free(a);
   th_end(s);
 }
