@@ -30,13 +30,14 @@ static void wait_go(void) {
     mproc__cpu_relax();
 }
 
-/* np producers put n messages of len bytes each (in all); nc consumers (the parent among
- * them) get them. Returns messages per second. */
+/* np producers put n messages of len bytes each (in all); the last to finish closes the
+ * queue. nc consumers (this process among them) get until MPROC_ECLOSED. Messages/s. */
 static double run_queue(int np, int nc, long n, size_t len, size_t maxsize) {
   mproc_queue *q;
   mproc_queue_opts o = {.maxsize = maxsize};
   if (mproc_queue_new(&q, &o))
     return 0;
+  _Atomic long *done = mproc__shared_map(4096);
   atomic_store(go, 0);
   for (int p = 0; p < np; p++) {
     if (fork() == 0) {
@@ -44,37 +45,28 @@ static double run_queue(int np, int nc, long n, size_t len, size_t maxsize) {
       wait_go();
       for (long i = p; i < n; i += np)
         mproc_queue_put(q, buf, len, MPROC_FOREVER);
+      if (atomic_fetch_add(done, 1) == np - 1)
+        mproc_queue_close(q);
       _exit(0);
     }
   }
-  _Atomic long *got = mproc__shared_map(4096);
   for (int c = 1; c < nc; c++) {
     if (fork() == 0) {
       wait_go();
       void *b;
-      while (mproc_queue_get(q, &b, NULL, MPROC_FOREVER) == 0) {
-        atomic_fetch_add(got, 1);
+      while (mproc_queue_get(q, &b, NULL, MPROC_FOREVER) == 0)
         free(b);
-      }
       _exit(0);
     }
   }
   double t0 = bench_now();
   atomic_store(go, 1);
-  long mine = 0;
-  for (;;) {
-    void *b;
-    if (atomic_load(got) + mine >= n)
-      break;
-    if (mproc_queue_get(q, &b, NULL, 0.001) == 0) {
-      mine++;
-      free(b);
-    }
-  }
-  double dt = bench_now() - t0;
-  mproc_queue_close(q);
+  void *b;
+  while (mproc_queue_get(q, &b, NULL, MPROC_FOREVER) == 0)
+    free(b);
   wait_all(np + nc - 1);
-  mproc__shared_unmap((void *)got, 4096);
+  double dt = bench_now() - t0;
+  mproc__shared_unmap((void *)done, 4096);
   mproc_queue_free(q);
   return (double)n / dt;
 }

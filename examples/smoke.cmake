@@ -56,3 +56,12 @@ mproc_example_smoke(image_batch TEST image_batch_poison EXIT 1
   ARGS --count 6 --size 96 --no-progress --poison --compare
   EXPECT "^  poison.png: MPROC_ECRASHED: .*signal 6" "^mproc:  6 of 7 blurred .*; 1 failed"
   "^checksum 22d5849fa2bcb518$" "the results equal the serial run's$")
+
+# make demo's script itself, on tiny data.
+if(TARGET example_image_batch)
+  add_test(NAME example_demo
+    COMMAND sh ${PROJECT_SOURCE_DIR}/examples/smoke.sh "^  poison.png: MPROC_ECRASHED"
+            "^mproc:  4 of 5 blurred" "^speedup .*the results equal" "^demo: done"
+            -- sh ${PROJECT_SOURCE_DIR}/examples/demo.sh ${PROJECT_BINARY_DIR})
+  set_tests_properties(example_demo PROPERTIES ENVIRONMENT "DEMO_COUNT=4;DEMO_SIZE=64" TIMEOUT 180)
+endif()

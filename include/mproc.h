@@ -107,7 +107,8 @@ int mproc_process_interrupt(mproc_process *p);
 /* The child's pid; 0 before start. */
 pid_t mproc_process_pid(const mproc_process *p);
 /* 0 and *code = exit status, or -N if killed by signal N; MPROC_ESTATE while not finished
- * (call join or is_alive first to reap it). */
+ * (call join or is_alive first to reap it); -ECHILD when the child was reaped behind
+ * mproc's back (SIGCHLD ignored, or a waitpid(-1) of the program's own). */
 int mproc_process_exitcode(const mproc_process *p, int *code);
 /* The name (owned by p). */
 const char *mproc_process_name(const mproc_process *p);

@@ -151,7 +151,7 @@ int mproc_conn_send(mproc_conn *c, const void *buf, size_t len) {
   }
   if (!c->grown && len > PIPE_DEFAULT)
     grow_pipe(c);
-  /* Header and payload in one sendmsg: one syscall, no copy. */
+  /* Header and payload in one writev: one syscall, no copy. */
   struct iovec iov[2] = {{.iov_base = f, .iov_len = hl}, {.iov_base = (void *)buf, .iov_len = len}};
   return mproc__writev_full(c->wfd, iov, 2);
 }

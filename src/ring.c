@@ -28,9 +28,9 @@
  * is untouched. A reader killed mid-copy had not advanced rpos: its message goes to the next
  * reader (no one had received it).
  *
- * Wake-ups. Waiters count themselves (struct waitq) before checking the condition
- * one last time and sleeping on a sequence word; the other side publishes, then looks at the
- * count (both seq_cst: one of the two sees the other). With no one asleep a put or get is a
+ * Wake-ups. Waiters arm a wait word (struct waitq) before checking the condition one last
+ * time and sleeping on it; the other side publishes, then looks at the word (both seq_cst:
+ * one of the two sees the other). With no one asleep a put or get is a
  * few atomic operations: no syscall, no clock reading, no allocation but the get's result.
  * Readers and blocked writers spin briefly (adaptively, per process) before sleeping, so a
  * steady stream, bounded or not, hands off without syscalls.
@@ -51,22 +51,24 @@
 /* Rings with a bigger area give it back as soon as they drain; smaller ones only once the
  * big messages stop (so a stream of large messages does not grow and shrink each time). */
 #define SHRINK_ALWAYS ((size_t)64 << 20)
-#define SPIN_MIN 64u
-#define SPIN_MAX 16384u
+/* Spin budgets, in pause instructions (~30 ns each here): from ~4 us to ~130 us, about the
+ * cost of a futex sleep and wake-up on a VM. */
+#define SPIN_MIN 128u
+#define SPIN_MAX 4096u
 #define SPIN_START 1024u
+#define PAUSE_NS 32
 
 typedef _Atomic uint64_t a64;
 typedef _Atomic uint32_t a32;
 
-/* Sleepers of one kind. A sleeper counts itself and notes its tid in a free slot; a waker
- * that keeps waking no one looks for slots of dead tasks (killed while asleep, they never
- * uncount themselves) and uncounts them, so puts and gets go back to making no syscall. */
-#define WQ_SLOTS 32
+/* Sleepers of one kind wait on seq. A sleeper arms it (sets WQ_ARMED) before its last look
+ * at the condition; a waker that changed the condition disarms it (bumping the count) and
+ * wakes them all. So with no one asleep, a waker only reads the word; after one wake-up,
+ * later wakers make no syscall until someone sleeps again (one wake-up carries every message
+ * put meanwhile); and a sleeper killed while asleep costs one spare wake, never a hang. */
+#define WQ_ARMED 0x80000000u
 typedef struct waitq {
-  a32 seq; /* bumped by every wake: sleepers wait on it */
-  a32 sleepers;
-  a32 misses; /* wakes that found no one, since the last look for the dead */
-  a32 slot[WQ_SLOTS];
+  a32 seq;
 } waitq;
 
 typedef struct journal {
@@ -191,64 +193,34 @@ void mproc__ring_free(mproc__ring *r) {
 
 /* ---- wait queues ---- */
 
-static int wq_enter(waitq *q) {
-  atomic_fetch_add(&q->sleepers, 1);
-  uint32_t me = (uint32_t)mproc__gettid();
-  for (int i = 0; i < WQ_SLOTS; i++) {
-    uint32_t zero = 0;
-    if (atomic_load_explicit(&q->slot[i], memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_strong(&q->slot[i], &zero, me))
-      return i;
-  }
-  return -1; /* all taken: counted, not noted */
+/* Disarms q and wakes its sleepers, if it was armed. Call after changing what they wait
+ * for (with a seq_cst store, so that this load is ordered after it). */
+static void wq_wake(waitq *q) {
+  uint32_t v = atomic_load(&q->seq);
+  if (MPROC__LIKELY(!(v & WQ_ARMED)))
+    return;
+  while (!atomic_compare_exchange_weak(&q->seq, &v, (v + 1) & ~WQ_ARMED))
+    if (!(v & WQ_ARMED))
+      return; /* another waker did it */
+  mproc__futex_wake(&q->seq, INT32_MAX);
 }
 
-static void wq_leave(waitq *q, int slot) {
-  if (slot >= 0) {
-    uint32_t me = (uint32_t)mproc__gettid();
-    /* Fails only if a waker took the slot for a dead task: then it uncounted it. */
-    if (!atomic_compare_exchange_strong(&q->slot[slot], &me, 0))
-      return;
-  }
-  atomic_fetch_sub(&q->sleepers, 1);
-}
-
-static void wq_reap_dead(waitq *q) {
-  for (int i = 0; i < WQ_SLOTS; i++) {
-    uint32_t tid = atomic_load(&q->slot[i]);
-    if (tid && !mproc__task_alive((pid_t)tid) &&
-        atomic_compare_exchange_strong(&q->slot[i], &tid, 0))
-      atomic_fetch_sub(&q->sleepers, 1);
-  }
-}
-
-/* Call only after seeing q->sleepers > 0. */
-static void wq_wake(waitq *q, int n) {
-  atomic_fetch_add(&q->seq, 1);
-  if (mproc__futex_wake(&q->seq, n) == 0 && atomic_fetch_add(&q->misses, 1) >= 16) {
-    atomic_store(&q->misses, 0);
-    wq_reap_dead(q);
-  }
-}
-
-static inline bool wq_has_sleepers(waitq *q) { return atomic_load(&q->sleepers) != 0; }
-
-/* Sleeps until woken, the deadline, or !still(h, key) (checked after counting in: a waker
- * changes what still() reads before it looks at the count, both seq_cst, so one sees the
- * other). 0, -ETIMEDOUT or another futex error. */
+/* Sleeps until woken, the deadline, or !still(h, key), looked at after arming: a waker
+ * changes what still() reads, then looks at seq (both seq_cst), so one sees the other.
+ * 0, -ETIMEDOUT or another futex error. */
 static int wq_wait(waitq *q, struct ring_hdr *h, bool (*still)(struct ring_hdr *, uint64_t),
                    uint64_t key, int64_t deadline) {
-  int slot = wq_enter(q);
-  uint32_t seq = atomic_load(&q->seq);
-  int rc = 0;
-  if (still(h, key))
-    rc = mproc__futex_wait(&q->seq, seq, deadline);
-  wq_leave(q, slot);
+  uint32_t v = atomic_load(&q->seq);
+  while (!(v & WQ_ARMED) && !atomic_compare_exchange_weak(&q->seq, &v, v | WQ_ARMED))
+    ;
+  if (!still(h, key))
+    return 0;
+  int rc = mproc__futex_wait(&q->seq, v | WQ_ARMED, deadline);
   return rc == -EINTR ? 0 : rc;
 }
 
-static void wake_readers(struct ring_hdr *h, int n) { wq_wake(&h->readers, n); }
-static void wake_writers(struct ring_hdr *h) { wq_wake(&h->writers, INT32_MAX); }
+static void wake_readers(struct ring_hdr *h) { wq_wake(&h->readers); }
+static void wake_writers(struct ring_hdr *h) { wq_wake(&h->writers); }
 
 /* The last holder died: finish its publication if it had committed to one (its bytes were
  * complete), else drop what it had not published, which no one can see anyway. */
@@ -276,7 +248,7 @@ static int lock_side(mproc__ring *r, bool producer, int64_t deadline) {
     h->c_wpos_seen = atomic_load(&h->wpos);
   }
   /* The dead process may have been about to wake someone. */
-  wake_readers(h, INT32_MAX);
+  wake_readers(h);
   wake_writers(h);
   return 0;
 }
@@ -307,17 +279,15 @@ static bool readable(struct ring_hdr *h) {
   return atomic_load(&h->wpos) != atomic_load(&h->rpos) || atomic_load(&h->closed);
 }
 
-/* Spins until ready(h, key) or the budget runs out; the budget doubles when spinning paid
- * off and halves when it did not. */
+/* Spins until ready(h, key) or the budget runs out (then the budget halves: the other side
+ * was not about to deliver; sleep_adapt() doubles it again when the sleep that followed was
+ * short). */
 static bool spin_until(struct ring_hdr *h, a32 *spin, bool (*ready)(struct ring_hdr *, uint64_t),
                        uint64_t key, int64_t deadline) {
   uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
   for (uint32_t i = 0; i < budget; i++) {
-    if (ready(h, key)) {
-      if (budget < SPIN_MAX)
-        atomic_store_explicit(spin, budget * 2, memory_order_relaxed);
+    if (ready(h, key))
       return true;
-    }
     mproc__cpu_relax();
     /* A short timeout must not be stretched by the spin. */
     if ((i & 255) == 255 && deadline != MPROC__NEVER && mproc__now_ns() >= deadline)
@@ -326,6 +296,19 @@ static bool spin_until(struct ring_hdr *h, a32 *spin, bool (*ready)(struct ring_
   if (budget > SPIN_MIN)
     atomic_store_explicit(spin, budget / 2, memory_order_relaxed);
   return false;
+}
+
+/* Sleeps on q like wq_wait, and if the sleep ended soon after it began (a longer spin would
+ * have caught it without the futex round trip), raises this process's spin budget. */
+static int sleep_adapt(waitq *q, struct ring_hdr *h, a32 *spin,
+                       bool (*still)(struct ring_hdr *, uint64_t), uint64_t key,
+                       int64_t deadline) {
+  int64_t t0 = mproc__now_ns();
+  int rc = wq_wait(q, h, still, key, deadline);
+  uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
+  if (rc == 0 && budget < SPIN_MAX && mproc__now_ns() - t0 < (int64_t)budget * PAUSE_NS * 4)
+    atomic_store_explicit(spin, budget * 2, memory_order_relaxed);
+  return rc;
 }
 
 static bool readable_key(struct ring_hdr *h, uint64_t key) {
@@ -351,7 +334,7 @@ int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
   if (spin_until(h, &r->spin, readable_key, 0, deadline))
     return 0;
   for (;;) {
-    int rc = wq_wait(&h->readers, h, empty_key, 0, deadline);
+    int rc = sleep_adapt(&h->readers, h, &r->spin, empty_key, 0, deadline);
     if (readable(h))
       return 0;
     if (rc < 0)
@@ -367,7 +350,7 @@ static int wait_writable(mproc__ring *r, uint64_t rpos_seen, int64_t deadline) {
     return -ETIMEDOUT;
   if (spin_until(h, &r->wspin, room_key, rpos_seen, deadline))
     return 0;
-  return wq_wait(&h->writers, h, full_key, rpos_seen, deadline);
+  return sleep_adapt(&h->writers, h, &r->wspin, full_key, rpos_seen, deadline);
 }
 
 /* ---------------------------------------------------------------- growth and shrink */
@@ -448,12 +431,21 @@ static void maybe_shrink(mproc__ring *r, uint64_t rp) {
 
 /* ---------------------------------------------------------------- put */
 
+/* memcpy for the tiny messages that dominate message rates: a call to the library's memcpy
+ * costs more than the copy itself. */
+static inline void copy_small(char *dst, const char *src, size_t len) {
+  if (len <= 16) {
+    for (size_t k = 0; k < len; k++)
+      dst[k] = src[k];
+  } else {
+    memcpy(dst, src, len);
+  }
+}
+
 static void copy_in(char *dst, const struct iovec *iov, int n) {
   for (int i = 0; i < n; i++) {
-    if (iov[i].iov_len) {
-      memcpy(dst, iov[i].iov_base, iov[i].iov_len);
-      dst += iov[i].iov_len;
-    }
+    copy_small(dst, iov[i].iov_base, iov[i].iov_len);
+    dst += iov[i].iov_len;
   }
 }
 
@@ -518,8 +510,7 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
       uint64_t items = atomic_load_explicit(&h->items_put, memory_order_relaxed) + 1;
       publish(&h->pj, &h->wpos, &h->items_put, w + rec, items);
       unlock_side(r, true);
-      if (wq_has_sleepers(&h->readers))
-        wake_readers(h, 1);
+      wake_readers(h);
       return 0;
     }
     unlock_side(r, true);
@@ -564,15 +555,10 @@ static void consume(mproc__ring *r) {
   uint64_t rp = h->c_pending;
   uint64_t items = atomic_load_explicit(&h->items_got, memory_order_relaxed) + 1;
   publish(&h->cj, &h->rpos, &h->items_got, rp, items);
-  bool more = rp != h->c_wpos_seen;
-  if (!more)
+  if (rp == h->c_wpos_seen)
     maybe_shrink(r, rp);
   unlock_side(r, false);
-  if (wq_has_sleepers(&h->writers))
-    wake_writers(h);
-  /* Another reader may sleep while messages remain (its wake-up went to this one). */
-  if (more && wq_has_sleepers(&h->readers))
-    wake_readers(h, 1);
+  wake_writers(h);
 }
 
 int mproc__ring_read_begin(mproc__ring *r, mproc__ring_msg *m, int64_t deadline) {
@@ -601,8 +587,7 @@ void mproc__ring_read_end(mproc__ring *r, mproc__ring_msg *m, bool consume_it) {
     consume(r);
   } else {
     unlock_side(r, false);
-    if (wq_has_sleepers(&r->h->readers))
-      wake_readers(r->h, 1);
+
   }
   m->data = NULL;
   m->len = 0;
@@ -620,7 +605,7 @@ int mproc__ring_get(mproc__ring *r, void **buf, size_t *len, int64_t deadline) {
     mproc__ring_read_end(r, &m, false);
     return MPROC_ENOMEM;
   }
-  memcpy(p, m.data, m.len);
+  copy_small(p, m.data, m.len);
   size_t n = m.len;
   mproc__ring_read_end(r, &m, true);
   *buf = p;
@@ -641,7 +626,7 @@ int mproc__ring_close(mproc__ring *r) {
     return rc;
   atomic_store(&h->closed, 1);
   unlock_side(r, true);
-  wake_readers(h, INT32_MAX);
+  wake_readers(h);
   wake_writers(h);
   return 0;
 }
@@ -663,6 +648,8 @@ size_t mproc__ring_capacity(mproc__ring *r) { return r ? atomic_load(&r->h->cap)
 size_t mproc__ring_initial_capacity(mproc__ring *r) { return r ? r->h->initial : 0; }
 
 size_t mproc__ring_sleepers(mproc__ring *r) {
-  return r ? (size_t)atomic_load(&r->h->readers.sleepers) + atomic_load(&r->h->writers.sleepers)
-           : 0;
+  if (!r)
+    return 0;
+  return !!(atomic_load(&r->h->readers.seq) & WQ_ARMED) +
+         !!(atomic_load(&r->h->writers.seq) & WQ_ARMED);
 }
