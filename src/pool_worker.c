@@ -149,7 +149,8 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
   for (size_t i = 0; i < count; i++) {
     /* task_timeout applies to each element: the supervisor reads the latest start. */
     if (timed)
-      atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
+      if (ctx->timeout_ns > 0)
+    atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
     int rc = h->map(in + i * isz, out + i * osz, args);
     if (MPROC__UNLIKELY(rc != 0) && fail == UINT64_MAX) {
       fail = i;
@@ -205,7 +206,8 @@ static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_h
   }
   memcpy(*in, (const char *)m.data + sizeof *h, *len);
   atomic_store_explicit(&slot->progress, 0, memory_order_relaxed);
-  atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
+  if (ctx->timeout_ns > 0)
+    atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
   atomic_store_explicit(&slot->task_id, h->id, memory_order_release);
   mproc__ring_read_end(ctx->tasks, &m, true);
   return h->kind;
