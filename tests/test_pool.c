@@ -669,3 +669,56 @@ Test(pool, forked_child_cannot_drive_the_pool) {
   mproc_pool_free(p);
   th_end(s);
 }
+
+/* ---- data already in shared memory crosses by address ---- */
+
+typedef struct zc_args {
+  uintptr_t in_lo, in_hi, out_lo, out_hi;
+  int expect_shared;
+} zc_args;
+
+static int zc_square(const void *in, void *out, const void *args) {
+  const zc_args *z = args;
+  bool in_there = (uintptr_t)in >= z->in_lo && (uintptr_t)in < z->in_hi;
+  bool out_there = (uintptr_t)out >= z->out_lo && (uintptr_t)out < z->out_hi;
+  if (in_there != z->expect_shared || out_there != z->expect_shared)
+    return 1; /* crossed the wrong way */
+  int64_t v = *(const int64_t *)in;
+  *(int64_t *)out = v * v;
+  return 0;
+}
+
+static void zc_run(mproc_pool *p, mproc_array *ai, mproc_array *ao, size_t n, bool shared) {
+  int64_t *in = mproc_array_data(ai), *out = mproc_array_data(ao);
+  for (size_t i = 0; i < n; i++) {
+    in[i] = (int64_t)i - 1000;
+    out[i] = 0;
+  }
+  zc_args z = {(uintptr_t)in, (uintptr_t)(in + n), (uintptr_t)out, (uintptr_t)(out + n), shared};
+  mproc_map_opts mo = {.args = &z, .args_len = sizeof z};
+  cr_expect_eq(mproc_pool_map(p, zc_square, in, n, 8, out, 8, &mo), 0);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++)
+    bad += out[i] != in[i] * in[i];
+  cr_expect_eq(bad, 0);
+}
+
+Test(pool, shared_arrays_cross_without_copies) {
+  th_scope s = th_begin();
+  size_t n = 1 << 20;
+  mproc_array *ai = NULL, *ao = NULL, *late_i = NULL, *late_o = NULL;
+  cr_assert_eq(mproc_array_new(&ai, 8, n, NULL, false), 0);
+  cr_assert_eq(mproc_array_new(&ao, 8, n, NULL, false), 0);
+  mproc_pool *p = make_pool(2);
+  zc_run(p, ai, ao, n, true);
+  /* Made after the workers: they do not have it, so the data is copied. */
+  cr_assert_eq(mproc_array_new(&late_i, 8, n, NULL, false), 0);
+  cr_assert_eq(mproc_array_new(&late_o, 8, n, NULL, false), 0);
+  zc_run(p, late_i, late_o, n, false);
+  mproc_pool_free(p);
+  mproc_array_free(ai);
+  mproc_array_free(ao);
+  mproc_array_free(late_i);
+  mproc_array_free(late_o);
+  th_end(s);
+}
