@@ -156,21 +156,20 @@ static double raw_oneway(void) {
   return (double)BIG_MSGS * MIB / t / 1e9;
 }
 
-static double median_of(double (*fn)(void)) {
-  double v[RUNS];
-  for (int i = 0; i < RUNS; i++)
-    v[i] = fn();
-  return bench_median(v, RUNS);
+/* Alternates the two so that background load hits both alike; medians of RUNS. */
+static void compare(const char *name, const char *unit, double (*mine)(void),
+                    double (*raw)(void)) {
+  double m[RUNS], r[RUNS];
+  for (int i = 0; i < RUNS; i++) {
+    m[i] = mine();
+    r[i] = raw();
+  }
+  bench_report(name, "mproc", bench_median(m, RUNS), unit);
+  bench_report(name, "raw", bench_median(r, RUNS), unit);
 }
 
 int main(void) {
-  /* Interleave the two so that background load hits both alike. */
-  double m = median_of(mproc_roundtrip), r = median_of(raw_roundtrip);
-  bench_report("pipe_roundtrip_8B", "mproc", m, "us");
-  bench_report("pipe_roundtrip_8B", "raw", r, "us");
-  m = median_of(mproc_oneway);
-  r = median_of(raw_oneway);
-  bench_report("pipe_1MiB_oneway", "mproc", m, "GB/s");
-  bench_report("pipe_1MiB_oneway", "raw", r, "GB/s");
+  compare("pipe_roundtrip_8B", "us", mproc_roundtrip, raw_roundtrip);
+  compare("pipe_1MiB_oneway", "GB/s", mproc_oneway, raw_oneway);
   return 0;
 }

@@ -1,8 +1,13 @@
 #!/bin/sh
-# smoke.sh PATTERN... -- PROGRAM [ARG...]
-# Runs PROGRAM; passes only when it exits 0 and its output (stdout and stderr) has a line
-# matching each PATTERN (grep -E). Used by smoke.cmake so that no example can rot.
-pats=""
+# smoke.sh [--exit CODE] PATTERN... -- PROGRAM [ARG...]
+# Runs PROGRAM; passes only when it exits with CODE (default 0) and its output (stdout and
+# stderr) has a line matching each PATTERN (grep -E). Used by smoke.cmake so that no example
+# can rot.
+want=0
+if [ "$1" = "--exit" ]; then
+  want=$2
+  shift 2
+fi
 n=0
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
   n=$((n + 1))
@@ -14,8 +19,8 @@ shift
 out=$("$@" 2>&1)
 rc=$?
 printf '%s\n' "$out"
-if [ $rc -ne 0 ]; then
-  echo "smoke: '$*' exited with $rc" >&2
+if [ $rc -ne "$want" ]; then
+  echo "smoke: '$*' exited with $rc, not $want" >&2
   exit 1
 fi
 i=1
@@ -27,4 +32,4 @@ while [ $i -le $n ]; do
   fi
   i=$((i + 1))
 done
-echo "smoke: exit 0, $n pattern(s) matched"
+echo "smoke: exit $rc, $n pattern(s) matched"

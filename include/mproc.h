@@ -69,10 +69,19 @@ const char *mproc_current_process_name(void);
 /* Process                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* One child process running target(arg). For one thread at a time. */
+/* One child process running target(arg). For one thread at a time.
+ * Only the process that started a child may join, signal or reap it: in a forked child an
+ * inherited handle is inert (MPROC_ESTATE; free releases only that copy), and a forked
+ * child starts with no children of its own (mproc_active_children).
+ * At normal exit (exit() or a return from main), and in an mproc child when its target
+ * returns, daemon children are killed (SIGKILL) and the others joined, as Python does.
+ * A daemon also dies when its parent dies in any way (PR_SET_PDEATHSIG): note that this
+ * signal follows the *thread* that started it, so a daemon started from a thread that
+ * ends before the process is killed then. */
 typedef struct mproc_process mproc_process;
 
-/* Runs in the child; its return value is the child's exit code. */
+/* Runs in the child; its return value is the child's exit code (its low 8 bits). The child
+ * flushes stdout/stderr and leaves with _exit: the parent's atexit handlers do not run. */
 typedef int (*mproc_target_fn)(void *arg);
 
 typedef struct mproc_process_opts {
@@ -84,7 +93,8 @@ typedef struct mproc_process_opts {
 int mproc_process_new(mproc_process **p, mproc_target_fn target, void *arg,
                       const mproc_process_opts *opts);
 /* Forks the child. MPROC_ESTATE if already started; a child that fails to set itself up is
- * reported here as an error code. stdout/stderr are flushed first. */
+ * reported here as an error code (-errno; p can then be started again). stdout/stderr are
+ * flushed first. */
 int mproc_process_start(mproc_process *p);
 /* Waits for the child to end: 0, or MPROC_ETIMEDOUT. Reaps it. MPROC_ESTATE if not started. */
 int mproc_process_join(mproc_process *p, double timeout);
@@ -97,7 +107,8 @@ int mproc_process_interrupt(mproc_process *p);
 /* The child's pid; 0 before start. */
 pid_t mproc_process_pid(const mproc_process *p);
 /* 0 and *code = exit status, or -N if killed by signal N; MPROC_ESTATE while not finished
- * (call join or is_alive first to reap it). */
+ * (call join or is_alive first to reap it); -ECHILD when the child was reaped behind
+ * mproc's back (SIGCHLD ignored, or a waitpid(-1) of the program's own). */
 int mproc_process_exitcode(const mproc_process *p, int *code);
 /* The name (owned by p). */
 const char *mproc_process_name(const mproc_process *p);
@@ -136,6 +147,15 @@ int mproc_conn_poll(mproc_conn *c, double timeout);
 int mproc_conn_fileno(const mproc_conn *c);
 /* Closes and releases c. */
 void mproc_conn_free(mproc_conn *c);
+/* Notes. A recv whose deadline passes while a message is half-arrived keeps the part it
+ * read inside c and returns MPROC_ETIMEDOUT / MPROC_EAGAIN; the next recv continues that
+ * message: messages are never torn. A peer that closes mid-message: MPROC_EOF. The wire
+ * format is Python's (4-byte big-endian length, or 0xffffffff and an 8-byte length beyond
+ * 2 GiB) except that frames shorter than 64 bytes are zero-padded to 64. In a child, free
+ * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF).
+ * Pipes are pipe(2) (two for duplex): mproc_pipe sets SIGPIPE to ignored when it has the
+ * default disposition, so a send to a gone peer returns -EPIPE (a handler the user set is
+ * kept, and runs). */
 
 /* multiprocessing.connection.wait: one object to wait on. */
 typedef struct mproc_waitable {

@@ -125,8 +125,25 @@ int mproc__exitcode(int status);
 void mproc__ignore_sigpipe(void);
 /* Gettid. */
 pid_t mproc__gettid(void);
+/* Whether the task (process or thread id) tid still runs: false once it is gone or a zombie.
+ * A probe for dead peers, not for hot paths (it may read /proc). */
+bool mproc__task_alive(pid_t tid);
 /* Fills buf with len bytes from the kernel's CSPRNG: 0 or -errno. */
 int mproc__random_bytes(void *buf, size_t len);
+
+/* ---- wake-up descriptors (for the pool's supervisor) ---- */
+
+/* A non-blocking close-on-exec eventfd, or -errno. */
+int mproc__eventfd(void);
+/* Adds 1 to an eventfd (never blocks); 0 or -errno. Async-signal-safe. */
+int mproc__eventfd_signal(int fd);
+/* Resets an eventfd to 0 (never blocks). */
+void mproc__eventfd_drain(int fd);
+/* A non-blocking close-on-exec signalfd for the signals in *mask (the caller blocks them),
+ * or -errno. */
+int mproc__signalfd(const void *mask /* sigset_t */);
+/* One pending signal from a signalfd: its number, 0 when none is pending, or -errno. */
+int mproc__signalfd_read(int fd);
 
 /* ---- CPUs ---- */
 

@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -452,6 +454,68 @@ void mproc__ignore_sigpipe(void) {
     memset(&ign, 0, sizeof ign);
     ign.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &ign, NULL);
+  }
+}
+
+bool mproc__task_alive(pid_t tid) {
+  if (tid <= 0)
+    return false;
+  if (kill(tid, 0) < 0 && errno == ESRCH)
+    return false;
+  /* kill() succeeds on a zombie: look at its state. */
+  char path[64], buf[256];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno != ENOENT;
+  ssize_t n = mproc__read_full(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return true;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+}
+
+/* ---- wake-up descriptors ---- */
+
+int mproc__eventfd(void) {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+int mproc__eventfd_signal(int fd) {
+  uint64_t one = 1;
+  for (;;) {
+    if (write(fd, &one, sizeof one) == (ssize_t)sizeof one)
+      return 0;
+    if (errno == EINTR)
+      continue;
+    /* EAGAIN: the counter is at its maximum, so a reader will wake anyway. */
+    return errno == EAGAIN ? 0 : -errno;
+  }
+}
+
+void mproc__eventfd_drain(int fd) {
+  uint64_t v;
+  while (read(fd, &v, sizeof v) < 0 && errno == EINTR)
+    ;
+}
+
+int mproc__signalfd(const void *mask) {
+  int fd = signalfd(-1, (const sigset_t *)mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+int mproc__signalfd_read(int fd) {
+  struct signalfd_siginfo si;
+  for (;;) {
+    ssize_t n = read(fd, &si, sizeof si);
+    if (n == (ssize_t)sizeof si)
+      return (int)si.ssi_signo;
+    if (n < 0 && errno == EINTR)
+      continue;
+    return (n < 0 && errno != EAGAIN) ? -errno : 0;
   }
 }
 

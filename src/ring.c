@@ -28,11 +28,12 @@
  * is untouched. A reader killed mid-copy had not advanced rpos: its message goes to the next
  * reader (no one had received it).
  *
- * Wake-ups. Waiters count themselves (rsleepers / wsleepers) before checking the condition
- * one last time and sleeping on a sequence word; the other side publishes, then looks at the
- * count (both seq_cst: one of the two sees the other). With no one asleep a put or get is a
+ * Wake-ups. Waiters arm a wait word (struct waitq) before checking the condition one last
+ * time and sleeping on it; the other side publishes, then looks at the word (both seq_cst:
+ * one of the two sees the other). With no one asleep a put or get is a
  * few atomic operations: no syscall, no clock reading, no allocation but the get's result.
- * A reader spins briefly (adaptively, per process) before sleeping.
+ * Readers and blocked writers spin briefly (adaptively, per process) before sleeping, so a
+ * steady stream, bounded or not, hands off without syscalls.
  */
 #define _GNU_SOURCE
 #include "ring.h"
@@ -50,12 +51,25 @@
 /* Rings with a bigger area give it back as soon as they drain; smaller ones only once the
  * big messages stop (so a stream of large messages does not grow and shrink each time). */
 #define SHRINK_ALWAYS ((size_t)64 << 20)
-#define SPIN_MIN 64u
-#define SPIN_MAX 16384u
+/* Spin budgets, in pause instructions (~30 ns each here): from ~4 us to ~130 us, about the
+ * cost of a futex sleep and wake-up on a VM. */
+#define SPIN_MIN 128u
+#define SPIN_MAX 4096u
 #define SPIN_START 1024u
+#define PAUSE_NS 32
 
 typedef _Atomic uint64_t a64;
 typedef _Atomic uint32_t a32;
+
+/* Sleepers of one kind wait on seq. A sleeper arms it (sets WQ_ARMED) before its last look
+ * at the condition; a waker that changed the condition disarms it (bumping the count) and
+ * wakes them all. So with no one asleep, a waker only reads the word; after one wake-up,
+ * later wakers make no syscall until someone sleeps again (one wake-up carries every message
+ * put meanwhile); and a sleeper killed while asleep costs one spare wake, never a hang. */
+#define WQ_ARMED 0x80000000u
+typedef struct waitq {
+  a32 seq;
+} waitq;
 
 typedef struct journal {
   uint64_t pos, items;
@@ -89,18 +103,16 @@ struct ring_hdr {
   MPROC__ALIGNED a64 rpos;
   a64 items_got;
 
-  /* Wake-ups: readers wait on wseq (bumped by writers), writers on rseq. */
-  MPROC__ALIGNED a32 wseq;
-  a32 rsleepers;
-  MPROC__ALIGNED a32 rseq;
-  a32 wsleepers;
+  MPROC__ALIGNED waitq readers; /* getters waiting for a message */
+  MPROC__ALIGNED waitq writers; /* putters waiting for room */
 };
 
 struct mproc__ring {
   struct ring_hdr *h;
   char *data;
   size_t map_len;
-  a32 spin; /* adaptive spin budget of this process's readers */
+  a32 spin;  /* adaptive spin budget of this process's readers */
+  a32 wspin; /* and of its writers waiting for room */
 };
 
 static inline size_t rec_size(uint64_t len) { return (size_t)((len + REC_HDR + 7) & ~UINT64_C(7)); }
@@ -148,6 +160,7 @@ int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
   r->data = (char *)p + hdr_len;
   r->map_len = hdr_len + reserve;
   atomic_init(&r->spin, SPIN_START);
+  atomic_init(&r->wspin, SPIN_START);
   struct ring_hdr *h = r->h;
   int rc = mproc__shared_commit(r->data, initial);
   if (rc == 0)
@@ -178,15 +191,36 @@ void mproc__ring_free(mproc__ring *r) {
 
 /* ---------------------------------------------------------------- locks and repair */
 
-static void wake_readers(struct ring_hdr *h, int n) {
-  atomic_fetch_add(&h->wseq, 1);
-  mproc__futex_wake(&h->wseq, n);
+/* ---- wait queues ---- */
+
+/* Disarms q and wakes its sleepers, if it was armed. Call after changing what they wait
+ * for (with a seq_cst store, so that this load is ordered after it). */
+static void wq_wake(waitq *q) {
+  uint32_t v = atomic_load(&q->seq);
+  if (MPROC__LIKELY(!(v & WQ_ARMED)))
+    return;
+  while (!atomic_compare_exchange_weak(&q->seq, &v, (v + 1) & ~WQ_ARMED))
+    if (!(v & WQ_ARMED))
+      return; /* another waker did it */
+  mproc__futex_wake(&q->seq, INT32_MAX);
 }
 
-static void wake_writers(struct ring_hdr *h) {
-  atomic_fetch_add(&h->rseq, 1);
-  mproc__futex_wake(&h->rseq, INT32_MAX);
+/* Sleeps until woken, the deadline, or !still(h, key), looked at after arming: a waker
+ * changes what still() reads, then looks at seq (both seq_cst), so one sees the other.
+ * 0, -ETIMEDOUT or another futex error. */
+static int wq_wait(waitq *q, struct ring_hdr *h, bool (*still)(struct ring_hdr *, uint64_t),
+                   uint64_t key, int64_t deadline) {
+  uint32_t v = atomic_load(&q->seq);
+  while (!(v & WQ_ARMED) && !atomic_compare_exchange_weak(&q->seq, &v, v | WQ_ARMED))
+    ;
+  if (!still(h, key))
+    return 0;
+  int rc = mproc__futex_wait(&q->seq, v | WQ_ARMED, deadline);
+  return rc == -EINTR ? 0 : rc;
 }
+
+static void wake_readers(struct ring_hdr *h) { wq_wake(&h->readers); }
+static void wake_writers(struct ring_hdr *h) { wq_wake(&h->writers); }
 
 /* The last holder died: finish its publication if it had committed to one (its bytes were
  * complete), else drop what it had not published, which no one can see anyway. */
@@ -214,7 +248,7 @@ static int lock_side(mproc__ring *r, bool producer, int64_t deadline) {
     h->c_wpos_seen = atomic_load(&h->wpos);
   }
   /* The dead process may have been about to wake someone. */
-  wake_readers(h, INT32_MAX);
+  wake_readers(h);
   wake_writers(h);
   return 0;
 }
@@ -245,24 +279,49 @@ static bool readable(struct ring_hdr *h) {
   return atomic_load(&h->wpos) != atomic_load(&h->rpos) || atomic_load(&h->closed);
 }
 
-static bool spin_readable(mproc__ring *r, int64_t deadline) {
-  struct ring_hdr *h = r->h;
-  uint32_t budget = atomic_load_explicit(&r->spin, memory_order_relaxed);
+/* Spins until ready(h, key) or the budget runs out (then the budget halves: the other side
+ * was not about to deliver; sleep_adapt() doubles it again when the sleep that followed was
+ * short). */
+static bool spin_until(struct ring_hdr *h, a32 *spin, bool (*ready)(struct ring_hdr *, uint64_t),
+                       uint64_t key, int64_t deadline) {
+  uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
   for (uint32_t i = 0; i < budget; i++) {
-    if (readable(h)) {
-      if (budget < SPIN_MAX)
-        atomic_store_explicit(&r->spin, budget * 2, memory_order_relaxed);
+    if (ready(h, key))
       return true;
-    }
     mproc__cpu_relax();
     /* A short timeout must not be stretched by the spin. */
     if ((i & 255) == 255 && deadline != MPROC__NEVER && mproc__now_ns() >= deadline)
       return false;
   }
   if (budget > SPIN_MIN)
-    atomic_store_explicit(&r->spin, budget / 2, memory_order_relaxed);
+    atomic_store_explicit(spin, budget / 2, memory_order_relaxed);
   return false;
 }
+
+/* Sleeps on q like wq_wait, and if the sleep ended soon after it began (a longer spin would
+ * have caught it without the futex round trip), raises this process's spin budget. */
+static int sleep_adapt(waitq *q, struct ring_hdr *h, a32 *spin,
+                       bool (*still)(struct ring_hdr *, uint64_t), uint64_t key,
+                       int64_t deadline) {
+  int64_t t0 = mproc__now_ns();
+  int rc = wq_wait(q, h, still, key, deadline);
+  uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
+  if (rc == 0 && budget < SPIN_MAX && mproc__now_ns() - t0 < (int64_t)budget * PAUSE_NS * 4)
+    atomic_store_explicit(spin, budget * 2, memory_order_relaxed);
+  return rc;
+}
+
+static bool readable_key(struct ring_hdr *h, uint64_t key) {
+  (void)key;
+  return readable(h);
+}
+
+static bool room_key(struct ring_hdr *h, uint64_t rpos_seen) {
+  return atomic_load(&h->rpos) != rpos_seen || atomic_load(&h->closed);
+}
+
+static bool empty_key(struct ring_hdr *h, uint64_t key) { return !readable_key(h, key); }
+static bool full_key(struct ring_hdr *h, uint64_t key) { return !room_key(h, key); }
 
 int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
   if (!r)
@@ -272,20 +331,13 @@ int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline) {
     return 0;
   if (past(deadline))
     return -ETIMEDOUT;
-  if (spin_readable(r, deadline))
+  if (spin_until(h, &r->spin, readable_key, 0, deadline))
     return 0;
   for (;;) {
-    atomic_fetch_add(&h->rsleepers, 1);
-    uint32_t seq = atomic_load(&h->wseq);
-    int rc = 0;
-    if (!readable(h))
-      rc = mproc__futex_wait(&h->wseq, seq, deadline);
-    atomic_fetch_sub(&h->rsleepers, 1);
+    int rc = sleep_adapt(&h->readers, h, &r->spin, empty_key, 0, deadline);
     if (readable(h))
       return 0;
-    if (rc == -ETIMEDOUT)
-      return rc;
-    if (rc < 0 && rc != -EINTR)
+    if (rc < 0)
       return rc;
   }
 }
@@ -296,13 +348,9 @@ static int wait_writable(mproc__ring *r, uint64_t rpos_seen, int64_t deadline) {
   struct ring_hdr *h = r->h;
   if (past(deadline))
     return -ETIMEDOUT;
-  atomic_fetch_add(&h->wsleepers, 1);
-  uint32_t seq = atomic_load(&h->rseq);
-  int rc = 0;
-  if (atomic_load(&h->rpos) == rpos_seen && !atomic_load(&h->closed))
-    rc = mproc__futex_wait(&h->rseq, seq, deadline);
-  atomic_fetch_sub(&h->wsleepers, 1);
-  return rc == -EINTR ? 0 : rc;
+  if (spin_until(h, &r->wspin, room_key, rpos_seen, deadline))
+    return 0;
+  return sleep_adapt(&h->writers, h, &r->wspin, full_key, rpos_seen, deadline);
 }
 
 /* ---------------------------------------------------------------- growth and shrink */
@@ -383,12 +431,21 @@ static void maybe_shrink(mproc__ring *r, uint64_t rp) {
 
 /* ---------------------------------------------------------------- put */
 
+/* memcpy for the tiny messages that dominate message rates: a call to the library's memcpy
+ * costs more than the copy itself. */
+static inline void copy_small(char *dst, const char *src, size_t len) {
+  if (len <= 16) {
+    for (size_t k = 0; k < len; k++)
+      dst[k] = src[k];
+  } else {
+    memcpy(dst, src, len);
+  }
+}
+
 static void copy_in(char *dst, const struct iovec *iov, int n) {
   for (int i = 0; i < n; i++) {
-    if (iov[i].iov_len) {
-      memcpy(dst, iov[i].iov_base, iov[i].iov_len);
-      dst += iov[i].iov_len;
-    }
+    copy_small(dst, iov[i].iov_base, iov[i].iov_len);
+    dst += iov[i].iov_len;
   }
 }
 
@@ -453,8 +510,7 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
       uint64_t items = atomic_load_explicit(&h->items_put, memory_order_relaxed) + 1;
       publish(&h->pj, &h->wpos, &h->items_put, w + rec, items);
       unlock_side(r, true);
-      if (atomic_load(&h->rsleepers))
-        wake_readers(h, 1);
+      wake_readers(h);
       return 0;
     }
     unlock_side(r, true);
@@ -499,15 +555,10 @@ static void consume(mproc__ring *r) {
   uint64_t rp = h->c_pending;
   uint64_t items = atomic_load_explicit(&h->items_got, memory_order_relaxed) + 1;
   publish(&h->cj, &h->rpos, &h->items_got, rp, items);
-  bool more = rp != h->c_wpos_seen;
-  if (!more)
+  if (rp == h->c_wpos_seen)
     maybe_shrink(r, rp);
   unlock_side(r, false);
-  if (atomic_load(&h->wsleepers))
-    wake_writers(h);
-  /* Another reader may sleep while messages remain (its wake-up went to this one). */
-  if (more && atomic_load(&h->rsleepers))
-    wake_readers(h, 1);
+  wake_writers(h);
 }
 
 int mproc__ring_read_begin(mproc__ring *r, mproc__ring_msg *m, int64_t deadline) {
@@ -536,8 +587,7 @@ void mproc__ring_read_end(mproc__ring *r, mproc__ring_msg *m, bool consume_it) {
     consume(r);
   } else {
     unlock_side(r, false);
-    if (atomic_load(&r->h->rsleepers))
-      wake_readers(r->h, 1);
+
   }
   m->data = NULL;
   m->len = 0;
@@ -555,7 +605,7 @@ int mproc__ring_get(mproc__ring *r, void **buf, size_t *len, int64_t deadline) {
     mproc__ring_read_end(r, &m, false);
     return MPROC_ENOMEM;
   }
-  memcpy(p, m.data, m.len);
+  copy_small(p, m.data, m.len);
   size_t n = m.len;
   mproc__ring_read_end(r, &m, true);
   *buf = p;
@@ -576,7 +626,7 @@ int mproc__ring_close(mproc__ring *r) {
     return rc;
   atomic_store(&h->closed, 1);
   unlock_side(r, true);
-  wake_readers(h, INT32_MAX);
+  wake_readers(h);
   wake_writers(h);
   return 0;
 }
@@ -596,3 +646,10 @@ size_t mproc__ring_max_items(mproc__ring *r) { return r ? r->h->max_items : 0; }
 size_t mproc__ring_capacity(mproc__ring *r) { return r ? atomic_load(&r->h->cap) : 0; }
 
 size_t mproc__ring_initial_capacity(mproc__ring *r) { return r ? r->h->initial : 0; }
+
+size_t mproc__ring_sleepers(mproc__ring *r) {
+  if (!r)
+    return 0;
+  return !!(atomic_load(&r->h->readers.seq) & WQ_ARMED) +
+         !!(atomic_load(&r->h->writers.seq) & WQ_ARMED);
+}

@@ -178,17 +178,36 @@ Test(conn, eof_after_buffered_messages_and_epipe_without_sigpipe) {
     cr_assert_eq(mproc_conn_recv(r, &m, &n, MPROC_FOREVER), MPROC_EOF);
     mproc_conn_free(r);
 
+    /* The default SIGPIPE disposition would kill us here: mproc returns -EPIPE. */
     cr_assert_eq(mproc_pipe(&r, &w, duplex), 0);
     mproc_conn_free(r);
-    struct sigaction before;
-    sigaction(SIGPIPE, NULL, &before);
     cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
-    cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
-    struct sigaction after;
-    sigaction(SIGPIPE, NULL, &after);
-    cr_assert_eq(before.sa_handler, after.sa_handler, "SIGPIPE disposition untouched");
+    char big[100000] = {0};
+    cr_assert_eq(mproc_conn_send(w, big, sizeof big), -EPIPE);
     mproc_conn_free(w);
   }
+  th_end(s);
+}
+
+static volatile sig_atomic_t sigpipes;
+static void on_sigpipe(int sig) {
+  (void)sig;
+  sigpipes++;
+}
+
+Test(conn, user_sigpipe_handler_is_left_alone) {
+  th_scope s = th_begin();
+  struct sigaction sa = {.sa_handler = on_sigpipe};
+  sigaction(SIGPIPE, &sa, NULL);
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  struct sigaction now;
+  sigaction(SIGPIPE, NULL, &now);
+  cr_assert_eq(now.sa_handler, on_sigpipe);
+  mproc_conn_free(r);
+  cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
+  cr_assert_eq(sigpipes, 1);
+  mproc_conn_free(w);
   th_end(s);
 }
 
@@ -249,7 +268,7 @@ static void expect_msg(mproc_conn *c, const char *want, size_t len) {
 Test(conn, half_arrived_message_is_not_torn) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
-  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  cr_assert_eq(mproc_pipe(&a, &b, false), 0); /* b's fileno is its sending descriptor */
   int fd = mproc_conn_fileno(b);
   unsigned char f[256];
   char text[101];
@@ -286,7 +305,7 @@ Test(conn, half_arrived_message_is_not_torn) {
 Test(conn, long_length_header) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
-  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  cr_assert_eq(mproc_pipe(&a, &b, false), 0);
   unsigned char f[256];
   char text[100];
   memset(text, 'q', sizeof text);

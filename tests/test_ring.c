@@ -434,3 +434,46 @@ Test(ring, killed_inside_put_or_get) {
   mproc__ring_free(r);
   th_end(s);
 }
+
+/* Getters and a putter killed while asleep: the next put or get wakes no one, once, and
+ * after that puts and gets make no wake-up syscall again (the wait words are disarmed). */
+Test(ring, sleepers_killed_cost_one_wake) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(1, 0);
+  pid_t kids[3];
+  for (int k = 0; k < 2; k++) {
+    if ((kids[k] = fork()) == 0) {
+      void *b;
+      mproc__ring_get(r, &b, NULL, MPROC__NEVER);
+      _exit(1);
+    }
+  }
+  while (mproc__ring_sleepers(r) < 1)
+    usleep(1000);
+  usleep(20000);
+  for (int k = 0; k < 2; k++) {
+    kill(kids[k], SIGKILL);
+    reap(kids[k], -SIGKILL);
+  }
+  cr_assert_eq(mproc__ring_sleepers(r), 1);
+  cr_assert_eq(mproc__ring_put(r, "x", 1, 0), 0);
+  cr_assert_eq(mproc__ring_sleepers(r), 0);
+  if ((kids[2] = fork()) == 0) {
+    mproc__ring_put(r, "y", 1, MPROC__NEVER); /* full: sleeps */
+    _exit(1);
+  }
+  while (mproc__ring_sleepers(r) < 1)
+    usleep(1000);
+  kill(kids[2], SIGKILL);
+  reap(kids[2], -SIGKILL);
+  for (int i = 0; i < 100; i++) {
+    void *b;
+    cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
+    free(b);
+    cr_assert_eq(mproc__ring_sleepers(r), 0);
+    cr_assert_eq(mproc__ring_put(r, "z", 1, 0), 0);
+  }
+  cr_assert_eq(mproc__ring_sleepers(r), 0);
+  mproc__ring_free(r);
+  th_end(s);
+}

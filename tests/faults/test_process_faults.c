@@ -195,7 +195,7 @@ Test(process_faults, null_and_bad_pipe_calls) {
 Test(process_faults, absurd_length_on_the_wire) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
-  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  cr_assert_eq(mproc_pipe(&a, &b, false), 0);
   unsigned char hdr[64] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                            0xff, 0xff, 0xff, 0xf0};
   cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), hdr, sizeof hdr), 0);
@@ -204,5 +204,90 @@ Test(process_faults, absurd_length_on_the_wire) {
   cr_assert_eq(mproc_conn_recv(a, &m, &n, 1.0), MPROC_ETOOBIG);
   mproc_conn_free(a);
   mproc_conn_free(b);
+  th_end(s);
+}
+
+/* ---- children reaped behind mproc's back ---- */
+
+static int ret3(void *arg) {
+  (void)arg;
+  return 3;
+}
+
+/* With SIGCHLD ignored the kernel reaps children itself: join still returns, and the exit
+ * status is reported as unknown (-ECHILD) rather than invented. */
+Test(process_faults, sigchld_ignored) {
+  th_scope s = th_begin();
+  struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+  sigaction(SIGCHLD, &ign, &old);
+  for (int timed = 0; timed < 2; timed++) {
+    mproc_process *p;
+    cr_assert_eq(mproc_process_new(&p, ret3, NULL, NULL), 0);
+    cr_assert_eq(mproc_process_start(p), 0);
+    cr_assert_eq(mproc_process_join(p, timed ? 30.0 : MPROC_FOREVER), 0);
+    cr_assert(!mproc_process_is_alive(p));
+    int code;
+    cr_assert_eq(mproc_process_exitcode(p, &code), -ECHILD);
+    cr_assert_eq(mproc_active_children(NULL, 0), 0);
+    mproc_process_free(p);
+  }
+  sigaction(SIGCHLD, &old, NULL);
+  th_end(s);
+}
+
+/* The peer's end freed while a waiter waits: EOF makes the conn ready. */
+Test(process_faults, wait_wakes_on_peer_close) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  mproc_waitable w = {.conn = a};
+  cr_assert_eq(mproc_wait(&w, 1, 0), 0);
+  mproc_conn_free(b);
+  cr_assert_eq(mproc_wait(&w, 1, 10.0), 1);
+  cr_assert(w.ready);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EOF);
+  mproc_conn_free(a);
+  th_end(s);
+}
+
+/* ---- a sender killed mid-message ---- */
+
+typedef struct ends {
+  mproc_conn *mine, *theirs;
+} ends;
+
+static int send_16MiB(void *arg) {
+  ends *e = arg;
+  mproc_conn_free(e->theirs);
+  size_t len = (size_t)16 << 20;
+  char *buf = calloc(1, len);
+  /* The pipe holds at most 1 MiB: this blocks until killed, since no one reads. */
+  return buf && mproc_conn_send(e->mine, buf, len) == 0 ? 0 : 1;
+}
+
+Test(process_faults, sender_killed_mid_message_gives_eof) {
+  th_scope s = th_begin();
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  ends e = {w, r};
+  mproc_process *p;
+  cr_assert_eq(mproc_process_new(&p, send_16MiB, &e, NULL), 0);
+  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_conn_free(w);
+  cr_assert_eq(mproc_conn_poll(r, 30.0), 1);
+  /* Do not read before the kill: reading would let the whole message through. */
+  mproc_process_kill(p);
+  cr_assert_eq(mproc_process_join(p, MPROC_FOREVER), 0);
+  int code;
+  cr_assert_eq(mproc_process_exitcode(p, &code), 0);
+  cr_assert_eq(code, -SIGKILL);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, MPROC_FOREVER), MPROC_EOF);
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, 0), MPROC_EOF);
+  mproc_process_free(p);
+  mproc_conn_free(r);
   th_end(s);
 }

@@ -1,0 +1,190 @@
+/* Pool benchmarks; bench/py_pool.py does the same work with multiprocessing.Pool. */
+#define _GNU_SOURCE
+#include "common.h"
+#include "mproc.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef MPROC_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#define WORKERS 2
+
+static mproc_pool *new_pool(void) {
+  mproc_pool *p = NULL;
+  mproc_pool_opts o = {.processes = WORKERS};
+  if (mproc_pool_new(&p, &o) != 0) {
+    fprintf(stderr, "mproc_pool_new failed\n");
+    exit(1);
+  }
+  return p;
+}
+
+static int tiny(const void *arg, size_t len, mproc_result *res) {
+  return mproc_result_set(res, arg, len);
+}
+
+static void start_first_result(void) {
+  enum { R = 30 };
+  double t[R];
+  int64_t v = 42;
+  for (int i = 0; i < R; i++) {
+    double t0 = bench_now();
+    mproc_pool *p = new_pool();
+    void *r = NULL;
+    mproc_pool_apply(p, tiny, &v, sizeof v, &r, NULL);
+    t[i] = bench_now() - t0;
+    free(r);
+    mproc_pool_free(p);
+  }
+  bench_report("pool_start_first_result", "mproc", bench_median(t, R) * 1e3, "ms");
+}
+
+static int square(const void *in, void *out, const void *args) {
+  (void)args;
+  int64_t v = *(const int64_t *)in;
+  *(int64_t *)out = v * v;
+  return 0;
+}
+
+static void map_1m(mproc_pool *p) {
+  size_t n = 1000000;
+  int64_t *in = malloc(n * 8), *out = malloc(n * 8);
+  for (size_t i = 0; i < n; i++)
+    in[i] = (int64_t)i;
+  enum { R = 7 };
+  double t[R];
+  for (int i = 0; i < R; i++) {
+    double t0 = bench_now();
+    mproc_pool_map(p, square, in, n, 8, out, 8, NULL);
+    t[i] = bench_now() - t0;
+  }
+  if (out[n - 1] != (int64_t)(n - 1) * (int64_t)(n - 1))
+    fprintf(stderr, "map_1m: wrong result\n");
+  bench_report("pool_map_1M_int64", "mproc", (double)n / bench_median(t, R), "items/s");
+  free(in);
+  free(out);
+}
+
+static void apply_async_throughput(mproc_pool *p) {
+  enum { N = 100000 };
+  mproc_async **a = malloc(N * sizeof *a);
+  int64_t v = 7;
+  double t0 = bench_now();
+  for (int i = 0; i < N; i++)
+    mproc_pool_apply_async(p, tiny, &v, sizeof v, &a[i]);
+  for (int i = 0; i < N; i++) {
+    mproc_async_wait(a[i], MPROC_FOREVER);
+    mproc_async_free(a[i]);
+  }
+  double dt = bench_now() - t0;
+  bench_report("pool_apply_async_throughput", "mproc", N / dt, "tasks/s");
+  free(a);
+}
+
+static void apply_roundtrip(mproc_pool *p) {
+  enum { R = 3000 };
+  double *t = malloc(R * sizeof *t);
+  int64_t v = 7;
+  for (int i = 0; i < R; i++) {
+    double t0 = bench_now();
+    mproc_async *a;
+    mproc_pool_apply_async(p, tiny, &v, sizeof v, &a);
+    void *r;
+    mproc_async_get(a, &r, NULL, MPROC_FOREVER);
+    t[i] = bench_now() - t0;
+    free(r);
+    mproc_async_free(a);
+  }
+  bench_report("pool_apply_roundtrip", "mproc", bench_median(t, R) * 1e6, "us");
+  free(t);
+}
+
+#define BIG (1u << 20)
+
+static int copy_mib(const void *in, void *out, const void *args) {
+  (void)args;
+  memcpy(out, in, BIG);
+  return 0;
+}
+
+static void map_big(mproc_pool *p) {
+  size_t n = 256;
+  char *in = malloc(n * BIG), *out = malloc(n * BIG);
+  memset(in, 1, n * BIG);
+  memset(out, 0, n * BIG);
+  enum { R = 5 };
+  double t[R];
+  for (int i = 0; i < R; i++) {
+    double t0 = bench_now();
+    mproc_pool_map(p, copy_mib, in, n, BIG, out, BIG, NULL);
+    t[i] = bench_now() - t0;
+  }
+  bench_report("pool_map_256x1MiB", "mproc", (double)(n * BIG) / bench_median(t, R) / 1e9,
+               "GB/s");
+  free(in);
+  free(out);
+}
+
+/* CPU-bound: every element costs the same few hundred microseconds of arithmetic. */
+static int burn(const void *in, void *out, const void *args) {
+  (void)args;
+  double x = *(const double *)in, acc = 0;
+  for (int i = 0; i < 40000; i++)
+    acc += sqrt(x + i) * 1.0000001;
+  *(double *)out = acc;
+  return 0;
+}
+
+static double serial_burn(const double *in, double *out, size_t n) {
+  double t0 = bench_now();
+  for (size_t i = 0; i < n; i++)
+    burn(&in[i], &out[i], NULL);
+  return bench_now() - t0;
+}
+
+static void cpu_speedup(mproc_pool *p) {
+  size_t n = 4000;
+  double *in = malloc(n * 8), *out = malloc(n * 8);
+  for (size_t i = 0; i < n; i++)
+    in[i] = (double)i;
+  double serial = serial_burn(in, out, n);
+  double t0 = bench_now();
+  mproc_pool_map(p, burn, in, n, 8, out, 8, NULL);
+  double par = bench_now() - t0;
+  bench_report("pool_cpu_speedup_2", "mproc", serial / par, "x");
+#ifdef MPROC_HAVE_OPENMP
+  t0 = bench_now();
+#pragma omp parallel for num_threads(WORKERS) schedule(static)
+  for (size_t i = 0; i < n; i++)
+    burn(&in[i], &out[i], NULL);
+  double omp = bench_now() - t0;
+  bench_report("pool_cpu_speedup_2", "openmp", serial / omp, "x");
+#endif
+  free(in);
+  free(out);
+}
+
+/* Usage: bench_pool [substring of a case name] */
+int main(int argc, char **argv) {
+  const char *only = argc > 1 ? argv[1] : "";
+#define WANT(name) (strstr(name, only) != NULL)
+  if (WANT("pool_start_first_result"))
+    start_first_result();
+  mproc_pool *p = new_pool();
+  if (WANT("pool_map_1M_int64"))
+    map_1m(p);
+  if (WANT("pool_apply_async_throughput"))
+    apply_async_throughput(p);
+  if (WANT("pool_apply_roundtrip"))
+    apply_roundtrip(p);
+  if (WANT("pool_map_256x1MiB"))
+    map_big(p);
+  if (WANT("pool_cpu_speedup_2"))
+    cpu_speedup(p);
+  mproc_pool_free(p);
+  return 0;
+}

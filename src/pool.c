@@ -1,0 +1,927 @@
+/*
+ * Pool and AsyncResult, the caller's side: submission onto the task ring, collection from
+ * the result ring, and the process-local table that routes each result to its AsyncResult.
+ *
+ * No thread is started here. Results are collected inside mproc calls (get, wait, map,
+ * join): one caller thread at a time is the collector (p->collecting); the others wait on
+ * p->cv and are woken after each batch the collector dispatches, and when it leaves.
+ * Lock order: the result ring's read side, then p->mu.
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PROCESSES 4096
+#define COLLECT_BATCH 256
+#define RING_INITIAL_BYTES ((size_t)64 << 10)
+#define MAP_WINDOW_BYTES ((size_t)8 << 20)
+#define CHUNK_BYTES_MAX ((size_t)1 << 20)
+#define SUPERVISOR_CHECK_NS (200 * 1000000)
+
+enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
+
+typedef struct entry {
+  uint64_t id; /* 0: free */
+  mproc_async *a;
+} entry;
+
+/* One map call's input, for putting its chunks. */
+typedef struct map_args {
+  mproc_map_fn fn;
+  const char *in;
+  size_t in_size, out_size, n, chunksize;
+  const void *args;
+  size_t args_len;
+} map_args;
+
+struct mproc_async {
+  mproc_pool *pool; /* meaningful only while not ready */
+  _Atomic bool ready;
+  int rc;
+  char *err;
+  void *res;
+  size_t len;
+  bool is_map;
+  /* map_async */
+  char *out;
+  size_t out_size, n, chunksize, nchunks, left, fail_index;
+  uint64_t first_id;
+  /* Chunks are put a window at a time while feed is set (map: the caller waits inside the
+   * call anyway), so a big map never holds more than the window in the rings. */
+  const map_args *feed;
+  size_t sent, window;
+};
+
+struct mproc_pool {
+  mproc__pool_ctx ctx;
+  pid_t owner;
+  pid_t sup_pid;
+  int sup_fd;
+  bool sup_reaped;
+  bool sup_lost; /* the supervisor died on its own (killed from outside) */
+  pthread_mutex_t join_mu; /* one thread waits for the supervisor's exit */
+  pthread_mutex_t mu;      /* everything below */
+  pthread_cond_t cv;
+  int state;
+  bool collecting;
+  int feeding; /* map calls with chunks still to put: close waits for them */
+  uint64_t next_id;
+  entry *tab;
+  size_t tab_cap, tab_len;
+};
+
+static const char cancelled_msg[] = "the pool was terminated before the task finished";
+static const char lost_msg[] = "the pool's supervisor process died before the task finished";
+
+/* getpid() is a system call; submission asks on every task. A fork resets the cache. */
+static _Atomic pid_t cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_forget(void) { atomic_store(&cached_pid, 0); }
+static void pid_hook(void) { pthread_atfork(NULL, NULL, pid_forget); }
+
+static pid_t self_pid(void) {
+  pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+  if (MPROC__UNLIKELY(pid == 0)) {
+    pthread_once(&pid_once, pid_hook);
+    pid = getpid();
+    atomic_store(&cached_pid, pid);
+  }
+  return pid;
+}
+
+/* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
+
+static size_t home(const mproc_pool *p, uint64_t id) {
+  return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & (p->tab_cap - 1);
+}
+
+static size_t tab_find(const mproc_pool *p, uint64_t id) {
+  if (!p->tab_cap)
+    return SIZE_MAX;
+  for (size_t i = home(p, id);; i = (i + 1) & (p->tab_cap - 1)) {
+    if (p->tab[i].id == id)
+      return i;
+    if (p->tab[i].id == 0)
+      return SIZE_MAX;
+  }
+}
+
+static void tab_insert(mproc_pool *p, uint64_t id, mproc_async *a) {
+  size_t i = home(p, id);
+  while (p->tab[i].id)
+    i = (i + 1) & (p->tab_cap - 1);
+  p->tab[i] = (entry){id, a};
+  p->tab_len++;
+}
+
+static int tab_reserve(mproc_pool *p, size_t more) {
+  if ((p->tab_len + more) * 2 <= p->tab_cap)
+    return 0;
+  size_t cap = p->tab_cap ? p->tab_cap : 64;
+  while ((p->tab_len + more) * 2 > cap) {
+    if (cap > SIZE_MAX / (2 * sizeof(entry)))
+      return MPROC_ENOMEM;
+    cap *= 2;
+  }
+  entry *old = p->tab;
+  size_t old_cap = p->tab_cap;
+  entry *t = calloc(cap, sizeof *t);
+  if (!t)
+    return MPROC_ENOMEM;
+  p->tab = t;
+  p->tab_cap = cap;
+  p->tab_len = 0;
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i].id)
+      tab_insert(p, old[i].id, old[i].a);
+  free(old);
+  return 0;
+}
+
+/* Removes id, shifting later entries of its probe run back (no tombstones). */
+static void tab_delete(mproc_pool *p, uint64_t id) {
+  size_t i = tab_find(p, id), mask = p->tab_cap - 1;
+  if (i == SIZE_MAX)
+    return;
+  for (size_t j = (i + 1) & mask; p->tab[j].id; j = (j + 1) & mask) {
+    size_t k = home(p, p->tab[j].id);
+    /* Move j into the hole at i unless its home lies cyclically in (i, j]. */
+    bool stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+    if (!stays) {
+      p->tab[i] = p->tab[j];
+      i = j;
+    }
+  }
+  p->tab[i].id = 0;
+  p->tab_len--;
+}
+
+/* ---- completion (under p->mu) ---- */
+
+static void finish(mproc_pool *p, mproc_async *a, int rc) {
+  a->rc = rc;
+  atomic_store_explicit(&a->ready, true, memory_order_release);
+  (void)p;
+}
+
+static char *copy_msg(const char *msg, size_t len) {
+  char *m = malloc(len + 1);
+  if (m) {
+    memcpy(m, msg, len);
+    m[len] = 0;
+  }
+  return m;
+}
+
+static void dispatch_map(mproc_async *a, const mproc__result_hdr *h, const char *msg,
+                         const char *data) {
+  size_t c = (size_t)(h->id - a->first_id);
+  size_t start = c * a->chunksize;
+  size_t count = a->n - start < a->chunksize ? a->n - start : a->chunksize;
+  if (h->data_len == (uint64_t)count * a->out_size && h->data_len)
+    memcpy(a->out + start * a->out_size, data, h->data_len);
+  if (h->status != 0) {
+    size_t idx = start + (h->fail_index < count ? (size_t)h->fail_index : 0);
+    if (idx < a->fail_index) {
+      a->fail_index = idx;
+      a->rc = h->status;
+      free(a->err);
+      a->err = copy_msg(msg, h->msg_len);
+    }
+  }
+}
+
+static void feed_locked(mproc_pool *p, mproc_async *a);
+
+/* Routes one result message to its AsyncResult; unknown ids (freed, or a second delivery of
+ * a task whose first reader died) are dropped. */
+static void dispatch(mproc_pool *p, const void *msg, size_t len) {
+  mproc__result_hdr h;
+  if (len < sizeof h)
+    return;
+  memcpy(&h, msg, sizeof h);
+  if (sizeof h + (uint64_t)h.msg_len + h.data_len > len)
+    return;
+  size_t i = tab_find(p, h.id);
+  if (i == SIZE_MAX)
+    return;
+  mproc_async *a = p->tab[i].a;
+  tab_delete(p, h.id);
+  const char *text = (const char *)msg + sizeof h;
+  const char *data = text + h.msg_len;
+  if (a->is_map) {
+    dispatch_map(a, &h, text, data);
+    a->left--;
+    if (a->feed)
+      feed_locked(p, a);
+    if (a->left == 0 && !atomic_load(&a->ready))
+      finish(p, a, a->rc);
+    return;
+  }
+  int rc = h.status;
+  if (rc == 0) {
+    a->res = malloc(h.data_len ? h.data_len : 1);
+    if (a->res) {
+      memcpy(a->res, data, h.data_len);
+      a->len = h.data_len;
+    } else {
+      rc = MPROC_ENOMEM;
+    }
+  } else {
+    a->err = copy_msg(text, h.msg_len);
+  }
+  finish(p, a, rc);
+}
+
+/* Every unfinished AsyncResult fails: MPROC_ECANCELLED after terminate, MPROC_ECRASHED when
+ * the supervisor died under a running pool. */
+static void cancel_all(mproc_pool *p) {
+  bool lost = p->sup_lost;
+  const char *msg = lost ? lost_msg : cancelled_msg;
+  for (size_t i = 0; i < p->tab_cap; i++) {
+    mproc_async *a = p->tab[i].a;
+    if (!p->tab[i].id || atomic_load(&a->ready))
+      continue;
+    if (!a->is_map || a->rc == 0) {
+      free(a->err);
+      a->err = copy_msg(msg, strlen(msg));
+      a->rc = lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
+      if (a->is_map)
+        a->fail_index = a->fail_index == SIZE_MAX ? 0 : a->fail_index;
+    }
+    if (a->feed) {
+      a->feed = NULL;
+      p->feeding--;
+    }
+    finish(p, a, a->rc);
+  }
+  memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
+  p->tab_len = 0;
+}
+
+/* ---- collection ---- */
+
+/* Takes results off the ring until the deadline brings one, then whatever else is there.
+ * Called by the collector without p->mu. 0, -ETIMEDOUT, MPROC_ECLOSED. */
+static int collect(mproc_pool *p, int64_t deadline) {
+  mproc__ring_msg m;
+  int rc = mproc__ring_read_begin(p->ctx.results, &m, deadline);
+  if (rc < 0)
+    return rc;
+  pthread_mutex_lock(&p->mu);
+  for (int n = 0;; n++) {
+    dispatch(p, m.data, m.len);
+    mproc__ring_read_end(p->ctx.results, &m, true);
+    /* Only the collector reads this ring, so a no-wait read under p->mu cannot deadlock. */
+    if (n == COLLECT_BATCH || mproc__ring_read_begin(p->ctx.results, &m, 0) != 0)
+      break;
+  }
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return 0;
+}
+
+/* A supervisor that died without being asked to (the collector's check, between slices):
+ * closing the result ring lets the collector drain it and then fail what is left. */
+static void check_supervisor(mproc_pool *p) {
+  if (p->sup_fd < 0 || mproc__poll_fd(p->sup_fd, POLLIN, 0, NULL) != 1)
+    return;
+  if (atomic_load(&p->ctx.sh->flags) & MPROC__FLAG_TERMINATE)
+    return;
+  pthread_mutex_lock(&p->mu);
+  /* Closed, it exits on its own once every task is done; then nothing is left to lose. */
+  bool lost = p->state == POOL_RUNNING || p->state == POOL_CLOSED;
+  if (lost) {
+    p->sup_lost = true;
+    if (p->state == POOL_RUNNING)
+      p->state = POOL_TERMINATED; /* later submissions: MPROC_ECLOSED */
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (lost) {
+    mproc__ring_close(p->ctx.tasks);
+    mproc__ring_close(p->ctx.results);
+  }
+}
+
+static int cond_wait_until(mproc_pool *p, int64_t deadline) {
+  if (deadline == MPROC__NEVER)
+    return pthread_cond_wait(&p->cv, &p->mu);
+  struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+  return pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+}
+
+/* Waits (under p->mu) until a is ready (a NULL: until the ring is drained and closed) or
+ * the deadline, collecting meanwhile. 0 or MPROC_ETIMEDOUT. */
+static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
+  while (!(a && atomic_load(&a->ready))) {
+    if (p->collecting) {
+      if (cond_wait_until(p, deadline) == ETIMEDOUT && !(a && atomic_load(&a->ready)))
+        return MPROC_ETIMEDOUT;
+      continue;
+    }
+    p->collecting = true;
+    pthread_mutex_unlock(&p->mu);
+    /* Long waits go in slices so that a supervisor killed from outside is noticed. */
+    int64_t slice = mproc__now_ns() + SUPERVISOR_CHECK_NS;
+    int rc = collect(p, deadline < slice ? deadline : slice);
+    if (rc == -ETIMEDOUT && deadline > slice) {
+      check_supervisor(p);
+      rc = 0;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->collecting = false;
+    pthread_cond_broadcast(&p->cv);
+    if (rc == MPROC_ECLOSED) {
+      cancel_all(p); /* the supervisor is gone: nothing more will come */
+      return 0;
+    }
+    if (rc == -ETIMEDOUT && !(a && atomic_load(&a->ready)))
+      return MPROC_ETIMEDOUT;
+    if (rc < 0 && rc != -ETIMEDOUT)
+      return rc;
+  }
+  return 0;
+}
+
+static int await(mproc_async *a, int64_t deadline) {
+  if (atomic_load_explicit(&a->ready, memory_order_acquire))
+    return 0;
+  mproc_pool *p = a->pool;
+  pthread_mutex_lock(&p->mu);
+  int rc = await_locked(p, a, deadline);
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+/* ---- the supervisor's end ---- */
+
+static void wait_supervisor(mproc_pool *p) {
+  pthread_mutex_lock(&p->join_mu);
+  if (!p->sup_reaped) {
+    pid_t r = mproc__waitpid(p->sup_pid, NULL, 0);
+    /* -ECHILD: the caller ignores SIGCHLD and the kernel reaped it; the pidfd still tells. */
+    if (r < 0 && p->sup_fd >= 0)
+      mproc__poll_fd(p->sup_fd, POLLIN, MPROC__NEVER, NULL);
+    p->sup_reaped = true;
+  }
+  pthread_mutex_unlock(&p->join_mu);
+}
+
+/* After the supervisor's exit: collects what it left behind, cancels the rest. */
+static void settle(mproc_pool *p) {
+  wait_supervisor(p);
+  mproc__ring_close(p->ctx.results);
+  mproc__ring_close(p->ctx.tasks);
+  pthread_mutex_lock(&p->mu);
+  await_locked(p, NULL, MPROC__NEVER);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- making and ending a pool ---- */
+
+static int check_opts(const mproc_pool_opts *o) {
+  if (!o)
+    return 0;
+  if (o->processes < 0 || o->processes > MAX_PROCESSES)
+    return MPROC_EINVAL;
+  if (!(o->task_timeout >= 0) || o->task_timeout > 1e9)
+    return MPROC_EINVAL;
+  if (!o->initargs && o->initargs_len)
+    return MPROC_EINVAL;
+  return 0;
+}
+
+static void release(mproc_pool *p) {
+  mproc__ring_free(p->ctx.tasks);
+  mproc__ring_free(p->ctx.results);
+  mproc__shared_unmap(p->ctx.sh, p->ctx.sh_len);
+  mproc__close(p->ctx.ctl_fd);
+  mproc__close(p->sup_fd);
+  free(p->ctx.initargs);
+  free(p->tab);
+  pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->join_mu);
+  pthread_cond_destroy(&p->cv);
+  free(p);
+}
+
+static int init_locals(mproc_pool *p) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(&p->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (rc)
+    return -rc;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->join_mu, NULL);
+  p->sup_fd = -1;
+  p->ctx.ctl_fd = -1;
+  p->owner = self_pid();
+  return 0;
+}
+
+static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
+  mproc__pool_ctx *c = &p->ctx;
+  c->nworkers = o && o->processes ? o->processes : mproc__cpu_count();
+  c->maxtasks = o ? o->maxtasksperchild : 0;
+  c->timeout_s = o ? o->task_timeout : 0;
+  c->timeout_ns = (int64_t)(c->timeout_s * 1e9);
+  c->initializer = o ? o->initializer : NULL;
+  c->caller = p->owner;
+  if (o && o->initargs_len) {
+    if (!(c->initargs = malloc(o->initargs_len)))
+      return MPROC_ENOMEM;
+    memcpy(c->initargs, o->initargs, o->initargs_len);
+    c->initargs_len = o->initargs_len;
+  }
+  c->sh_len = mproc__page_round(sizeof *c->sh + (size_t)c->nworkers * sizeof(mproc__pool_slot));
+  if (!(c->sh = mproc__shared_map(c->sh_len)))
+    return -errno;
+  /* Small to start with (a pool starts fast); the rings grow for big tasks and results. */
+  mproc__ring_opts ro = {.initial_bytes = RING_INITIAL_BYTES};
+  int rc = mproc__ring_new(&c->tasks, &ro);
+  if (rc == 0)
+    rc = mproc__ring_new(&c->results, &ro);
+  if (rc == 0 && (c->ctl_fd = mproc__eventfd()) < 0)
+    rc = c->ctl_fd;
+  return rc;
+}
+
+/* Waits until every first worker has run its initializer (or one failed). */
+static int wait_boot(mproc_pool *p) {
+  mproc__pool_shared *sh = p->ctx.sh;
+  for (;;) {
+    uint32_t b = atomic_load(&sh->boot);
+    if (b == MPROC__BOOT_OK)
+      return 0;
+    if (b == MPROC__BOOT_FAILED)
+      return MPROC_ETASK;
+    /* A slice, so a supervisor that died without a word is noticed too. */
+    mproc__futex_wait(&sh->boot, MPROC__BOOT_WAIT, mproc__now_ns() + 50 * 1000000);
+    if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT &&
+        mproc__waitpid(p->sup_pid, NULL, WNOHANG) != 0) {
+      p->sup_reaped = true;
+      return MPROC_ECRASHED;
+    }
+  }
+}
+
+int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
+  if (!out)
+    return MPROC_EINVAL;
+  *out = NULL;
+  int rc = check_opts(opts);
+  if (rc)
+    return rc;
+  mproc_pool *p = calloc(1, sizeof *p);
+  if (!p)
+    return MPROC_ENOMEM;
+  if ((rc = init_locals(p)) != 0) {
+    free(p);
+    return rc;
+  }
+  if ((rc = init_shared(p, opts)) != 0) {
+    release(p);
+    return rc;
+  }
+  pid_t pid = mproc__fork();
+  if (pid == 0)
+    mproc__pool_supervise(&p->ctx);
+  if (pid < 0) {
+    rc = -errno;
+    release(p);
+    return rc;
+  }
+  p->sup_pid = pid;
+  p->sup_fd = mproc__pidfd_open(pid);
+  if ((rc = wait_boot(p)) != 0) {
+    wait_supervisor(p); /* it kills and reaps the workers before it exits */
+    release(p);
+    return rc;
+  }
+  *out = p;
+  return 0;
+}
+
+int mproc_pool_close(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  if (p->owner != self_pid())
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&p->mu);
+  int rc = 0;
+  if (p->state == POOL_RUNNING) {
+    p->state = POOL_CLOSED;
+    /* Workers drain the closed ring, then exit. A map still putting its chunks closes it
+     * when it has put the last one. */
+    if (p->feeding == 0)
+      rc = mproc__ring_close(p->ctx.tasks);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return rc == MPROC_ECLOSED ? 0 : rc;
+}
+
+int mproc_pool_join(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  if (p->owner != self_pid())
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&p->mu);
+  int state = p->state;
+  pthread_mutex_unlock(&p->mu);
+  if (state == POOL_RUNNING)
+    return MPROC_ESTATE;
+  settle(p);
+  pthread_mutex_lock(&p->mu);
+  if (p->state == POOL_CLOSED)
+    p->state = POOL_JOINED;
+  pthread_mutex_unlock(&p->mu);
+  return 0;
+}
+
+int mproc_pool_terminate(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  if (p->owner != self_pid())
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&p->mu);
+  if (p->state != POOL_JOINED)
+    p->state = POOL_TERMINATED;
+  pthread_mutex_unlock(&p->mu);
+  atomic_fetch_or(&p->ctx.sh->flags, MPROC__FLAG_TERMINATE);
+  mproc__eventfd_signal(p->ctx.ctl_fd);
+  settle(p);
+  return 0;
+}
+
+void mproc_pool_free(mproc_pool *p) {
+  if (!p)
+    return;
+  if (p->owner == self_pid()) {
+    mproc_pool_terminate(p);
+    pthread_mutex_lock(&p->mu);
+    cancel_all(p);
+    pthread_mutex_unlock(&p->mu);
+  }
+  /* In a forked child only this process's view goes: the pool's processes are the owner's. */
+  release(p);
+}
+
+pid_t mproc__pool_supervisor_pid(mproc_pool *p) { return p ? p->sup_pid : 0; }
+
+int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max) {
+  if (!p)
+    return MPROC_EINVAL;
+  int n = 0;
+  for (int i = 0; i < p->ctx.nworkers; i++) {
+    pid_t pid = atomic_load(&p->ctx.sh->slots[i].pid);
+    uint32_t st = atomic_load(&p->ctx.sh->slots[i].state);
+    if (pid > 0 && st == MPROC__SLOT_READY) {
+      if (pids && (size_t)n < max)
+        pids[n] = pid;
+      n++;
+    }
+  }
+  return n;
+}
+
+/* ---- submission ---- */
+
+/* Takes ids [first, first + total) for a, registers the first count of them and puts their
+ * messages (made by put). Under p->mu. On failure no id stays registered (messages already
+ * put run for nothing). */
+static int submit_locked(mproc_pool *p, mproc_async *a, size_t total, size_t count,
+                         int (*put)(mproc_pool *, uint64_t, size_t, void *), void *arg) {
+  if (p->state != POOL_RUNNING)
+    return MPROC_ECLOSED;
+  int rc = tab_reserve(p, count);
+  if (rc)
+    return rc;
+  uint64_t first = p->next_id + 1;
+  size_t i = 0;
+  for (; i < count; i++) {
+    tab_insert(p, first + i, a);
+    if ((rc = put(p, first + i, i, arg)) != 0)
+      break;
+  }
+  if (rc) {
+    for (size_t j = 0; j <= i && j < count; j++)
+      tab_delete(p, first + j);
+    return rc;
+  }
+  p->next_id += total;
+  a->pool = p;
+  a->first_id = first;
+  return 0;
+}
+
+/* A base for empty iovecs (never NULL) and for padding. */
+static const char zeros[16];
+
+typedef struct apply_args {
+  mproc_task_fn fn;
+  const void *arg;
+  size_t len;
+} apply_args;
+
+static int put_apply(mproc_pool *p, uint64_t id, size_t i, void *arg) {
+  (void)i;
+  apply_args *x = arg;
+  mproc__task_hdr h = {.id = id, .kind = MPROC__TASK_APPLY, .task = x->fn};
+  struct iovec iov[2] = {{&h, sizeof h}, {(void *)(x->arg ? x->arg : zeros), x->len}};
+  return mproc__ring_putv(p->ctx.tasks, iov, 2, MPROC__NEVER);
+}
+
+static int check_pool(mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  return p->owner == self_pid() ? 0 : MPROC_ESTATE;
+}
+
+static int apply_submit(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                        mproc_async *a) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  if (!fn || (!arg && len) || len > (size_t)PTRDIFF_MAX)
+    return MPROC_EINVAL;
+  apply_args x = {fn, arg, len};
+  pthread_mutex_lock(&p->mu);
+  rc = submit_locked(p, a, 1, 1, put_apply, &x);
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+int mproc_pool_apply_async(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                           mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  int rc = apply_submit(p, fn, arg, len, a);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len, void **res,
+                     size_t *res_len) {
+  mproc_async a = {0};
+  int rc = apply_submit(p, fn, arg, len, &a);
+  if (rc)
+    return rc;
+  await(&a, MPROC__NEVER);
+  rc = a.rc;
+  if (rc == 0 && res) {
+    *res = a.res; /* handed over: no second copy */
+    a.res = NULL;
+  } else if (res) {
+    *res = NULL;
+  }
+  if (res_len)
+    *res_len = rc == 0 ? a.len : 0;
+  free(a.res);
+  free(a.err);
+  return rc;
+}
+
+/* ---- map ---- */
+
+
+static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
+  map_args *x = arg;
+  size_t start = c * x->chunksize;
+  size_t count = x->n - start < x->chunksize ? x->n - start : x->chunksize;
+  size_t bytes = count * x->in_size;
+  mproc__task_hdr h = {.id = id,
+                       .kind = MPROC__TASK_MAP,
+                       .map = x->fn,
+                       .in_size = x->in_size,
+                       .out_size = x->out_size,
+                       .count = count,
+                       .args_len = x->args_len,
+                       .start = start};
+  struct iovec iov[4] = {{&h, sizeof h},
+                         {(void *)(x->in + start * x->in_size), bytes},
+                         {(void *)zeros, ((bytes + 15) & ~(size_t)15) - bytes},
+                         {(void *)(x->args ? x->args : zeros), x->args_len}};
+  return mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
+}
+
+/* Python's ceil(n / (4 * workers)), with chunks kept under CHUNK_BYTES_MAX so that the copies
+ * in and out of the rings stay in cache (bench: pool_map_256x1MiB). */
+static size_t auto_chunksize(size_t n, size_t in_size, size_t out_size, int workers) {
+  size_t w4 = 4 * (size_t)workers;
+  size_t cs = n / w4 + (n % w4 != 0);
+  size_t elem = in_size > out_size ? in_size : out_size;
+  size_t cap = CHUNK_BYTES_MAX / elem;
+  if (cs > cap)
+    cs = cap;
+  return cs ? cs : 1;
+}
+
+static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                     void *out, size_t out_size, const mproc_map_opts *o) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  if (!fn || in_size == 0 || (n && !in) || (n && out_size && !out))
+    return MPROC_EINVAL;
+  if (o && !o->args && o->args_len)
+    return MPROC_EINVAL;
+  size_t lim = (size_t)PTRDIFF_MAX / 2;
+  if (in_size > lim || out_size > lim || (n && (n > lim / in_size || (out_size && n > lim / out_size))))
+    return MPROC_EINVAL;
+  return 0;
+}
+
+/* The chunks in flight at once for map (not map_async): enough to keep every worker busy,
+ * few enough that the rings stay small and their memory stays in cache. */
+static size_t feed_window(const mproc_pool *p, const map_args *x) {
+  size_t elem = x->in_size > x->out_size ? x->in_size : x->out_size;
+  size_t bytes = x->chunksize > SIZE_MAX / elem ? SIZE_MAX : x->chunksize * elem;
+  size_t w = MAP_WINDOW_BYTES / (bytes ? bytes : 1), least = 2 * (size_t)p->ctx.nworkers + 1;
+  return w > least ? w : least;
+}
+
+/* Puts the next chunks of a windowed map as earlier ones come back. Under p->mu. A chunk
+ * that cannot be put fails with the rest of the unsent ones. */
+static void feed_locked(mproc_pool *p, mproc_async *a) {
+  while (a->sent < a->nchunks && a->sent - (a->nchunks - a->left) < a->window) {
+    uint64_t id = a->first_id + a->sent;
+    int rc = p->state == POOL_TERMINATED ? MPROC_ECANCELLED : tab_reserve(p, 1);
+    if (rc == 0) {
+      tab_insert(p, id, a);
+      if ((rc = put_chunk(p, id, a->sent, (void *)a->feed)) != 0)
+        tab_delete(p, id);
+    }
+    if (rc) {
+      size_t idx = a->sent * a->chunksize;
+      if (idx < a->fail_index) {
+        a->fail_index = idx;
+        a->rc = rc;
+      }
+      a->left -= a->nchunks - a->sent;
+      a->sent = a->nchunks;
+      break;
+    }
+    a->sent++;
+  }
+  if (a->sent == a->nchunks && a->feed) {
+    a->feed = NULL;
+    if (--p->feeding == 0 && p->state == POOL_CLOSED)
+      mproc__ring_close(p->ctx.tasks);
+  }
+}
+
+/* x must live until a is ready when windowed (map: the caller's frame). */
+static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc_async *a,
+                      bool windowed) {
+  int rc = check_map(p, x->fn, x->in, x->n, x->in_size, a->out, x->out_size, o);
+  if (rc)
+    return rc;
+  size_t n = x->n, in_size = x->in_size, out_size = x->out_size;
+  x->args = o ? o->args : NULL;
+  x->args_len = o ? o->args_len : 0;
+  x->chunksize = o && o->chunksize ? o->chunksize : auto_chunksize(n, in_size, out_size,
+                                                                    p->ctx.nworkers);
+  a->is_map = true;
+  a->out_size = out_size;
+  a->n = n;
+  a->chunksize = x->chunksize;
+  a->nchunks = n / x->chunksize + (n % x->chunksize != 0);
+  a->left = a->nchunks;
+  a->fail_index = SIZE_MAX;
+  a->window = windowed ? feed_window(p, x) : a->nchunks;
+  a->sent = a->window < a->nchunks ? a->window : a->nchunks;
+  pthread_mutex_lock(&p->mu);
+  if (n == 0) {
+    rc = p->state == POOL_RUNNING ? 0 : MPROC_ECLOSED;
+    if (rc == 0)
+      finish(p, a, 0);
+  } else {
+    rc = submit_locked(p, a, a->nchunks, a->sent, put_chunk, x);
+    if (rc == 0 && a->sent < a->nchunks) {
+      a->feed = x;
+      p->feeding++;
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
+                         size_t in_size, void *out, size_t out_size, const mproc_map_opts *opts,
+                         mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  map_args x = {.fn = fn, .in = in, .in_size = in_size, .out_size = out_size, .n = n};
+  a->out = out;
+  int rc = map_submit(p, &x, opts, a, false);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                   void *out, size_t out_size, const mproc_map_opts *opts) {
+  mproc_async a = {.out = out};
+  map_args x = {.fn = fn, .in = in, .in_size = in_size, .out_size = out_size, .n = n};
+  int rc = map_submit(p, &x, opts, &a, true);
+  if (rc)
+    return rc;
+  await(&a, MPROC__NEVER);
+  free(a.err);
+  return a.rc;
+}
+
+/* ---- AsyncResult ---- */
+
+int mproc_async_wait(mproc_async *r, double timeout) {
+  if (!r)
+    return MPROC_EINVAL;
+  return await(r, mproc__deadline(timeout));
+}
+
+int mproc_async_get(mproc_async *r, void **res, size_t *len, double timeout) {
+  if (!r)
+    return MPROC_EINVAL;
+  int rc = await(r, mproc__deadline(timeout));
+  if (rc)
+    return rc;
+  if (res)
+    *res = NULL;
+  if (len)
+    *len = 0;
+  if (r->rc)
+    return r->rc;
+  if (res && !r->is_map) {
+    if (!(*res = malloc(r->len ? r->len : 1)))
+      return MPROC_ENOMEM;
+    memcpy(*res, r->res, r->len);
+  }
+  if (len && !r->is_map)
+    *len = r->len;
+  return 0;
+}
+
+bool mproc_async_ready(mproc_async *r) {
+  if (!r)
+    return false;
+  await(r, 0); /* collects what has arrived: there is no thread to do it */
+  return atomic_load(&r->ready);
+}
+
+bool mproc_async_successful(mproc_async *r) { return mproc_async_ready(r) && r->rc == 0; }
+
+const char *mproc_async_error(mproc_async *r) {
+  if (!r || !atomic_load(&r->ready) || r->rc == 0)
+    return NULL;
+  return r->err ? r->err : mproc_strerror(r->rc);
+}
+
+size_t mproc_async_fail_index(mproc_async *r) {
+  if (!r || !r->is_map || !atomic_load(&r->ready) || r->rc == 0)
+    return SIZE_MAX;
+  return r->fail_index;
+}
+
+void mproc_async_free(mproc_async *r) {
+  if (!r)
+    return;
+  if (!atomic_load(&r->ready) && r->pool) {
+    mproc_pool *p = r->pool;
+    pthread_mutex_lock(&p->mu);
+    if (!atomic_load(&r->ready)) {
+      size_t count = r->is_map ? r->nchunks : 1;
+      for (size_t i = 0; i < count; i++)
+        tab_delete(p, r->first_id + i);
+    }
+    pthread_mutex_unlock(&p->mu);
+  }
+  free(r->err);
+  free(r->res);
+  free(r);
+}

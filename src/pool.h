@@ -1,0 +1,117 @@
+/*
+ * Private to the pool layer (pool.c, pool_supervisor.c, pool_worker.c).
+ *
+ * Processes: the caller (who made the pool) forks one supervisor; the supervisor forks the
+ * workers. All three share one control block (mproc__pool_shared, anonymous shared memory
+ * made before the first fork) and two rings: tasks (caller -> workers) and results
+ * (workers and supervisor -> caller).
+ *
+ * A worker takes a task off the ring and records its id in its own slot inside the same
+ * read (between mproc__ring_read_begin and _read_end), so at any instant a dead worker's slot
+ * names exactly the task it held. The supervisor, on that worker's death, posts a failure
+ * result for that id. A task whose reader died inside the read may be delivered again; the
+ * caller keeps the first result for an id and ignores the rest.
+ */
+#ifndef MPROC_POOL_H
+#define MPROC_POOL_H
+
+#include "internal.h"
+#include "ring.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* ---- messages on the task ring ---- */
+
+enum { MPROC__TASK_APPLY = 1, MPROC__TASK_MAP = 2 };
+
+typedef struct mproc__task_hdr {
+  uint64_t id; /* never 0 for real tasks */
+  uint32_t kind;
+  uint32_t pad;
+  mproc_task_fn task; /* APPLY */
+  mproc_map_fn map;   /* MAP */
+  uint64_t in_size, out_size, count, args_len; /* MAP */
+  uint64_t start; /* MAP: index of the chunk's first element in the whole call */
+  /* APPLY: the argument bytes follow. MAP: count * in_size input bytes, padding to 16,
+   * then args_len bytes of args. */
+} mproc__task_hdr;
+
+/* ---- messages on the result ring ---- */
+
+typedef struct mproc__result_hdr {
+  uint64_t id;
+  int32_t status;      /* 0, MPROC_ETASK, MPROC_ECRASHED, MPROC_EEXPIRED */
+  uint32_t msg_len;    /* message bytes that follow the header (no NUL) */
+  uint64_t fail_index; /* MAP: first failed element within the chunk; UINT64_MAX: none */
+  uint64_t data_len;   /* result bytes after the message */
+} mproc__result_hdr;
+
+/* A failure message is cut here (the API promises at least 4 KiB). */
+#define MPROC__POOL_MSG_MAX 65536
+
+/* ---- the shared control block ---- */
+
+enum {
+  MPROC__SLOT_EMPTY = 0,   /* no process */
+  MPROC__SLOT_STARTING,    /* forked, initializer running */
+  MPROC__SLOT_READY,       /* taking tasks */
+  MPROC__SLOT_INIT_FAILED, /* initializer returned nonzero; exiting */
+  MPROC__SLOT_RETIRING,    /* reached maxtasksperchild; exiting, to be replaced */
+  MPROC__SLOT_STOPPED,     /* found the task ring closed and drained; exiting, not replaced */
+};
+
+typedef struct mproc__pool_slot {
+  _Atomic uint64_t task_id;    /* the task held now, 0: none */
+  _Atomic int64_t start_ns;    /* when it was taken (CLOCK_MONOTONIC) */
+  _Atomic uint64_t progress;   /* MAP: elements of the chunk finished */
+  _Atomic uint64_t expired_id; /* set by the supervisor before it kills for a timeout */
+  _Atomic int32_t pid;         /* written by the supervisor; 0: none */
+  _Atomic uint32_t state;
+} MPROC__ALIGNED mproc__pool_slot;
+
+enum { MPROC__BOOT_WAIT = 0, MPROC__BOOT_OK = 1, MPROC__BOOT_FAILED = 2 };
+enum { MPROC__FLAG_TERMINATE = 1u };
+
+typedef struct mproc__pool_shared {
+  _Atomic uint32_t boot;  /* futex: MPROC__BOOT_* */
+  _Atomic uint32_t ready; /* first workers whose initializer succeeded */
+  _Atomic uint32_t flags; /* MPROC__FLAG_* */
+  char boot_msg[256];
+  mproc__pool_slot slots[];
+} mproc__pool_shared;
+
+/* What the supervisor and the workers need; lives in the caller's mproc_pool and reaches
+ * them through fork. */
+typedef struct mproc__pool_ctx {
+  mproc__pool_shared *sh;
+  size_t sh_len;
+  mproc__ring *tasks;
+  mproc__ring *results;
+  int ctl_fd; /* eventfd: "look again" for the supervisor (terminate, task start) */
+  int nworkers;
+  unsigned maxtasks;
+  int64_t timeout_ns;
+  double timeout_s;
+  int (*initializer)(const void *initargs, size_t len);
+  void *initargs;
+  size_t initargs_len;
+  pid_t caller;
+} mproc__pool_ctx;
+
+/* The supervisor's whole life (pool_supervisor.c). Never returns. */
+_Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx);
+/* One worker's whole life (pool_worker.c), in slot; orig_mask is the caller's signal mask.
+ * Never returns. */
+_Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot, const sigset_t *orig_mask);
+
+/* Posts a failure result (pool_worker.c; used by the supervisor for dead workers). */
+int mproc__pool_post_failure(mproc__ring *results, uint64_t id, int status, uint64_t fail_index,
+                             const char *msg);
+
+/* For tests: the supervisor's pid, and the live workers' pids (returns how many). */
+pid_t mproc__pool_supervisor_pid(mproc_pool *p);
+int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max);
+
+#endif /* MPROC_POOL_H */

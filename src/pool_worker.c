@@ -1,0 +1,242 @@
+/* A pool worker: takes tasks off the task ring, runs them, posts results. */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Where a task writes its result. Buffers are kept from task to task. */
+struct mproc_result {
+  char *buf;
+  size_t len, cap;
+  char *msg;
+  size_t msg_len;
+  bool has_msg;
+};
+
+#define WORKER_EXIT_INIT 3 /* the initializer failed */
+#define WORKER_EXIT_LOST 4 /* the rings are unusable */
+
+static int reserve(char **buf, size_t *cap, size_t len) {
+  if (len <= *cap && *buf)
+    return 0;
+  if (len > (size_t)PTRDIFF_MAX)
+    return MPROC_ENOMEM;
+  size_t c = *cap ? *cap : 256;
+  while (c < len)
+    c = c > (size_t)PTRDIFF_MAX / 2 ? len : c * 2;
+  char *b = malloc(c);
+  if (!b)
+    return MPROC_ENOMEM;
+  free(*buf);
+  *buf = b;
+  *cap = c;
+  return 0;
+}
+
+void *mproc_result_alloc(mproc_result *res, size_t len) {
+  if (!res)
+    return NULL;
+  if (reserve(&res->buf, &res->cap, len) < 0)
+    return NULL;
+  res->len = len;
+  return res->buf;
+}
+
+int mproc_result_set(mproc_result *res, const void *buf, size_t len) {
+  if (!res || (!buf && len))
+    return MPROC_EINVAL;
+  void *dst = mproc_result_alloc(res, len);
+  if (!dst)
+    return MPROC_ENOMEM;
+  if (len)
+    memcpy(dst, buf, len);
+  return 0;
+}
+
+static void set_msgv(mproc_result *res, const char *fmt, va_list ap) {
+  char small[256];
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  size_t len = n < 0 ? 0 : (size_t)n;
+  if (len > MPROC__POOL_MSG_MAX)
+    len = MPROC__POOL_MSG_MAX;
+  char *m = malloc(len + 1);
+  if (m) {
+    if (len < sizeof small)
+      memcpy(m, small, len + 1);
+    else
+      vsnprintf(m, len + 1, fmt, ap2);
+    free(res->msg);
+    res->msg = m;
+    res->msg_len = len;
+  }
+  res->has_msg = true;
+  va_end(ap2);
+}
+
+int mproc_result_fail(mproc_result *res, const char *fmt, ...) {
+  if (!res)
+    return MPROC_EINVAL;
+  if (!fmt)
+    fmt = "task failed";
+  va_list ap;
+  va_start(ap, fmt);
+  set_msgv(res, fmt, ap);
+  va_end(ap);
+  return MPROC_ETASK;
+}
+
+static void set_msg(mproc_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_msg(mproc_result *res, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  set_msgv(res, fmt, ap);
+  va_end(ap);
+}
+
+int mproc__pool_post_failure(mproc__ring *results, uint64_t id, int status, uint64_t fail_index,
+                             const char *msg) {
+  mproc__result_hdr h = {.id = id, .status = status, .fail_index = fail_index};
+  size_t len = msg ? strlen(msg) : 0;
+  h.msg_len = (uint32_t)(len > MPROC__POOL_MSG_MAX ? MPROC__POOL_MSG_MAX : len);
+  struct iovec iov[2] = {{&h, sizeof h}, {(void *)(msg ? msg : ""), h.msg_len}};
+  return mproc__ring_putv(results, iov, 2, MPROC__NEVER);
+}
+
+/* Posts the task's outcome: data on success (or always, for map chunks). */
+static void post(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_index,
+                 mproc_result *res, bool with_data) {
+  mproc__result_hdr h = {.id = id, .status = status, .fail_index = fail_index};
+  h.msg_len = res->has_msg && res->msg ? (uint32_t)res->msg_len : 0;
+  h.data_len = with_data ? res->len : 0;
+  struct iovec iov[3] = {{&h, sizeof h}, {h.msg_len ? res->msg : (char *)&h, h.msg_len},
+                         {h.data_len ? res->buf : (char *)&h, h.data_len}};
+  int rc = mproc__ring_putv(ctx->results, iov, 3, MPROC__NEVER);
+  if (rc == MPROC_ENOMEM)
+    mproc__pool_post_failure(ctx->results, id, MPROC_ETASK, fail_index,
+                             "the task's result did not fit in shared memory");
+}
+
+static void run_apply(mproc__pool_ctx *ctx, const mproc__task_hdr *h, const char *arg,
+                      size_t len, mproc_result *res) {
+  int rc = h->task(arg, len, res);
+  if (rc != 0 && !res->has_msg)
+    set_msg(res, "the task function returned %d", rc);
+  post(ctx, h->id, rc ? MPROC_ETASK : 0, UINT64_MAX, res, rc == 0);
+}
+
+static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__task_hdr *h,
+                    const char *in, mproc_result *res) {
+  size_t count = h->count, isz = h->in_size, osz = h->out_size;
+  size_t args_off = (count * isz + 15) & ~(size_t)15;
+  const void *args = h->args_len ? in + args_off : NULL;
+  char *out = mproc_result_alloc(res, count * osz);
+  if (!out) {
+    mproc__pool_post_failure(ctx->results, h->id, MPROC_ETASK, 0,
+                             "the worker ran out of memory for the chunk's results");
+    return;
+  }
+  uint64_t fail = UINT64_MAX;
+  int frc = 0;
+  bool timed = ctx->timeout_ns > 0;
+  for (size_t i = 0; i < count; i++) {
+    /* task_timeout applies to each element: the supervisor reads the latest start. */
+    if (timed)
+      atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
+    int rc = h->map(in + i * isz, out + i * osz, args);
+    if (MPROC__UNLIKELY(rc != 0) && fail == UINT64_MAX) {
+      fail = i;
+      frc = rc;
+    }
+    atomic_store_explicit(&slot->progress, i + 1, memory_order_relaxed);
+  }
+  if (fail != UINT64_MAX)
+    set_msg(res, "the map function returned %d for element %llu", frc,
+            (unsigned long long)(h->start + fail));
+  post(ctx, h->id, fail == UINT64_MAX ? 0 : MPROC_ETASK, fail, res, true);
+}
+
+/* Runs the initializer and reports the start. */
+static void start(mproc__pool_ctx *ctx, mproc__pool_slot *slot) {
+  if (ctx->initializer && ctx->initializer(ctx->initargs, ctx->initargs_len) != 0) {
+    atomic_store(&slot->state, MPROC__SLOT_INIT_FAILED);
+    _exit(WORKER_EXIT_INIT);
+  }
+  atomic_store(&slot->state, MPROC__SLOT_READY);
+  mproc__pool_shared *sh = ctx->sh;
+  if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT &&
+      atomic_fetch_add(&sh->ready, 1) + 1 == (uint32_t)ctx->nworkers) {
+    atomic_store(&sh->boot, MPROC__BOOT_OK);
+    mproc__futex_wake(&sh->boot, INT32_MAX);
+  }
+}
+
+/* Takes one task: copies it out and records it in the slot inside the same read, so the
+ * slot names the task from the instant it leaves the ring. Returns the kind (0: retry). */
+static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_hdr *h,
+                     char **in, size_t *in_cap, size_t *len) {
+  mproc__ring_msg m;
+  int rc = mproc__ring_read_begin(ctx->tasks, &m, MPROC__NEVER);
+  if (rc == MPROC_ECLOSED) {
+    /* The pool was closed and the ring is drained: done, not to be replaced. */
+    atomic_store(&slot->state, MPROC__SLOT_STOPPED);
+    _exit(0);
+  }
+  if (rc < 0)
+    _exit(WORKER_EXIT_LOST);
+  if (m.len < sizeof *h) {
+    mproc__ring_read_end(ctx->tasks, &m, true);
+    return 0;
+  }
+  memcpy(h, m.data, sizeof *h);
+  *len = m.len - sizeof *h;
+  if (reserve(in, in_cap, *len) < 0) {
+    mproc__ring_read_end(ctx->tasks, &m, true);
+    mproc__pool_post_failure(ctx->results, h->id, MPROC_ETASK, 0,
+                             "the worker ran out of memory for the task's argument");
+    return 0;
+  }
+  memcpy(*in, (const char *)m.data + sizeof *h, *len);
+  atomic_store_explicit(&slot->progress, 0, memory_order_relaxed);
+  atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
+  atomic_store_explicit(&slot->task_id, h->id, memory_order_release);
+  mproc__ring_read_end(ctx->tasks, &m, true);
+  return h->kind;
+}
+
+_Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset_t *orig_mask) {
+  mproc__pool_slot *slot = &ctx->sh->slots[slot_i];
+  pthread_sigmask(SIG_SETMASK, orig_mask, NULL);
+  start(ctx, slot);
+  mproc_result res = {0};
+  char *in = NULL;
+  size_t in_cap = 0;
+  unsigned done = 0;
+  for (;;) {
+    mproc__task_hdr h;
+    size_t len = 0;
+    uint32_t kind = take(ctx, slot, &h, &in, &in_cap, &len);
+    if (kind == 0)
+      continue;
+    if (ctx->timeout_ns > 0)
+      mproc__eventfd_signal(ctx->ctl_fd); /* the supervisor recomputes its deadline */
+    res.len = 0;
+    res.has_msg = false;
+    if (kind == MPROC__TASK_APPLY)
+      run_apply(ctx, &h, in, len, &res);
+    else if (kind == MPROC__TASK_MAP)
+      run_map(ctx, slot, &h, in, &res);
+    atomic_store_explicit(&slot->task_id, 0, memory_order_release);
+    if (ctx->maxtasks && ++done >= ctx->maxtasks) {
+      atomic_store(&slot->state, MPROC__SLOT_RETIRING);
+      _exit(0);
+    }
+  }
+}

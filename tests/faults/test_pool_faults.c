@@ -1,0 +1,386 @@
+/* Pool under misbehaving tasks: crashes, kills, timeouts, failing initializers, a dying
+ * parent, bad input. */
+#define _GNU_SOURCE
+#include "helpers.h"
+#include "mproc.h"
+#include "pool.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+}
+
+/* Shared with the workers: made before the pool. */
+static _Atomic int32_t *g_shared;
+
+static void shared_setup(void) {
+  g_shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  cr_assert(g_shared != MAP_FAILED);
+}
+
+static void shared_teardown(void) { munmap((void *)g_shared, 4096); }
+
+/* Waits until the pool has its full worker count again. */
+static bool full_again(mproc_pool *p, int n) {
+  for (int i = 0; i < 2000; i++) {
+    if (mproc__pool_worker_pids(p, NULL, 0) == n)
+      return true;
+    sleep_ms(1);
+  }
+  return false;
+}
+
+enum { OK, SEGV, ABORT, EXIT, KILLED };
+
+static int kind_of(int i) {
+  switch (i % 20) {
+  case 3:
+    return SEGV;
+  case 7:
+    return ABORT;
+  case 11:
+    return EXIT;
+  case 13:
+    return KILLED;
+  default:
+    return OK;
+  }
+}
+
+static int misbehave(const void *arg, size_t len, mproc_result *res) {
+  (void)len;
+  int i = *(const int *)arg;
+  switch (kind_of(i)) {
+  case SEGV:
+    raise(SIGSEGV);
+    break;
+  case ABORT:
+    abort();
+  case EXIT:
+    _exit(5);
+  case KILLED:
+    /* Says who it is, then waits for the test to kill it from outside. */
+    atomic_store(&g_shared[i / 20], (int32_t)getpid());
+    sleep_ms(30000);
+    break;
+  }
+  int64_t v = (int64_t)i * i;
+  return mproc_result_set(res, &v, sizeof v);
+}
+
+Test(pool_faults, crashing_tasks_fail_alone, .init = shared_setup, .fini = shared_teardown) {
+  th_scope s = th_begin();
+  mproc_pool *p = NULL;
+  mproc_pool_opts o = {.processes = 2};
+  cr_assert_eq(mproc_pool_new(&p, &o), 0);
+  enum { N = 200 };
+  mproc_async *a[N];
+  int idx[N];
+  for (int i = 0; i < N; i++) {
+    idx[i] = i;
+    cr_assert_eq(mproc_pool_apply_async(p, misbehave, &idx[i], sizeof(int), &a[i]), 0);
+  }
+  for (int k = 0; k < N / 20; k++) { /* the SIGKILL-from-outside tasks */
+    pid_t pid;
+    while ((pid = atomic_load(&g_shared[k])) == 0)
+      sleep_ms(1);
+    kill(pid, SIGKILL);
+  }
+  for (int i = 0; i < N; i++) {
+    void *r = NULL;
+    int rc = mproc_async_get(a[i], &r, NULL, MPROC_FOREVER);
+    if (kind_of(i) == OK) {
+      cr_expect_eq(rc, 0, "task %d: %d", i, rc);
+      if (r)
+        cr_expect_eq(*(int64_t *)r, (int64_t)i * i);
+    } else {
+      cr_expect_eq(rc, MPROC_ECRASHED, "task %d: %d", i, rc);
+      const char *e = mproc_async_error(a[i]);
+      cr_expect(e && strstr(e, "worker"), "task %d: %s", i, e ? e : "(null)");
+      if (kind_of(i) == KILLED)
+        cr_expect(e && strstr(e, "signal 9"), "task %d: %s", i, e ? e : "(null)");
+      if (kind_of(i) == EXIT)
+        cr_expect(e && strstr(e, "status 5"), "task %d: %s", i, e ? e : "(null)");
+    }
+    free(r);
+    mproc_async_free(a[i]);
+  }
+  cr_expect(full_again(p, 2), "the pool did not get its 2 workers back");
+  int64_t in[100], out[100];
+  for (int i = 0; i < 100; i++)
+    in[i] = i;
+  int k = 0;
+  void *r = NULL;
+  cr_expect_eq(mproc_pool_apply(p, misbehave, &k, sizeof k, &r, NULL), 0);
+  free(r);
+  mproc_pool_free(p);
+  (void)in, (void)out;
+  th_end(s);
+}
+
+static int crash_at_50(const void *in, void *out, const void *args) {
+  (void)args;
+  int64_t v = *(const int64_t *)in;
+  if (v == 50)
+    _exit(3);
+  *(int64_t *)out = -v;
+  return 0;
+}
+
+Test(pool_faults, map_with_a_crashing_element) {
+  th_scope s = th_begin();
+  mproc_pool *p = NULL;
+  mproc_pool_opts o = {.processes = 2};
+  cr_assert_eq(mproc_pool_new(&p, &o), 0);
+  int64_t in[100], out[100] = {0};
+  for (int i = 0; i < 100; i++)
+    in[i] = i;
+  mproc_map_opts mo = {.chunksize = 8};
+  mproc_async *a = NULL;
+  cr_assert_eq(mproc_pool_map_async(p, crash_at_50, in, 100, 8, out, 8, &mo, &a), 0);
+  cr_expect_eq(mproc_async_get(a, NULL, NULL, MPROC_FOREVER), MPROC_ECRASHED);
+  cr_expect_eq(mproc_async_fail_index(a), 50);
+  cr_expect(mproc_async_error(a) && strstr(mproc_async_error(a), "status 3"));
+  for (int i = 0; i < 100; i++)
+    if (i / 8 != 50 / 8)
+      cr_expect_eq(out[i], -i, "element %d", i);
+  mproc_async_free(a);
+  cr_expect_eq(mproc_pool_map(p, crash_at_50, in, 100, 8, out, 8, NULL), MPROC_ECRASHED);
+  cr_expect(full_again(p, 2));
+  mproc_pool_free(p);
+  th_end(s);
+}
+
+static int sleeper(const void *arg, size_t len, mproc_result *res) {
+  (void)len, (void)res;
+  sleep_ms(*(const int *)arg);
+  return 0;
+}
+
+static int slow_elem(const void *in, void *out, const void *args) {
+  (void)args;
+  int64_t v = *(const int64_t *)in;
+  if (v == 5)
+    sleep_ms(30000);
+  *(int64_t *)out = v;
+  return 0;
+}
+
+Test(pool_faults, task_timeout) {
+  th_scope s = th_begin();
+  mproc_pool *p = NULL;
+  mproc_pool_opts o = {.processes = 2, .task_timeout = 0.2};
+  cr_assert_eq(mproc_pool_new(&p, &o), 0);
+  int slow = 30000, quick = 10;
+  mproc_async *a = NULL, *b = NULL;
+  cr_assert_eq(mproc_pool_apply_async(p, sleeper, &slow, sizeof slow, &a), 0);
+  cr_assert_eq(mproc_pool_apply_async(p, sleeper, &quick, sizeof quick, &b), 0);
+  cr_expect_eq(mproc_async_get(a, NULL, NULL, MPROC_FOREVER), MPROC_EEXPIRED);
+  cr_expect(mproc_async_error(a) && strstr(mproc_async_error(a), "task_timeout"));
+  cr_expect_eq(mproc_async_get(b, NULL, NULL, MPROC_FOREVER), 0);
+  mproc_async_free(a);
+  mproc_async_free(b);
+  int64_t in[10], out[10];
+  for (int i = 0; i < 10; i++)
+    in[i] = i;
+  mproc_map_opts mo = {.chunksize = 1};
+  mproc_async *m = NULL;
+  cr_assert_eq(mproc_pool_map_async(p, slow_elem, in, 10, 8, out, 8, &mo, &m), 0);
+  cr_expect_eq(mproc_async_get(m, NULL, NULL, MPROC_FOREVER), MPROC_EEXPIRED);
+  cr_expect_eq(mproc_async_fail_index(m), 5);
+  for (int i = 0; i < 10; i++)
+    if (i != 5)
+      cr_expect_eq(out[i], i);
+  mproc_async_free(m);
+  cr_expect(full_again(p, 2));
+  mproc_pool_free(p);
+  th_end(s);
+}
+
+static int init_fails(const void *args, size_t len) {
+  (void)args, (void)len;
+  return 1;
+}
+
+Test(pool_faults, initializer_fails_at_start) {
+  th_scope s = th_begin();
+  mproc_pool *p = (mproc_pool *)1;
+  mproc_pool_opts o = {.processes = 2, .initializer = init_fails};
+  cr_expect_eq(mproc_pool_new(&p, &o), MPROC_ETASK);
+  cr_expect_null(p);
+  th_end(s);
+}
+
+/* Succeeds in the first worker only. */
+static int init_once(const void *args, size_t len) {
+  (void)args, (void)len;
+  return atomic_fetch_add(&g_shared[0], 1) == 0 ? 0 : 1;
+}
+
+static int crash_now(const void *arg, size_t len, mproc_result *res) {
+  (void)arg, (void)len, (void)res;
+  _exit(9);
+}
+
+Test(pool_faults, initializer_fails_in_replacements, .init = shared_setup,
+     .fini = shared_teardown) {
+  th_scope s = th_begin();
+  mproc_pool *p = NULL;
+  mproc_pool_opts o = {.processes = 1, .initializer = init_once};
+  cr_assert_eq(mproc_pool_new(&p, &o), 0);
+  mproc_async *c = NULL, *a[5];
+  cr_assert_eq(mproc_pool_apply_async(p, crash_now, NULL, 0, &c), 0);
+  int ms = 1;
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(mproc_pool_apply_async(p, sleeper, &ms, sizeof ms, &a[i]), 0);
+  cr_expect_eq(mproc_async_get(c, NULL, NULL, MPROC_FOREVER), MPROC_ECRASHED);
+  for (int i = 0; i < 5; i++) {
+    cr_expect_eq(mproc_async_get(a[i], NULL, NULL, MPROC_FOREVER), MPROC_ECRASHED);
+    const char *e = mproc_async_error(a[i]);
+    cr_expect(e && strstr(e, "initializer"), "%s", e ? e : "(null)");
+    mproc_async_free(a[i]);
+  }
+  mproc_async_free(c);
+  /* Later tasks fail too, instead of waiting forever. */
+  cr_expect_eq(mproc_pool_apply(p, sleeper, &ms, sizeof ms, NULL, NULL), MPROC_ECRASHED);
+  cr_expect_lt(atomic_load(&g_shared[0]), 10, "respawned endlessly");
+  cr_expect_eq(mproc_pool_close(p), 0);
+  cr_expect_eq(mproc_pool_join(p), 0);
+  mproc_pool_free(p);
+  th_end(s);
+}
+
+static _Noreturn int wait_forever(const void *arg, size_t len, mproc_result *res) {
+  (void)arg, (void)len, (void)res;
+  for (;;)
+    pause();
+}
+
+Test(pool_faults, parent_killed_takes_everything_down) {
+  th_scope s = th_begin();
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);
+  pid_t child = fork();
+  cr_assert_geq(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    mproc_pool *p = NULL;
+    mproc_pool_opts o = {.processes = 2};
+    if (mproc_pool_new(&p, &o) != 0)
+      _exit(1);
+    pid_t pids[3] = {mproc__pool_supervisor_pid(p)};
+    mproc__pool_worker_pids(p, pids + 1, 2);
+    mproc_async *a;
+    mproc_pool_apply_async(p, wait_forever, NULL, 0, &a);
+    if (write(fds[1], pids, sizeof pids) != (ssize_t)sizeof pids)
+      _exit(1);
+    for (;;)
+      pause();
+  }
+  close(fds[1]);
+  pid_t pids[3] = {0};
+  cr_assert_eq(read(fds[0], pids, sizeof pids), (ssize_t)sizeof pids);
+  close(fds[0]);
+  for (int i = 0; i < 3; i++)
+    cr_assert(th_pid_alive(pids[i]), "pid %d", pids[i]);
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  for (int i = 0; i < 3; i++)
+    cr_expect(th_wait_gone(pids[i], 1.0), "%s %d outlived its parent",
+              i ? "worker" : "supervisor", pids[i]);
+  th_end(s);
+}
+
+static int noop_task(const void *arg, size_t len, mproc_result *res) {
+  (void)arg, (void)len, (void)res;
+  return 0;
+}
+
+static int noop_map(const void *in, void *out, const void *args) {
+  (void)in, (void)out, (void)args;
+  return 0;
+}
+
+Test(pool_faults, bad_input) {
+  th_scope s = th_begin();
+  mproc_pool *p = NULL;
+  cr_expect_eq(mproc_pool_new(NULL, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_new(&p, &(mproc_pool_opts){.processes = -1}), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_new(&p, &(mproc_pool_opts){.processes = 1 << 30}), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_new(&p, &(mproc_pool_opts){.task_timeout = -1}), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_new(&p, &(mproc_pool_opts){.initargs_len = 4}), MPROC_EINVAL);
+  cr_expect_null(p);
+
+  mproc_async *a = NULL;
+  int64_t x = 1, y = 0;
+  cr_expect_eq(mproc_pool_apply(NULL, noop_task, NULL, 0, NULL, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_apply_async(NULL, noop_task, NULL, 0, &a), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(NULL, noop_map, &x, 1, 8, &y, 8, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map_async(NULL, noop_map, &x, 1, 8, &y, 8, NULL, &a), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_close(NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_join(NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_terminate(NULL), MPROC_EINVAL);
+  mproc_pool_free(NULL);
+  cr_expect_eq(mproc_async_get(NULL, NULL, NULL, 0), MPROC_EINVAL);
+  cr_expect_eq(mproc_async_wait(NULL, 0), MPROC_EINVAL);
+  cr_expect(!mproc_async_ready(NULL));
+  cr_expect(!mproc_async_successful(NULL));
+  cr_expect_null(mproc_async_error(NULL));
+  cr_expect_eq(mproc_async_fail_index(NULL), SIZE_MAX);
+  mproc_async_free(NULL);
+  cr_expect_null(mproc_result_alloc(NULL, 1));
+  cr_expect_eq(mproc_result_set(NULL, "x", 1), MPROC_EINVAL);
+  cr_expect_neq(mproc_result_fail(NULL, "x"), 0);
+
+  cr_assert_eq(mproc_pool_new(&p, &(mproc_pool_opts){.processes = 1}), 0);
+  cr_expect_eq(mproc_pool_apply(p, NULL, NULL, 0, NULL, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_apply(p, noop_task, NULL, 5, NULL, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_apply_async(p, noop_task, NULL, 0, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, NULL, &x, 1, 8, &y, 8, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, noop_map, &x, 1, 0, &y, 8, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, noop_map, NULL, 0, 0, NULL, 0, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, noop_map, NULL, 1, 8, &y, 8, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, noop_map, &x, 1, 8, NULL, 8, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, noop_map, &x, 1, 8, NULL, 0, NULL), 0);
+  cr_expect_eq(mproc_pool_map(p, noop_map, &x, SIZE_MAX / 2, 8, &y, 8, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, noop_map, &x, 1, SIZE_MAX, &y, 8, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map(p, noop_map, &x, 1, 8, &y, 8,
+                              &(mproc_map_opts){.args_len = 3}),
+               MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_map_async(p, noop_map, &x, 1, 8, &y, 8, NULL, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_join(p), MPROC_ESTATE);
+  mproc_pool_free(p);
+  th_end(s);
+}
+
+Test(pool_faults, supervisor_killed_from_outside) {
+  th_scope s = th_begin();
+  mproc_pool *p = NULL;
+  cr_assert_eq(mproc_pool_new(&p, &(mproc_pool_opts){.processes = 2}), 0);
+  int slow = 30000;
+  mproc_async *a = NULL;
+  cr_assert_eq(mproc_pool_apply_async(p, sleeper, &slow, sizeof slow, &a), 0);
+  pid_t w[2];
+  cr_assert_eq(mproc__pool_worker_pids(p, w, 2), 2);
+  kill(mproc__pool_supervisor_pid(p), SIGKILL);
+  cr_expect_eq(mproc_async_get(a, NULL, NULL, MPROC_FOREVER), MPROC_ECRASHED);
+  cr_expect(mproc_async_error(a) && strstr(mproc_async_error(a), "supervisor"));
+  mproc_async_free(a);
+  cr_expect_eq(mproc_pool_apply(p, sleeper, &slow, sizeof slow, NULL, NULL), MPROC_ECLOSED);
+  for (int i = 0; i < 2; i++)
+    cr_expect(th_wait_gone(w[i], 1.0));
+  mproc_pool_free(p);
+  th_end(s);
+}
