@@ -251,3 +251,43 @@ Test(process_faults, wait_wakes_on_peer_close) {
   mproc_conn_free(a);
   th_end(s);
 }
+
+/* ---- a sender killed mid-message ---- */
+
+typedef struct ends {
+  mproc_conn *mine, *theirs;
+} ends;
+
+static int send_16MiB(void *arg) {
+  ends *e = arg;
+  mproc_conn_free(e->theirs);
+  size_t len = (size_t)16 << 20;
+  char *buf = calloc(1, len);
+  /* The pipe holds at most 1 MiB: this blocks until killed, since no one reads. */
+  return buf && mproc_conn_send(e->mine, buf, len) == 0 ? 0 : 1;
+}
+
+Test(process_faults, sender_killed_mid_message_gives_eof) {
+  th_scope s = th_begin();
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  ends e = {w, r};
+  mproc_process *p;
+  cr_assert_eq(mproc_process_new(&p, send_16MiB, &e, NULL), 0);
+  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_conn_free(w);
+  cr_assert_eq(mproc_conn_poll(r, 30.0), 1);
+  /* Do not read before the kill: reading would let the whole message through. */
+  mproc_process_kill(p);
+  cr_assert_eq(mproc_process_join(p, MPROC_FOREVER), 0);
+  int code;
+  cr_assert_eq(mproc_process_exitcode(p, &code), 0);
+  cr_assert_eq(code, -SIGKILL);
+  void *m;
+  size_t n;
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, MPROC_FOREVER), MPROC_EOF);
+  cr_assert_eq(mproc_conn_recv(r, &m, &n, 0), MPROC_EOF);
+  mproc_process_free(p);
+  mproc_conn_free(r);
+  th_end(s);
+}
