@@ -20,7 +20,7 @@ echo "mproc demo: blur $count generated ${size}x${size} PNGs (Gaussian, radius 2
 echo "first serially in one process, then on a pool of $(nproc 2>/dev/null || echo N) worker processes."
 echo "poison.png makes its task call abort(): watch it crash its worker and nothing else."
 echo
-"$ex" --compare --poison --count "$count" --size "$size"
+"$ex" --compare --poison --count "$count" --size "$size" --progress
 rc=$?
 echo
 # Exit status 1 is the expected outcome: one image (the poisoned one) failed.

@@ -18,7 +18,8 @@
  *     --size S       ... of S x S pixels (default 256)
  *     --poison       ... and a poison.png
  *     --keep         keep the generated sample folder (it is removed by default)
- *     --progress / --no-progress   the bar (default: when stderr is a terminal)
+ *     --progress     show progress even when stderr is not a terminal (a line per tenth)
+ *     --no-progress  no progress bar (default: a bar when stderr is a terminal)
  *   Exit status: 0 when every image was blurred, 1 when any failed.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -117,7 +118,7 @@ struct batch {
   const char *in_dir, *out_dir;
   char **names; /* sorted *.png file names */
   size_t n;
-  int progress;
+  enum { NO_BAR, TTY_BAR, LOG_BAR } progress;
   const char *label; /* on the progress bar */
 };
 
@@ -158,17 +159,21 @@ static size_t job_arg(const struct batch *b, size_t i, char *buf, size_t cap) {
   return (size_t)k + 1 + (size_t)m + 1;
 }
 
+/* On a terminal the bar is redrawn in place; into a file or pipe (LOG_BAR) a line is
+ * written at each tenth instead, so that a log stays readable. */
 static void draw_bar(const struct batch *b, size_t done, double t0) {
-  if (!b->progress)
-    return;
   int fill = b->n ? (int)(40 * done / b->n) : 40;
-  fprintf(stderr, "\r%-7s[%.*s%*s] %zu/%zu  %.1f s", b->label, fill,
-          "########################################", 40 - fill, "", done, b->n, now() - t0);
+  int same_tenth = done && fill / 4 == (int)(40 * (done - 1) / b->n) / 4;
+  if (!b->progress || (b->progress == LOG_BAR && same_tenth))
+    return;
+  fprintf(stderr, "%s%-7s[%.*s%*s] %zu/%zu  %.1f s%s", b->progress == TTY_BAR ? "\r" : "",
+          b->label, fill, "########################################", 40 - fill, "", done, b->n,
+          now() - t0, b->progress == TTY_BAR ? "" : "\n");
   fflush(stderr);
 }
 
 static void clear_bar(const struct batch *b) {
-  if (b->progress)
+  if (b->progress == TTY_BAR)
     fprintf(stderr, "\r%*s\r", 70, "");
 }
 
@@ -232,7 +237,7 @@ static size_t run_pool(const struct batch *b, uint64_t *sum, double *secs) {
       }
   }
   *secs = now() - t0;
-  if (b->progress)
+  if (b->progress == TTY_BAR)
     fprintf(stderr, "\n");
   mproc_pool_close(pool);
   mproc_pool_join(pool);
@@ -269,7 +274,7 @@ static size_t run_serial(const struct batch *b, uint64_t *sum, double *secs, siz
     draw_bar(b, i + 1, t0);
   }
   *secs = now() - t0;
-  if (b->progress)
+  if (b->progress == TTY_BAR)
     fprintf(stderr, "\n");
   return failed;
 }
@@ -313,7 +318,7 @@ static int generate_one(const void *in, void *out, const void *args) {
   if (k < 0)
     snprintf(path, sizeof path, "%s/poison.png", g->dir);
   else
-    snprintf(path, sizeof path, "%s/img%04d.png", g->dir, k);
+    snprintf(path, sizeof path, "%s/tile%04d.png", g->dir, k); /* after poison.png */
   png_image img = {.version = PNG_IMAGE_VERSION, .width = s, .height = s,
                    .format = PNG_FORMAT_RGBA};
   int ok = png_image_write_to_file(&img, path, 0, px, 0, NULL);
@@ -362,7 +367,8 @@ static void remove_dir(const char *dir) {
 int main(int argc, char **argv) {
   int serial = 0, compare = 0, count = 12, poison = 0, keep = 0;
   long size = 256;
-  struct batch b = {.progress = isatty(2)};
+  struct batch b = {.progress = isatty(2) ? TTY_BAR : NO_BAR};
+  setvbuf(stdout, NULL, _IOLBF, 0); /* lines in order with the bar on stderr, even in a pipe */
   const char *dirs[2] = {NULL, NULL};
   int ndirs = 0, bad = 0;
   for (int i = 1; i < argc; i++) {
@@ -371,8 +377,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--compare")) compare = 1;
     else if (!strcmp(a, "--poison")) poison = 1;
     else if (!strcmp(a, "--keep")) keep = 1;
-    else if (!strcmp(a, "--progress")) b.progress = 1;
-    else if (!strcmp(a, "--no-progress")) b.progress = 0;
+    else if (!strcmp(a, "--progress")) b.progress = isatty(2) ? TTY_BAR : LOG_BAR;
+    else if (!strcmp(a, "--no-progress")) b.progress = NO_BAR;
     else if (!strcmp(a, "--count") && i + 1 < argc) count = atoi(argv[++i]);
     else if (!strcmp(a, "--size") && i + 1 < argc) size = atol(argv[++i]);
     else if (a[0] != '-' && ndirs < 2) dirs[ndirs++] = a;

@@ -207,10 +207,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "log_stats: %s\n", mproc_strerror(rc));
     return 1;
   }
+  /* The path is the call's shared args: copied to the workers once, passed to every call. */
+  mproc_map_opts opts = {.chunksize = 1, .args = path, .args_len = strlen(path) + 1};
   t0 = now();
   rc = mproc_pool_map(pool, parse_range, ranges, (size_t)parts, sizeof *ranges, partial,
-                      sizeof *partial,
-                      &(mproc_map_opts){.chunksize = 1, .args = path, .args_len = strlen(path) + 1});
+                      sizeof *partial, &opts);
   for (int k = 0; rc == 0 && k < parts; k++)
     add(merged, &partial[k]);
   double t_pool = now() - t0;

@@ -47,9 +47,11 @@ struct mproc_async {
   _Atomic bool ready;
   int rc;
   char *err;
-  void *res;
+  void *res; /* the result: small ones in small_res, bigger ones from malloc */
   size_t len;
   bool is_map;
+  bool hand_over; /* apply: the caller takes a malloc'd result as it is */
+  char small_res[32];
   /* map_async */
   char *out;
   size_t out_size, n, chunksize, nchunks, left, fail_index;
@@ -229,7 +231,8 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   }
   int rc = h.status;
   if (rc == 0) {
-    a->res = malloc(h.data_len ? h.data_len : 1);
+    bool small = h.data_len <= sizeof a->small_res && !a->hand_over;
+    a->res = small ? a->small_res : malloc(h.data_len ? h.data_len : 1);
     if (a->res) {
       memcpy(a->res, data, h.data_len);
       a->len = h.data_len;
@@ -681,7 +684,7 @@ int mproc_pool_apply_async(mproc_pool *p, mproc_task_fn fn, const void *arg, siz
 
 int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len, void **res,
                      size_t *res_len) {
-  mproc_async a = {0};
+  mproc_async a = {.hand_over = true};
   int rc = apply_submit(p, fn, arg, len, &a);
   if (rc)
     return rc;
@@ -922,6 +925,7 @@ void mproc_async_free(mproc_async *r) {
     pthread_mutex_unlock(&p->mu);
   }
   free(r->err);
-  free(r->res);
+  if (r->res != r->small_res)
+    free(r->res);
   free(r);
 }
