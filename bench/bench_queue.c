@@ -13,6 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef Q1MAX
+#define Q1MAX 8
+#endif
 #ifndef QMAX
 #define QMAX 0 /* unbounded, like Python's default */
 #endif
@@ -165,7 +168,7 @@ static double best_of(int runs, double (*f)(void)) {
 
 static double q8_1p1c(void) { return run_queue(1, 1, 4000000, 8, QMAX); }
 static double q8_2p2c(void) { return run_queue(2, 2, 4000000, 8, QMAX); }
-static double q1m(void) { return run_queue(1, 1, 3000, 1 << 20, 8); }
+static double q1m(void) { return run_queue(1, 1, 3000, 1 << 20, Q1MAX); }
 static double raw8(void) { return run_raw(20000000, 8, 4096); }
 static double raw1m(void) { return run_raw(3000, 1 << 20, 4); }
 

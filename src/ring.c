@@ -4,9 +4,9 @@
  * Layout. One anonymous MAP_SHARED | MAP_NORESERVE mapping made at creation, so every process
  * forked later maps it at the same place: a header, then a data area reserved at about the
  * size of physical memory. Only the first `cap` bytes of the data area are in use (a power of
- * two); pages are committed when the ring grows into them (MADV_POPULATE_WRITE, so running
- * out of memory is MPROC_ENOMEM, not SIGBUS) and given back (MADV_REMOVE) when the ring
- * drains. So a message of any size up to about the machine's memory goes through whole, in
+ * two). Pages are committed just before producers first write into them, a step at a time
+ * (MADV_POPULATE_WRITE, so running out of memory is MPROC_ENOMEM from put, never SIGBUS), and
+ * given back (MADV_REMOVE) when a grown ring drains. So a message of any size up to about the machine's memory goes through whole, in
  * one piece: the data area grows to hold it.
  *
  * Records. Every message is a record: an 8-byte word (length, or PAD_BIT | bytes to skip)
@@ -51,6 +51,7 @@
 /* Rings with a bigger area give it back as soon as they drain; smaller ones only once the
  * big messages stop (so a stream of large messages does not grow and shrink each time). */
 #define SHRINK_ALWAYS ((size_t)64 << 20)
+#define COMMIT_STEP ((size_t)1 << 20)
 /* Spin budgets, in pause instructions (~30 ns each here): from ~4 us to ~130 us, about the
  * cost of a futex sleep and wake-up on a VM. */
 #define SPIN_MIN 128u
@@ -90,6 +91,7 @@ struct ring_hdr {
   MPROC__ALIGNED mproc__mutex plock;
   uint64_t p_rpos_seen; /* last rpos the producers read: free space is at least this */
   uint64_t p_got_seen;  /* last items_got the producers read */
+  size_t committed;     /* data-area bytes committed, from offset 0 */
   journal pj;
   MPROC__ALIGNED a64 wpos;
   a64 items_put;
@@ -140,8 +142,9 @@ int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
   size_t reserve = pow2_at_least(mproc__phys_mem());
   if (reserve < ((size_t)1 << 30))
     reserve = (size_t)1 << 30;
-  if (reserve > ((size_t)1 << 40))
-    reserve = (size_t)1 << 40;
+  /* At most 64 GiB of address space each, so that thousands of rings fit in it. */
+  if (reserve > ((size_t)1 << 36))
+    reserve = (size_t)1 << 36;
   if (reserve < initial)
     reserve = initial;
   mproc__ring *r = calloc(1, sizeof *r);
@@ -175,6 +178,7 @@ int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
   h->magic = RING_MAGIC;
   h->reserve = reserve;
   h->initial = initial;
+  h->committed = initial;
   h->max_items = opts ? opts->max_items : 0;
   h->data_off = hdr_len;
   atomic_store(&h->cap, initial);
@@ -361,6 +365,20 @@ static size_t need_at(uint64_t w, size_t cap, size_t rec) {
   return contig < rec ? contig + rec : rec;
 }
 
+/* With plock held: commits the data area up to offset end (within limit), a step ahead. */
+static int commit_to(mproc__ring *r, size_t end, size_t limit) {
+  struct ring_hdr *h = r->h;
+  if (MPROC__LIKELY(end <= h->committed))
+    return 0;
+  size_t to = (end + COMMIT_STEP - 1) & ~(COMMIT_STEP - 1);
+  if (to > limit)
+    to = limit;
+  if (mproc__shared_commit(r->data + h->committed, to - h->committed) != 0)
+    return MPROC_ENOMEM;
+  h->committed = to;
+  return 0;
+}
+
 /* Whether rec more bytes fit at w when the reader is at rp. The cached rp may be older than
  * a shrink, so w - rp can exceed cap: that is "no" (then the caller reads rpos again). */
 static bool fits(uint64_t w, uint64_t rp, size_t cap, size_t rec) {
@@ -387,11 +405,6 @@ static int grow(mproc__ring *r, uint64_t w, size_t rec) {
     ncap *= 2;
   }
   if (ncap != cap) {
-    rc = mproc__shared_commit(r->data + cap, ncap - cap);
-    if (rc) {
-      unlock_side(r, false);
-      return MPROC_ENOMEM;
-    }
     /* A byte at position p moves from p & (cap-1) to p & (ncap-1): either the same place or
      * one at or beyond cap, where nothing lives; so no live byte is overwritten. */
     for (uint64_t p = rp; p < w;) {
@@ -401,8 +414,13 @@ static int grow(mproc__ring *r, uint64_t w, size_t rec) {
         chunk = cap - o;
       if (chunk > ncap - n)
         chunk = ncap - n;
-      if (o != n)
+      if (o != n) {
+        if (commit_to(r, n + chunk, ncap) != 0) {
+          unlock_side(r, false); /* cap unchanged: the copies made so far are unseen */
+          return MPROC_ENOMEM;
+        }
         memcpy(r->data + n, r->data + o, chunk);
+      }
       p += chunk;
     }
     atomic_store(&h->cap, ncap);
@@ -424,7 +442,8 @@ static void maybe_shrink(mproc__ring *r, uint64_t rp) {
     return;
   if (atomic_load(&h->wpos) == rp) {
     atomic_store(&h->cap, h->initial);
-    mproc__shared_discard(r->data + h->initial, cap - h->initial);
+    mproc__shared_discard(r->data + h->initial, h->committed - h->initial);
+    h->committed = h->initial;
   }
   unlock_side(r, true);
 }
@@ -499,7 +518,12 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
     rc = make_room(r, w, rec, &rpos_seen);
     if (rc == 0) {
       size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
-      size_t contig = cap - (size_t)(w & (cap - 1));
+      size_t off = (size_t)(w & (cap - 1)), contig = cap - off;
+      size_t end = contig < rec ? (off + REC_HDR > rec ? off + REC_HDR : rec) : off + rec;
+      if (MPROC__UNLIKELY(end > h->committed) && commit_to(r, end, cap) != 0) {
+        unlock_side(r, true);
+        return MPROC_ENOMEM;
+      }
       if (contig < rec) {
         *rec_at(r, w, cap) = PAD_BIT | contig;
         w += contig;

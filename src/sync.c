@@ -430,17 +430,22 @@ static int wl_register(waitlist *wl) {
 }
 
 /* Hands outcome to the waiter in s. True when a live waiter got it; a dead one's slot is
- * freed instead, and one that has just cancelled keeps its timeout. */
+ * freed instead, and one that has just cancelled keeps its timeout. Death is judged before
+ * the grant: a live waiter holds its owner mutex from before it waits until after it has
+ * left, but once granted it may leave at once, so "unowned" after the grant would not mean
+ * dead. (A waiter dying between the check and the grant counts as notified.) */
 static bool slot_grant(wslot *s, uint32_t outcome) {
   uint32_t old = LOAD(&s->state);
+  if (!slot_waiting(old))
+    return false;
+  if (!mproc__mutex_locked(&s->owner)) {
+    atomic_compare_exchange_strong(&s->state, &old, W_FREE);
+    return false;
+  }
   do {
     if (!slot_waiting(old))
       return false;
   } while (!atomic_compare_exchange_weak(&s->state, &old, outcome));
-  if (!mproc__mutex_locked(&s->owner)) {
-    STORE(&s->state, W_FREE);
-    return false;
-  }
   if (old == W_SLEEPING)
     mproc__futex_wake(&s->state, 1);
   return true;
@@ -643,7 +648,7 @@ void mproc_cond_free(mproc_cond *c) {
 /* Barrier                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { BARRIER_MAX_PARTIES = 1 << 20, BARRIER_SPARE_SLOTS = 256 };
+enum { BARRIER_MAX_PARTIES = 1 << 20, BARRIER_SPARE_SLOTS = 1024 };
 
 struct mproc_barrier {
   uint32_t magic;

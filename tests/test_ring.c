@@ -5,6 +5,7 @@
 #include "ring.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -41,6 +42,19 @@ static bool msg_ok_len(const void *b, size_t len, unsigned p, unsigned i, size_t
 }
 static bool msg_ok(const void *b, size_t len, unsigned p, unsigned i, size_t maxlen) {
   return msg_ok_len(b, len, p, i, msg_len(p, i, maxlen));
+}
+
+/* Shared memory this process has resident, in KiB (RssShmem of /proc/self/status). */
+static long rss_shmem_kib(void) {
+  FILE *f = fopen("/proc/self/status", "re");
+  char line[256];
+  long kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "RssShmem: %ld", &kib) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return kib;
 }
 
 static mproc__ring *make(size_t max_items, size_t initial) {
@@ -251,9 +265,14 @@ Test(ring, grows_for_big_messages_and_shrinks_back) {
   unsigned char *m = malloc(big);
   msg_fill(m, big, 1, 2);
   cr_assert_eq(mproc__ring_put(r, "small", 5, 0), 0);
+  long rss0 = rss_shmem_kib();
   cr_assert_eq(mproc__ring_put(r, m, big, 0), 0);
   cr_assert_eq(mproc__ring_put(r, "after", 5, 0), 0);
   cr_assert_geq(mproc__ring_capacity(r), big);
+  /* Committed as written: about the message, not the whole grown area. */
+  long rss1 = rss_shmem_kib();
+  cr_assert_geq(rss1 - rss0, (long)(big >> 10));
+  cr_assert_lt(rss1 - rss0, (long)(big >> 10) + 4096);
   void *b;
   size_t n;
   cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
@@ -268,6 +287,7 @@ Test(ring, grows_for_big_messages_and_shrinks_back) {
   free(b);
   /* Drained after a small message: the area is given back. */
   cr_assert_eq(mproc__ring_capacity(r), init);
+  cr_assert_lt(rss_shmem_kib() - rss0, 1024);
   /* A backlog of small messages grows it too, keeping their order across the move. */
   for (unsigned i = 0; i < 5000; i++) {
     unsigned char buf[64];

@@ -913,3 +913,60 @@ Test(barrier, more_processes_than_parties) {
   mproc__shared_unmap(t, sizeof *t);
   th_end(sc);
 }
+
+enum { XW = 3, XROUNDS = 300 };
+
+struct exact {
+  mproc_cond *cond;
+  int ready, woke, bad;
+};
+
+static int exact_waiter(struct exact *t) {
+  for (int r = 0; r < XROUNDS; r++) {
+    if (mproc_cond_acquire(t->cond, MPROC_FOREVER) != 0)
+      return 1;
+    t->ready++;
+    if (mproc_cond_wait(t->cond, 30) != 0) {
+      t->bad++;
+      mproc_cond_release(t->cond);
+      return 2;
+    }
+    t->woke++;
+    mproc_cond_release(t->cond);
+  }
+  return 0;
+}
+
+/* Notifies 1 or 2 at a time, as fast as waiters come back (so notify often meets waiters
+ * still spinning, not yet asleep): never more wake than were notified, none is lost. */
+Test(cond, notify_exact_under_churn) {
+  th_scope sc = th_begin();
+  struct exact *t = shared(sizeof *t);
+  cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
+  pid_t pids[XW];
+  for (int i = 0; i < XW; i++)
+    if ((pids[i] = fork()) == 0)
+      _exit(exact_waiter(t));
+  int granted = 0, step = 0;
+  int64_t deadline = mproc__deadline(60);
+  while (granted < XW * XROUNDS && mproc__now_ns() < deadline) {
+    cr_assert_eq(mproc_cond_acquire(t->cond, MPROC_FOREVER), 0);
+    int waiting = t->ready - granted, k = 1 + step++ % 2;
+    if (k > waiting)
+      k = waiting;
+    if (k > 0) {
+      cr_assert_eq(mproc_cond_notify(t->cond, k), 0);
+      granted += k;
+    }
+    cr_assert_leq(t->woke, granted);
+    cr_assert_eq(mproc_cond_release(t->cond), 0);
+  }
+  for (int i = 0; i < XW; i++)
+    cr_expect_eq(reap(pids[i]), 0);
+  cr_assert_eq(t->woke, XW * XROUNDS);
+  cr_assert_eq(granted, XW * XROUNDS);
+  cr_assert_eq(t->bad, 0);
+  mproc_cond_free(t->cond);
+  mproc__shared_unmap(t, sizeof *t);
+  th_end(sc);
+}

@@ -249,7 +249,7 @@ Test(sync_faults, cond_waiter_reacquires_with_ownerdead) {
 
 static int cond_wait_forever(mproc_cond *c) {
   mproc_cond_acquire(c, MPROC_FOREVER);
-  mproc_cond_wait(c, MPROC_FOREVER);
+  mproc_cond_wait(c, 60);
   return 1;
 }
 
@@ -414,12 +414,12 @@ Test(sync_faults, barrier_participant_that_never_arrives_times_out) {
 }
 
 static int sem_wait_forever(mproc_sem *s) {
-  mproc_sem_acquire(s, MPROC_FOREVER);
+  mproc_sem_acquire(s, 60);
   return 1;
 }
 
 static int event_wait_forever(mproc_event *e) {
-  mproc_event_wait(e, MPROC_FOREVER);
+  mproc_event_wait(e, 60);
   return 1;
 }
 
