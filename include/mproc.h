@@ -286,7 +286,9 @@ void mproc_cond_free(mproc_cond *c);
  *   until a timeout, which breaks the barrier (that waiter MPROC_ETIMEDOUT, the rest and
  *   every later wait MPROC_ESTATE until reset). Use timeouts when a participant may die.
  * - One that dies inside the barrier's own bookkeeping (a few instructions under its
- *   internal robust mutex) breaks it, as an abort would. */
+ *   internal robust mutex) breaks it, as an abort would.
+ * More than parties + 1024 threads inside wait at once (possible only when more processes
+ * than parties share it): the extra ones get MPROC_ENOMEM. */
 typedef struct mproc_barrier mproc_barrier;
 int mproc_barrier_new(mproc_barrier **b, unsigned parties);
 /* A distinct index 0..parties-1; MPROC_ETIMEDOUT (and the barrier breaks); MPROC_ESTATE

@@ -648,7 +648,7 @@ void mproc_cond_free(mproc_cond *c) {
 /* Barrier                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { BARRIER_MAX_PARTIES = 1 << 20, BARRIER_SPARE_SLOTS = 256 };
+enum { BARRIER_MAX_PARTIES = 1 << 20, BARRIER_SPARE_SLOTS = 1024 };
 
 struct mproc_barrier {
   uint32_t magic;
