@@ -276,8 +276,8 @@ static bool pick(mproc_imap *it) {
     size_t l;
     const char *e;
     c->rc = mproc__async_view(c->a, &d, &l, &e);
-    it->rp = d;
-    it->rend = it->rp + l;
+    it->rp = d ? d : "";
+    it->rend = it->rp + (d ? l : 0);
   }
   return true;
 }
