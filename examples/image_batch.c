@@ -320,7 +320,7 @@ static int generate_one(const void *in, void *out, const void *args) {
   else
     snprintf(path, sizeof path, "%s/tile%04d.png", g->dir, k); /* after poison.png */
   png_image img = {.version = PNG_IMAGE_VERSION, .width = s, .height = s,
-                   .format = PNG_FORMAT_RGBA};
+                   .format = PNG_FORMAT_RGBA, .flags = PNG_IMAGE_FLAG_FAST}; /* inputs only */
   int ok = png_image_write_to_file(&img, path, 0, px, 0, NULL);
   png_image_free(&img);
   free(px);
