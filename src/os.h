@@ -145,6 +145,19 @@ int mproc__signalfd(const void *mask /* sigset_t */);
 /* One pending signal from a signalfd: its number, 0 when none is pending, or -errno. */
 int mproc__signalfd_read(int fd);
 
+/* ---- shared mappings (for zero-copy hand-over of data already in shared memory) ---- */
+
+/* What backs a mapping: two processes whose mappings of one address have the same identity
+ * see the same bytes there. */
+typedef struct mproc__mapping_id {
+  uintptr_t start, end;
+  uint64_t dev, inode, offset;
+} mproc__mapping_id;
+/* Finds the MAP_SHARED mapping that holds all of [addr, addr + len) in process pid (0: this
+ * process): 0 and *id, -ENOENT when there is none (private memory, or the range spans
+ * mappings), or -errno. */
+int mproc__shared_mapping_find(pid_t pid, const void *addr, size_t len, mproc__mapping_id *id);
+
 /* ---- CPUs ---- */
 
 /* CPUs in the affinity mask, lowered by a cgroup v2 cpu.max quota. >= 1. */

@@ -519,6 +519,41 @@ int mproc__signalfd_read(int fd) {
   }
 }
 
+/* ---- shared mappings ---- */
+
+int mproc__shared_mapping_find(pid_t pid, const void *addr, size_t len, mproc__mapping_id *id) {
+  char path[64];
+  if (pid)
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+  else
+    snprintf(path, sizeof path, "/proc/self/maps");
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return -errno;
+  uintptr_t a = (uintptr_t)addr, b = a + len;
+  char line[512];
+  int rc = -ENOENT;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long start, end, off, ino;
+    unsigned maj, min;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &maj, &min,
+               &ino) != 7)
+      continue;
+    if (a < start || a >= end)
+      continue;
+    /* Only a shared mapping, holding the whole range, is the same memory in another
+     * process. */
+    if (perms[3] == 's' && b <= end && b >= a) {
+      *id = (mproc__mapping_id){start, end, ((uint64_t)maj << 32) | min, ino, off};
+      rc = 0;
+    }
+    break;
+  }
+  fclose(f);
+  return rc;
+}
+
 /* ---- CPUs ---- */
 
 /* The cgroup v2 quota (cpu.max "quota period") of this process's cgroup and its ancestors,

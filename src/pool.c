@@ -25,6 +25,7 @@
 #define MAP_WINDOW_BYTES ((size_t)8 << 20)
 #define CHUNK_BYTES_MAX ((size_t)1 << 20)
 #define SUPERVISOR_CHECK_NS (200 * 1000000)
+#define ZERO_COPY_MIN_BYTES ((size_t)256 << 10)
 
 enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
 
@@ -37,9 +38,11 @@ typedef struct entry {
 typedef struct map_args {
   mproc_map_fn fn;
   const char *in;
+  char *out;
   size_t in_size, out_size, n, chunksize;
   const void *args;
   size_t args_len;
+  uint32_t flags; /* MPROC__MAP_IN_SHARED / _OUT_SHARED: that side crosses by address */
 } map_args;
 
 struct mproc_async {
@@ -710,15 +713,21 @@ static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
   map_args *x = arg;
   size_t start = c * x->chunksize;
   size_t count = x->n - start < x->chunksize ? x->n - start : x->chunksize;
-  size_t bytes = count * x->in_size;
+  bool in_shared = x->flags & MPROC__MAP_IN_SHARED;
+  size_t bytes = in_shared ? 0 : count * x->in_size;
   mproc__task_hdr h = {.id = id,
                        .kind = MPROC__TASK_MAP,
+                       .flags = x->flags,
                        .map = x->fn,
                        .in_size = x->in_size,
                        .out_size = x->out_size,
                        .count = count,
                        .args_len = x->args_len,
                        .start = start};
+  if (in_shared)
+    h.in_ptr = x->in + start * x->in_size;
+  if (x->flags & MPROC__MAP_OUT_SHARED)
+    h.out_ptr = x->out + start * x->out_size;
   struct iovec iov[4] = {{&h, sizeof h},
                          {(void *)(x->in + start * x->in_size), bytes},
                          {(void *)zeros, ((bytes + 15) & ~(size_t)15) - bytes},
@@ -792,6 +801,20 @@ static void feed_locked(mproc_pool *p, mproc_async *a) {
   }
 }
 
+/* Whether [addr, addr + len) is memory the workers share at the same address: a shared
+ * mapping of the caller that the supervisor (whose memory every worker copies) maps at the
+ * same place, from the same object. Worth the look only for big data. */
+static bool shared_with_workers(mproc_pool *p, const void *addr, size_t len) {
+  if (len < ZERO_COPY_MIN_BYTES)
+    return false;
+  mproc__mapping_id mine, theirs;
+  if (mproc__shared_mapping_find(0, addr, len, &mine) != 0 ||
+      mproc__shared_mapping_find(p->sup_pid, addr, len, &theirs) != 0)
+    return false;
+  return mine.start == theirs.start && mine.dev == theirs.dev &&
+         mine.inode == theirs.inode && mine.offset == theirs.offset;
+}
+
 /* x must live until a is ready when windowed (map: the caller's frame). */
 static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc_async *a,
                       bool windowed) {
@@ -799,6 +822,10 @@ static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc
   if (rc)
     return rc;
   size_t n = x->n, in_size = x->in_size, out_size = x->out_size;
+  if (shared_with_workers(p, x->in, n * in_size))
+    x->flags |= MPROC__MAP_IN_SHARED;
+  if (out_size && shared_with_workers(p, x->out, n * out_size))
+    x->flags |= MPROC__MAP_OUT_SHARED;
   x->args = o ? o->args : NULL;
   x->args_len = o ? o->args_len : 0;
   x->chunksize = o && o->chunksize ? o->chunksize : auto_chunksize(n, in_size, out_size,
@@ -837,7 +864,7 @@ int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t 
   mproc_async *a = calloc(1, sizeof *a);
   if (!a)
     return MPROC_ENOMEM;
-  map_args x = {.fn = fn, .in = in, .in_size = in_size, .out_size = out_size, .n = n};
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
   a->out = out;
   int rc = map_submit(p, &x, opts, a, false);
   if (rc) {
@@ -851,7 +878,7 @@ int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t 
 int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
                    void *out, size_t out_size, const mproc_map_opts *opts) {
   mproc_async a = {.out = out};
-  map_args x = {.fn = fn, .in = in, .in_size = in_size, .out_size = out_size, .n = n};
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
   int rc = map_submit(p, &x, opts, &a, true);
   if (rc)
     return rc;

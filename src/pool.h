@@ -26,16 +26,22 @@
 
 enum { MPROC__TASK_APPLY = 1, MPROC__TASK_MAP = 2 };
 
+/* MAP flags: the chunk's input / output lies in shared memory that the workers map at the
+ * same address (checked by the caller against the supervisor's mappings): no copy. */
+enum { MPROC__MAP_IN_SHARED = 1u, MPROC__MAP_OUT_SHARED = 2u };
+
 typedef struct mproc__task_hdr {
   uint64_t id; /* never 0 for real tasks */
   uint32_t kind;
-  uint32_t pad;
+  uint32_t flags; /* MAP: MPROC__MAP_* */
   mproc_task_fn task; /* APPLY */
   mproc_map_fn map;   /* MAP */
   uint64_t in_size, out_size, count, args_len; /* MAP */
   uint64_t start; /* MAP: index of the chunk's first element in the whole call */
-  /* APPLY: the argument bytes follow. MAP: count * in_size input bytes, padding to 16,
-   * then args_len bytes of args. */
+  const char *in_ptr; /* MAP_IN_SHARED: the chunk's input */
+  char *out_ptr;      /* MAP_OUT_SHARED: where the chunk's output goes */
+  /* APPLY: the argument bytes follow. MAP: count * in_size input bytes (none when
+   * MAP_IN_SHARED), padding to 16, then args_len bytes of args. */
 } mproc__task_hdr;
 
 /* ---- messages on the result ring ---- */

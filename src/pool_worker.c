@@ -135,9 +135,14 @@ static void run_apply(mproc__pool_ctx *ctx, const mproc__task_hdr *h, const char
 static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__task_hdr *h,
                     const char *in, mproc_result *res) {
   size_t count = h->count, isz = h->in_size, osz = h->out_size;
-  size_t args_off = (count * isz + 15) & ~(size_t)15;
+  bool in_shared = h->flags & MPROC__MAP_IN_SHARED, out_shared = h->flags & MPROC__MAP_OUT_SHARED;
+  size_t args_off = in_shared ? 0 : (count * isz + 15) & ~(size_t)15;
   const void *args = h->args_len ? in + args_off : NULL;
-  char *out = mproc_result_alloc(res, count * osz);
+  if (in_shared)
+    in = h->in_ptr;
+  char *out = mproc_result_alloc(res, out_shared ? 0 : count * osz);
+  if (out && out_shared)
+    out = h->out_ptr;
   if (!out) {
     mproc__pool_post_failure(ctx->results, h->id, MPROC_ETASK, 0,
                              "the worker ran out of memory for the chunk's results");
@@ -149,7 +154,8 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
   for (size_t i = 0; i < count; i++) {
     /* task_timeout applies to each element: the supervisor reads the latest start. */
     if (timed)
-      atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
+      if (ctx->timeout_ns > 0)
+    atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
     int rc = h->map(in + i * isz, out + i * osz, args);
     if (MPROC__UNLIKELY(rc != 0) && fail == UINT64_MAX) {
       fail = i;
@@ -160,7 +166,7 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
   if (fail != UINT64_MAX)
     set_msg(res, "the map function returned %d for element %llu", frc,
             (unsigned long long)(h->start + fail));
-  post(ctx, h->id, fail == UINT64_MAX ? 0 : MPROC_ETASK, fail, res, true);
+  post(ctx, h->id, fail == UINT64_MAX ? 0 : MPROC_ETASK, fail, res, !out_shared);
 }
 
 /* Runs the initializer and reports the start. */
@@ -205,7 +211,8 @@ static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_h
   }
   memcpy(*in, (const char *)m.data + sizeof *h, *len);
   atomic_store_explicit(&slot->progress, 0, memory_order_relaxed);
-  atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
+  if (ctx->timeout_ns > 0)
+    atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
   atomic_store_explicit(&slot->task_id, h->id, memory_order_release);
   mproc__ring_read_end(ctx->tasks, &m, true);
   return h->kind;

@@ -669,3 +669,66 @@ Test(pool, forked_child_cannot_drive_the_pool) {
   mproc_pool_free(p);
   th_end(s);
 }
+
+/* ---- data already in shared memory crosses by address ---- */
+
+/* The worker marks the input element it was given and reports what the output element held
+ * before it wrote: the caller sees the marks, and the worker the caller's fill, only when
+ * both crossed by address. */
+typedef struct zc_in {
+  int64_t v;
+  int64_t touched;
+} zc_in;
+
+#define ZC_FILL INT64_C(0x5a5a5a5a5a5a5a5a)
+
+static int zc_square(const void *in, void *out, const void *args) {
+  (void)args;
+  zc_in *x = (zc_in *)in; /* shared with the caller when zero-copy: the mark shows there */
+  x->touched = 1;
+  int64_t *y = out;
+  int rc = y[1] == ZC_FILL ? 0 : 2;
+  y[0] = x->v * x->v;
+  y[1] = rc;
+  return 0;
+}
+
+static void zc_run(mproc_pool *p, mproc_array *ai, mproc_array *ao, size_t n, bool shared) {
+  zc_in *in = mproc_array_data(ai);
+  int64_t *out = mproc_array_data(ao);
+  for (size_t i = 0; i < n; i++) {
+    in[i] = (zc_in){(int64_t)i - 1000, 0};
+    out[2 * i] = 0;
+    out[2 * i + 1] = ZC_FILL;
+  }
+  cr_expect_eq(mproc_pool_map(p, zc_square, in, n, sizeof *in, out, 16, NULL), 0);
+  size_t bad = 0, marked = 0, saw_fill = 0;
+  for (size_t i = 0; i < n; i++) {
+    bad += out[2 * i] != in[i].v * in[i].v;
+    marked += in[i].touched == 1;
+    saw_fill += out[2 * i + 1] == 0;
+  }
+  cr_expect_eq(bad, 0);
+  cr_expect_eq(marked, shared ? n : 0, "%zu of %zu inputs crossed by address", marked, n);
+  cr_expect_eq(saw_fill, shared ? n : 0, "%zu of %zu outputs crossed by address", saw_fill, n);
+}
+
+Test(pool, shared_arrays_cross_without_copies) {
+  th_scope s = th_begin();
+  size_t n = 1 << 20;
+  mproc_array *ai = NULL, *ao = NULL, *late_i = NULL, *late_o = NULL;
+  cr_assert_eq(mproc_array_new(&ai, 16, n, NULL, false), 0);
+  cr_assert_eq(mproc_array_new(&ao, 16, n, NULL, false), 0);
+  mproc_pool *p = make_pool(2);
+  zc_run(p, ai, ao, n, true);
+  /* Made after the workers: they do not have it, so the data is copied. */
+  cr_assert_eq(mproc_array_new(&late_i, 16, n, NULL, false), 0);
+  cr_assert_eq(mproc_array_new(&late_o, 16, n, NULL, false), 0);
+  zc_run(p, late_i, late_o, n, false);
+  mproc_pool_free(p);
+  mproc_array_free(ai);
+  mproc_array_free(ao);
+  mproc_array_free(late_i);
+  mproc_array_free(late_o);
+  th_end(s);
+}
