@@ -627,7 +627,6 @@ void mproc__ring_read_end(mproc__ring *r, mproc__ring_msg *m, bool consume_it) {
     consume(r);
   } else {
     unlock_side(r, false);
-
   }
   m->data = NULL;
   m->len = 0;
@@ -682,6 +681,8 @@ size_t mproc__ring_count(mproc__ring *r) {
 }
 
 size_t mproc__ring_max_items(mproc__ring *r) { return r ? r->h->max_items : 0; }
+
+uint64_t mproc__ring_total_put(mproc__ring *r) { return r ? atomic_load(&r->h->items_put) : 0; }
 
 size_t mproc__ring_capacity(mproc__ring *r) { return r ? atomic_load(&r->h->cap) : 0; }
 
