@@ -8,9 +8,9 @@
  *
  * Lock/RLock are the kernel's robust futexes (glibc's robust process-shared mutex), so a
  * holder's death hands the lock to the next acquirer at once with MPROC_EOWNERDEAD. The
- * others are futex words with waiter counts (an uncontended post or set is one atomic op, no
- * syscall), a short spin before sleeping, and absolute deadlines so EINTR never stretches a
- * wait.
+ * others are futex words with waiter counts (an uncontended post or set is one atomic op,
+ * no syscall), an adaptive spin before sleeping, and absolute deadlines so EINTR never
+ * stretches a wait.
  *
  * Condition and Barrier queue their sleepers in a table of waiter slots (struct wslot). Each
  * waiter holds its slot's robust mutex while it waits, so a waiter that dies is seen by the
@@ -166,7 +166,9 @@ void mproc_lock_free(mproc_lock *l) {
 
 struct mproc_sem {
   _Atomic uint32_t value;   /* the futex word */
-  _Atomic uint32_t waiters; /* sleepers (or about to be): a post with none is one CAS */
+  /* Sleepers (or about to be): a post with none is one CAS. A sleeper killed stays
+   * counted, which only costs later posts a needless wake call. */
+  _Atomic uint32_t waiters;
   uint32_t magic;
   uint32_t initial;
   bool bounded;
