@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #ifndef Q1MAX
-#define Q1MAX 8
+#define Q1MAX 0
 #endif
 #ifndef QMAX
 #define QMAX 0 /* unbounded, like Python's default */

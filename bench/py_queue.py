@@ -80,7 +80,7 @@ def main():
     if only in "queue_8B_2p2c":
         report("queue_8B_2p2c", max(run_queue(2, 2, 200000, 8) for _ in range(2)), "msgs/s")
     if only in "queue_1MiB":
-        report("queue_1MiB", max(run_queue(1, 1, 500, 1 << 20, 8) for _ in range(2)) * (1 << 20) / 1e9,
+        report("queue_1MiB", max(run_queue(1, 1, 500, 1 << 20) for _ in range(2)) * (1 << 20) / 1e9,
                "GB/s")
     if only in "queue_latency_sleeping":
         report("queue_latency_sleeping", latency(True, 200), "us")

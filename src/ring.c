@@ -52,6 +52,10 @@
  * big messages stop (so a stream of large messages does not grow and shrink each time). */
 #define SHRINK_ALWAYS ((size_t)64 << 20)
 #define COMMIT_STEP ((size_t)1 << 20)
+/* An unbounded ring holding this much waits up to PATIENT_SPINS pauses (~130 us) for readers
+ * to free room before it grows again. */
+#define PATIENT_BYTES ((size_t)4 << 20)
+#define PATIENT_SPINS 4096u
 /* Spin budgets, in pause instructions (~30 ns each here): from ~4 us to ~130 us, about the
  * cost of a futex sleep and wake-up on a VM. */
 #define SPIN_MIN 128u
@@ -487,6 +491,18 @@ static int make_room(mproc__ring *r, uint64_t w, size_t rec, uint64_t *rpos_seen
   h->p_rpos_seen = atomic_load_explicit(&h->rpos, memory_order_acquire);
   if (fits(w, h->p_rpos_seen, cap, rec))
     return 0;
+  /* A big backlog: before growing further, give readers a moment to free room. Growing
+   * without end when producers outrun consumers by a little trades a warm area for fresh
+   * pages (faults, zeroing, cache misses) at every doubling. A bounded pause, not a wait:
+   * with no reader making progress the ring grows as before. */
+  if ((size_t)(w - h->p_rpos_seen) >= PATIENT_BYTES) {
+    for (unsigned i = 0; i < PATIENT_SPINS; i++) {
+      mproc__cpu_relax();
+      h->p_rpos_seen = atomic_load_explicit(&h->rpos, memory_order_acquire);
+      if (fits(w, h->p_rpos_seen, cap, rec))
+        return 0;
+    }
+  }
   *rpos_seen = h->p_rpos_seen;
   return grow(r, w, rec);
 }
@@ -611,7 +627,6 @@ void mproc__ring_read_end(mproc__ring *r, mproc__ring_msg *m, bool consume_it) {
     consume(r);
   } else {
     unlock_side(r, false);
-
   }
   m->data = NULL;
   m->len = 0;
@@ -666,6 +681,8 @@ size_t mproc__ring_count(mproc__ring *r) {
 }
 
 size_t mproc__ring_max_items(mproc__ring *r) { return r ? r->h->max_items : 0; }
+
+uint64_t mproc__ring_total_put(mproc__ring *r) { return r ? atomic_load(&r->h->items_put) : 0; }
 
 size_t mproc__ring_capacity(mproc__ring *r) { return r ? atomic_load(&r->h->cap) : 0; }
 

@@ -68,6 +68,9 @@ bool mproc__ring_closed(mproc__ring *r);
 /* Messages held now (exact when nothing is in flight). */
 size_t mproc__ring_count(mproc__ring *r);
 size_t mproc__ring_max_items(mproc__ring *r);
+/* Messages ever put (published) into the ring: counted under the producers' lock together
+ * with the message itself, so a put killed midway never counts. */
+uint64_t mproc__ring_total_put(mproc__ring *r);
 
 /* Waits until the ring holds a message or is closed, without taking it: 0, -ETIMEDOUT.
  * (For callers that wait on a ring and must do other work before reading.) */

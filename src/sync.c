@@ -8,9 +8,9 @@
  *
  * Lock/RLock are the kernel's robust futexes (glibc's robust process-shared mutex), so a
  * holder's death hands the lock to the next acquirer at once with MPROC_EOWNERDEAD. The
- * others are futex words with waiter counts (an uncontended post or set is one atomic op, no
- * syscall), a short spin before sleeping, and absolute deadlines so EINTR never stretches a
- * wait.
+ * others are futex words with waiter counts (an uncontended post or set is one atomic op,
+ * no syscall), an adaptive spin before sleeping, and absolute deadlines so EINTR never
+ * stretches a wait.
  *
  * Condition and Barrier queue their sleepers in a table of waiter slots (struct wslot). Each
  * waiter holds its slot's robust mutex while it waits, so a waiter that dies is seen by the
@@ -33,16 +33,15 @@
 #define BARRIER_MAGIC 0x42415252u /* "BARR" */
 
 /* Adaptive spinning before a futex sleep (a pause is ~30 ns here). A hand-off between two
- * running processes takes about a microsecond, while a futex sleep and wake costs several
- * to tens of microseconds on a VM; but when the peer is not running (a busy machine)
- * spinning only burns the time slice. So each object keeps a spin budget in shared memory:
- * a spin that ends with the awaited thing raises it to twice what was needed; a spin that
- * ended in a sleep doubles it when the sleep was short (a bit more spinning would have
- * caught it: this is how two processes fall back into spinning hand-offs) and halves it
- * when the sleep was long. Below SPIN_MIN, one spin in 16 probes at full length. A zeroed
- * budget starts with a probe. */
+ * running processes takes well under a microsecond, while a futex sleep and wake costs
+ * several to tens of microseconds on a VM; but when the peer is not running (a busy
+ * machine) spinning only burns time, even the peer's. So each object keeps a spin budget in
+ * shared memory: a spin that ends with the awaited thing raises it to twice what was
+ * needed; a spin that ended in a sleep doubles it when the sleep was shorter than the spin
+ * (spinning twice as long would have caught it) and halves it otherwise. Below SPIN_MIN,
+ * one spin in 16 probes at full length, which is how two processes that fell into sleeping
+ * hand-offs get back to spinning ones. A zeroed budget starts with a probe. */
 enum { SPIN_MIN = 16, SPIN_MAX = 300, SPIN_PROBE_EVERY = 16 };
-#define SHORT_SLEEP_NS 20000
 
 static int spin_rounds(mproc__spin *sp) {
   uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
@@ -62,10 +61,13 @@ static void spin_won(mproc__spin *sp, int used) {
     spin_set(sp, want);
 }
 
-/* The spin failed and the caller slept for slept_ns before getting what it waited for. */
-static void spin_slept(mproc__spin *sp, int64_t slept_ns) {
+/* The spin (begun at spin_start) failed, sleeping began at sleep_start and just ended
+ * with the awaited thing. */
+static void spin_slept(mproc__spin *sp, int64_t spin_start, int64_t sleep_start) {
+  int64_t now = mproc__now_ns();
   uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
-  spin_set(sp, slept_ns < SHORT_SLEEP_NS ? (b < SPIN_MIN ? 2 * SPIN_MIN : 2 * b) : b / 2);
+  bool nearly = now - sleep_start < sleep_start - spin_start;
+  spin_set(sp, nearly ? (b < SPIN_MIN ? 2 * SPIN_MIN : 2 * b) : b / 2);
 }
 
 #define LOAD(p) atomic_load_explicit((p), memory_order_acquire)
@@ -112,6 +114,7 @@ static int lock_take(mproc_lock *l, double timeout) {
   if (timeout == 0)
     return MPROC_EAGAIN;
   /* A plain lock held by this very thread is only released by it: spinning cannot help. */
+  int64_t t0 = mproc__now_ns();
   if (!mproc__mutex_held(&l->m)) {
     int n = spin_rounds(&l->spin);
     for (int i = 0; i < n; i++) {
@@ -122,10 +125,10 @@ static int lock_take(mproc_lock *l, double timeout) {
       }
     }
   }
-  int64_t t0 = mproc__now_ns();
+  int64_t t1 = mproc__now_ns();
   rc = mproc__mutex_lock(&l->m, mproc__deadline(timeout));
   if (rc == 0 || rc == MPROC_EOWNERDEAD)
-    spin_slept(&l->spin, mproc__now_ns() - t0);
+    spin_slept(&l->spin, t0, t1);
   return rc == -ETIMEDOUT ? MPROC_ETIMEDOUT : rc;
 }
 
@@ -163,7 +166,9 @@ void mproc_lock_free(mproc_lock *l) {
 
 struct mproc_sem {
   _Atomic uint32_t value;   /* the futex word */
-  _Atomic uint32_t waiters; /* sleepers (or about to be): a post with none is one CAS */
+  /* Sleepers (or about to be): a post with none is one CAS. A sleeper killed stays
+   * counted, which only costs later posts a needless wake call. */
+  _Atomic uint32_t waiters;
   uint32_t magic;
   uint32_t initial;
   bool bounded;
@@ -227,6 +232,7 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
     return 0;
   if (timeout == 0)
     return MPROC_EAGAIN;
+  int64_t t0 = mproc__now_ns();
   int n = spin_rounds(&s->spin);
   for (int i = 0; i < n; i++) {
     mproc__cpu_relax();
@@ -235,10 +241,10 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
       return 0;
     }
   }
-  int64_t t0 = mproc__now_ns();
+  int64_t t1 = mproc__now_ns();
   int rc = sem_sleep(s, mproc__deadline(timeout));
   if (rc == 0)
-    spin_slept(&s->spin, mproc__now_ns() - t0);
+    spin_slept(&s->spin, t0, t1);
   return rc;
 }
 
@@ -348,6 +354,7 @@ int mproc_event_wait(mproc_event *e, double timeout) {
   if (timeout == 0)
     return MPROC_ETIMEDOUT;
   /* Any change from a clear word means a set happened. */
+  int64_t t0 = mproc__now_ns();
   int n = spin_rounds(&e->spin);
   for (int i = 0; i < n; i++) {
     mproc__cpu_relax();
@@ -356,10 +363,10 @@ int mproc_event_wait(mproc_event *e, double timeout) {
       return 0;
     }
   }
-  int64_t t0 = mproc__now_ns();
+  int64_t t1 = mproc__now_ns();
   int rc = event_sleep(e, seen, mproc__deadline(timeout));
   if (rc == 0)
-    spin_slept(&e->spin, mproc__now_ns() - t0);
+    spin_slept(&e->spin, t0, t1);
   return rc;
 }
 
@@ -476,6 +483,7 @@ static wslot *wl_oldest(waitlist *wl) {
  * is up and the caller must cancel). */
 static uint32_t slot_wait(waitlist *wl, wslot *s, int64_t deadline) {
   uint32_t st;
+  int64_t t0 = mproc__now_ns();
   if (deadline != 0) {
     int n = spin_rounds(&wl->spin);
     for (int i = 0; i < n; i++) {
@@ -489,11 +497,11 @@ static uint32_t slot_wait(waitlist *wl, wslot *s, int64_t deadline) {
   uint32_t expect = W_WAITING;
   if (!atomic_compare_exchange_strong(&s->state, &expect, W_SLEEPING))
     return expect; /* granted meanwhile */
-  int64_t t0 = mproc__now_ns();
+  int64_t t1 = mproc__now_ns();
   for (;;) {
     int rc = mproc__futex_wait(&s->state, W_SLEEPING, deadline);
     if ((st = LOAD(&s->state)) != W_SLEEPING) {
-      spin_slept(&wl->spin, mproc__now_ns() - t0);
+      spin_slept(&wl->spin, t0, t1);
       return st;
     }
     if (rc < 0 && rc != -EINTR)
