@@ -172,11 +172,14 @@ int mproc_wait(mproc_waitable *items, size_t n, double timeout);
 /* ------------------------------------------------------------------------------------------ */
 
 /* A queue lives in one shared mapping made by mproc_queue_new: a ring of messages whose data
- * area is a large MAP_NORESERVE reservation (about the machine's memory), committed as the
- * queue grows and given back when it drains. So a message of any size goes through whole,
- * a put returns once the message is in shared memory, only maxsize (in items) makes a put
- * wait, and MPROC_ENOMEM comes only when memory runs out. A process SIGKILLed inside put or
- * get costs at most that one message; everyone else goes on. Safe from several threads. */
+ * area is a large MAP_NORESERVE reservation (about the machine's memory, at most 64 GiB of
+ * address space), committed as the queue grows and given back when it drains. So a message
+ * of any size goes through whole, in one piece; a put returns once the message is in shared
+ * memory (no reader needed for the putter to exit); only maxsize (in items) makes a put wait
+ * (an unbounded queue holding megabytes may pause a put ~0.1 ms for readers to free room
+ * before it grows again); MPROC_ENOMEM comes only when memory runs out. A process SIGKILLed
+ * inside put or get costs at most that one message; everyone else goes on. Safe from several
+ * threads. */
 typedef struct mproc_queue mproc_queue;
 typedef struct mproc_queue_opts {
   size_t maxsize; /* most items held at once; 0: unbounded */

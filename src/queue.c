@@ -7,10 +7,11 @@
  * message into shared memory and returns, whatever its size and whether or not anyone reads
  * (no cpython#73983 trap), and only maxsize (in items) ever makes a put wait.
  *
- * JoinableQueue: a put counts the item as unfinished before it is published (so a fast
- * getter's task_done cannot come first) and uncounts it if the put fails. A producer killed
- * between the two leaves a count that join waits for in vain (join's timeout bounds that),
- * as in Python.
+ * JoinableQueue: the items put are the ring's own count of published messages (made under
+ * the producers' lock with the message, so a put killed midway never counts and a failed put
+ * never counts); the queue only counts task_done calls. join waits until the two are equal;
+ * a task_done that would pass the items put is MPROC_ESTATE. A getter killed before its
+ * task_done leaves join waiting (its timeout bounds that), as in Python.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -19,8 +20,8 @@
 #include <stdlib.h>
 
 typedef struct queue_shared {
-  _Atomic int64_t unfinished; /* items put and not yet task_done */
-  _Atomic uint32_t seq;       /* bumped when unfinished reaches 0: joiners sleep on it */
+  _Atomic uint64_t done;  /* task_done calls */
+  _Atomic uint32_t seq;   /* bumped when done catches up with the items put: joiners sleep on it */
   _Atomic uint32_t joiners;
 } queue_shared;
 
@@ -62,23 +63,10 @@ void mproc_queue_free(mproc_queue *q) {
   free(q);
 }
 
-static void unfinished_sub(queue_shared *s) {
-  if (atomic_fetch_sub(&s->unfinished, 1) == 1) {
-    atomic_fetch_add(&s->seq, 1);
-    if (atomic_load(&s->joiners))
-      mproc__futex_wake(&s->seq, INT32_MAX);
-  }
-}
-
 int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, double timeout) {
   if (!q || (len && !buf))
     return MPROC_EINVAL;
-  if (q->joinable)
-    atomic_fetch_add(&q->s->unfinished, 1);
-  int rc = mproc__ring_put(q->ring, buf, len, mproc__deadline(timeout));
-  if (rc && q->joinable)
-    unfinished_sub(q->s);
-  return mproc__take_rc(rc, timeout);
+  return mproc__take_rc(mproc__ring_put(q->ring, buf, len, mproc__deadline(timeout)), timeout);
 }
 
 int mproc_queue_get(mproc_queue *q, void **buf, size_t *len, double timeout) {
@@ -111,17 +99,26 @@ int mproc_queue_close(mproc_queue *q) {
 int mproc_queue_task_done(mproc_queue *q) {
   if (!q || !q->joinable)
     return MPROC_EINVAL;
-  int64_t v = atomic_load(&q->s->unfinished);
+  queue_shared *s = q->s;
+  uint64_t d = atomic_load(&s->done);
   do {
-    if (v <= 0)
+    if (d >= mproc__ring_total_put(q->ring))
       return MPROC_ESTATE;
-  } while (!atomic_compare_exchange_weak(&q->s->unfinished, &v, v - 1));
-  if (v == 1) {
-    atomic_fetch_add(&q->s->seq, 1);
-    if (atomic_load(&q->s->joiners))
-      mproc__futex_wake(&q->s->seq, INT32_MAX);
+  } while (!atomic_compare_exchange_weak(&s->done, &d, d + 1));
+  /* seq_cst: a joiner that counted itself in before looking at done is seen here. */
+  if (d + 1 == mproc__ring_total_put(q->ring)) {
+    atomic_fetch_add(&s->seq, 1);
+    if (atomic_load(&s->joiners))
+      mproc__futex_wake(&s->seq, INT32_MAX);
   }
   return 0;
+}
+
+/* done first: it never passes the items put, so reading it first never says "all done" while
+ * an item put before the call is unfinished. */
+static bool all_done(mproc_queue *q) {
+  uint64_t done = atomic_load(&q->s->done);
+  return done >= mproc__ring_total_put(q->ring);
 }
 
 int mproc_queue_join(mproc_queue *q, double timeout) {
@@ -130,17 +127,17 @@ int mproc_queue_join(mproc_queue *q, double timeout) {
   queue_shared *s = q->s;
   int64_t deadline = mproc__deadline(timeout);
   for (;;) {
-    if (atomic_load(&s->unfinished) <= 0)
+    if (all_done(q))
       return 0;
-    /* Count ourselves, then look again: task_done bumps seq after its decrement and wakes
+    /* Count ourselves, then look again: task_done bumps seq after its increment and wakes
      * only when it sees a joiner (both seq_cst, so one of us sees the other). */
     atomic_fetch_add(&s->joiners, 1);
     uint32_t seq = atomic_load(&s->seq);
     int rc = 0;
-    if (atomic_load(&s->unfinished) > 0)
+    if (!all_done(q))
       rc = mproc__futex_wait(&s->seq, seq, deadline);
     atomic_fetch_sub(&s->joiners, 1);
-    if (atomic_load(&s->unfinished) <= 0)
+    if (all_done(q))
       return 0;
     if (rc == -ETIMEDOUT)
       return MPROC_ETIMEDOUT;

@@ -54,7 +54,10 @@ int mproc__ring_get(mproc__ring *r, void **buf, size_t *len, int64_t deadline);
 
 /* Zero-copy read: on 0, m->data/m->len point at the oldest message inside the ring, and the
  * caller holds the read side until mproc__ring_read_end (keep it short: other readers wait).
- * consume=false leaves the message for the next reader. Same errors as mproc__ring_get. */
+ * consume=false leaves the message for the next reader. Same errors as mproc__ring_get.
+ * Between the two, do not put into the same ring from the same thread: a put that must grow
+ * the data area takes the read side too (lock order: producers' lock, then readers'). A
+ * reader killed in between leaves the message to the next reader. */
 typedef struct mproc__ring_msg {
   const void *data;
   size_t len;
@@ -68,6 +71,9 @@ bool mproc__ring_closed(mproc__ring *r);
 /* Messages held now (exact when nothing is in flight). */
 size_t mproc__ring_count(mproc__ring *r);
 size_t mproc__ring_max_items(mproc__ring *r);
+/* Messages ever put (published) into the ring: counted under the producers' lock together
+ * with the message itself, so a put killed midway never counts. */
+uint64_t mproc__ring_total_put(mproc__ring *r);
 
 /* Waits until the ring holds a message or is closed, without taking it: 0, -ETIMEDOUT.
  * (For callers that wait on a ring and must do other work before reading.) */

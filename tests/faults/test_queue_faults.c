@@ -208,3 +208,43 @@ Test(queue_faults, consumers_killed_mid_get) {
   mproc_queue_free(q);
   th_end(s);
 }
+
+/* JoinableQueue: a producer killed mid-put never leaves join waiting for an item that was not
+ * put (the count of items put is the ring's own, made with the message). */
+Test(queue_faults, join_after_producers_killed) {
+  th_scope s = th_begin();
+  srand(4242);
+  mproc_queue *q = NULL;
+  mproc_queue_opts o = {.maxsize = 16, .joinable = true};
+  cr_assert_eq(mproc_queue_new(&q, &o), 0);
+  for (int round = 0; round < 20; round++) {
+    pid_t pid = fork();
+    if (pid == 0)
+      producer(q, 0);
+    int64_t until = mproc__now_ns() + 1000000 + rand() % 4000000;
+    bool killed = false;
+    for (;;) {
+      if (!killed && mproc__now_ns() >= until) {
+        kill(pid, SIGKILL);
+        reap(pid);
+        killed = true;
+      }
+      void *b;
+      size_t n;
+      int rc = mproc_queue_get(q, &b, &n, killed ? 0 : 0.02);
+      if (rc == MPROC_EAGAIN && killed)
+        break;
+      if (rc == MPROC_ETIMEDOUT)
+        continue;
+      cr_assert_eq(rc, 0);
+      unsigned p, i;
+      cr_assert(fcheck(b, n, &p, &i));
+      free(b);
+      cr_assert_eq(mproc_queue_task_done(q), 0);
+    }
+    cr_assert_eq(mproc_queue_join(q, 10.0), 0, "join waits for an item never put");
+    cr_assert_eq(mproc_queue_task_done(q), MPROC_ESTATE);
+  }
+  mproc_queue_free(q);
+  th_end(s);
+}
