@@ -252,3 +252,29 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset
     }
   }
 }
+
+/* ---- results of one's own (imap chunks, pool_imap.c) ---- */
+
+mproc_result *mproc__result_new(void) { return calloc(1, sizeof(mproc_result)); }
+
+void mproc__result_reset(mproc_result *r) {
+  r->len = 0;
+  r->has_msg = false;
+  r->msg_len = 0;
+}
+
+void mproc__result_view(const mproc_result *r, const void **data, size_t *len,
+                        const char **msg, size_t *msg_len) {
+  *data = r->buf ? r->buf : "";
+  *len = r->len;
+  *msg = r->has_msg && r->msg ? r->msg : NULL;
+  *msg_len = *msg ? r->msg_len : 0;
+}
+
+void mproc__result_free(mproc_result *r) {
+  if (!r)
+    return;
+  free(r->buf);
+  free(r->msg);
+  free(r);
+}
