@@ -461,6 +461,7 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   c->sh_len = mproc__page_round(sizeof *c->sh + (size_t)c->nworkers * sizeof(mproc__pool_slot));
   if (!(c->sh = mproc__shared_map(c->sh_len)))
     return -errno;
+  atomic_store(&c->sh->sup_deadline, MPROC__NEVER);
   /* Small to start with (a pool starts fast); the rings grow for big tasks and results. */
   mproc__ring_opts ro = {.initial_bytes = RING_INITIAL_BYTES};
   int rc = mproc__ring_new(&c->tasks, &ro);
