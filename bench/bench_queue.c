@@ -170,7 +170,7 @@ static double q8_1p1c(void) { return run_queue(1, 1, 4000000, 8, QMAX); }
 static double q8_2p2c(void) { return run_queue(2, 2, 4000000, 8, QMAX); }
 static double q1m(void) { return run_queue(1, 1, 3000, 1 << 20, Q1MAX); }
 static double raw8(void) { return run_raw(20000000, 8, 4096); }
-static double raw1m(void) { return run_raw(3000, 1 << 20, 4); }
+static double raw1m(void) { return run_raw(3000, 1 << 20, 8); }
 
 int main(int argc, char **argv) {
   const char *only = argc > 1 ? argv[1] : "";

@@ -122,8 +122,11 @@ static pid_t self_pid(void) {
 
 /* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
 
+/* Ids are handed out in sequence: four consecutive ids share a home group (one cache line),
+ * and groups are spread by a multiplicative hash so that probe runs stay short. */
 static size_t home(const mproc_pool *p, uint64_t id) {
-  return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & (p->tab_cap - 1);
+  uint64_t group = ((id >> 2) * 0x9E3779B97F4A7C15ull) >> 17;
+  return (size_t)((group << 2) | (id & 3)) & (p->tab_cap - 1);
 }
 
 static size_t tab_find(const mproc_pool *p, uint64_t id) {
@@ -569,6 +572,7 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   c->sh_len = mproc__page_round(sizeof *c->sh + (size_t)c->nworkers * sizeof(mproc__pool_slot));
   if (!(c->sh = mproc__shared_map(c->sh_len)))
     return -errno;
+  atomic_store(&c->sh->sup_deadline, MPROC__NEVER);
   /* Small to start with (a pool starts fast); the rings grow for big tasks and results. */
   mproc__ring_opts ro = {.initial_bytes = RING_INITIAL_BYTES};
   int rc = mproc__ring_new(&c->tasks, &ro);

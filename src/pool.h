@@ -85,6 +85,9 @@ typedef struct mproc__pool_shared {
   _Atomic uint32_t ready; /* first workers whose initializer succeeded */
   _Atomic uint32_t flags; /* MPROC__FLAG_* */
   _Atomic uint32_t notify_armed; /* the caller sleeps on (or watches) notify_fd */
+  /* The supervisor's next wake-up for a task_timeout: a worker starting a task pokes it
+   * only when that task's deadline comes sooner (with many tasks, rarely). */
+  _Atomic int64_t sup_deadline;
   char boot_msg[256];
   mproc__pool_slot slots[];
 } mproc__pool_shared;

@@ -235,8 +235,13 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset
     uint32_t kind = take(ctx, slot, &h, &in, &in_cap, &len);
     if (kind == 0)
       continue;
-    if (ctx->timeout_ns > 0)
-      mproc__eventfd_signal(ctx->ctl_fd); /* the supervisor recomputes its deadline */
+    if (ctx->timeout_ns > 0) {
+      /* Recorded the task, then look at the supervisor's deadline (it stores its deadline,
+       * then looks at the slots): one of us sees the other. */
+      atomic_thread_fence(memory_order_seq_cst);
+      if (atomic_load(&slot->start_ns) + ctx->timeout_ns < atomic_load(&ctx->sh->sup_deadline))
+        mproc__eventfd_signal(ctx->ctl_fd);
+    }
     res.len = 0;
     res.has_msg = false;
     if (kind == MPROC__TASK_APPLY)

@@ -261,6 +261,14 @@ static int lock_side(mproc__ring *r, bool producer, int64_t deadline) {
   return 0;
 }
 
+/* Locks are held only for bounded work (a copy, a growth), never while waiting on the ring's
+ * state; so a try-once call (a past deadline: timeout 0) still waits for the lock, and gets
+ * the real answer (a put into an unbounded ring succeeds; a get on a closed, drained ring says
+ * MPROC_ECLOSED) instead of a spurious "busy". A future deadline bounds the lock wait too. */
+static inline int64_t lock_deadline(int64_t deadline) {
+  return deadline != MPROC__NEVER && deadline <= 0 ? MPROC__NEVER : deadline;
+}
+
 static void unlock_side(mproc__ring *r, bool producer) {
   mproc__mutex_unlock(producer ? &r->h->plock : &r->h->clock);
 }
@@ -523,7 +531,7 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
     return MPROC_ENOMEM;
   size_t rec = rec_size(len);
   for (;;) {
-    int rc = lock_side(r, true, deadline);
+    int rc = lock_side(r, true, lock_deadline(deadline));
     if (rc)
       return rc;
     if (atomic_load_explicit(&h->closed, memory_order_relaxed)) {
@@ -609,7 +617,7 @@ int mproc__ring_read_begin(mproc__ring *r, mproc__ring_msg *m, int64_t deadline)
     int rc = mproc__ring_wait_readable(r, deadline);
     if (rc)
       return rc;
-    if ((rc = lock_side(r, false, deadline)) != 0)
+    if ((rc = lock_side(r, false, lock_deadline(deadline))) != 0)
       return rc;
     if (peek(r, m) == 0)
       return 0;

@@ -54,7 +54,10 @@ int mproc__ring_get(mproc__ring *r, void **buf, size_t *len, int64_t deadline);
 
 /* Zero-copy read: on 0, m->data/m->len point at the oldest message inside the ring, and the
  * caller holds the read side until mproc__ring_read_end (keep it short: other readers wait).
- * consume=false leaves the message for the next reader. Same errors as mproc__ring_get. */
+ * consume=false leaves the message for the next reader. Same errors as mproc__ring_get.
+ * Between the two, do not put into the same ring from the same thread: a put that must grow
+ * the data area takes the read side too (lock order: producers' lock, then readers'). A
+ * reader killed in between leaves the message to the next reader. */
 typedef struct mproc__ring_msg {
   const void *data;
   size_t len;

@@ -3,7 +3,9 @@
 #include "helpers.h"
 #include "internal.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -328,5 +330,57 @@ Test(queue, bad_input) {
   cr_assert_eq(mproc_queue_join(NULL, 0), MPROC_EINVAL);
   cr_assert_eq(mproc_queue_put(q, "x", SIZE_MAX, 0), MPROC_ENOMEM);
   mproc_queue_free(NULL);
+  mproc_queue_free(q);
+}
+
+/* Several threads of one process share a queue handle (locks are per thread). */
+struct thr_arg {
+  mproc_queue *q;
+  unsigned p;
+  _Atomic long *sum;
+};
+static void *thr_put(void *v) {
+  struct thr_arg *a = v;
+  for (unsigned i = 0; i < 5000; i++) {
+    unsigned x = a->p * 100000 + i;
+    if (mproc_queue_put(a->q, &x, sizeof x, MPROC_FOREVER) != 0)
+      return (void *)1;
+  }
+  return NULL;
+}
+static void *thr_get(void *v) {
+  struct thr_arg *a = v;
+  void *b;
+  size_t n;
+  while (mproc_queue_get(a->q, &b, &n, MPROC_FOREVER) == 0) {
+    unsigned x;
+    memcpy(&x, b, sizeof x);
+    atomic_fetch_add(a->sum, (long)x);
+    free(b);
+  }
+  return NULL;
+}
+Test(queue, threads_share_a_handle) {
+  mproc_queue *q = qmake(8, false);
+  _Atomic long sum = 0;
+  pthread_t put[2], get[2];
+  struct thr_arg a[2] = {{q, 0, &sum}, {q, 1, &sum}};
+  for (int k = 0; k < 2; k++) {
+    cr_assert_eq(pthread_create(&put[k], NULL, thr_put, &a[k]), 0);
+    cr_assert_eq(pthread_create(&get[k], NULL, thr_get, &a[k]), 0);
+  }
+  for (int k = 0; k < 2; k++) {
+    void *rv;
+    pthread_join(put[k], &rv);
+    cr_assert_null(rv);
+  }
+  cr_assert_eq(mproc_queue_close(q), 0);
+  for (int k = 0; k < 2; k++)
+    pthread_join(get[k], NULL);
+  long want = 0;
+  for (long p = 0; p < 2; p++)
+    for (long i = 0; i < 5000; i++)
+      want += p * 100000 + i;
+  cr_assert_eq(atomic_load(&sum), want);
   mproc_queue_free(q);
 }
