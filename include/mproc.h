@@ -469,8 +469,8 @@ void mproc_imap_free(mproc_imap *it);
 /* Callbacks. They run in the caller's process, never on a hidden thread and never under a
  * lock of mproc's: in whichever of the pool owner's threads is inside one of these calls on
  * the pool when the event has been collected (or later in that call): mproc_async_get /
- * _wait / _ready / _successful, mproc_pool_apply / _map / _map_ex, mproc_imap_next,
- * mproc_pool_poll, and (the error callbacks of unfinished tasks, MPROC_ECANCELLED)
+ * _wait / _ready on a result not ready yet, mproc_pool_apply / _map / _map_ex,
+ * mproc_imap_next, mproc_pool_poll, and (the error callbacks of unfinished tasks, MPROC_ECANCELLED)
  * mproc_pool_join / _terminate / _free. Each runs once, in the order events were collected;
  * a callback may call mproc functions, but must not free its own r. */
 typedef void (*mproc_async_fn)(mproc_async *r, void *ctx);

@@ -328,7 +328,8 @@ static void cancel_all(mproc_pool *p) {
     }
     finish(p, a, a->rc);
   }
-  memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
+  if (p->tab)
+    memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
   p->tab_len = 0;
 }
 
@@ -470,12 +471,10 @@ static void after_wait(mproc_pool *p) {
 }
 
 static int await(mproc_async *a, int64_t deadline) {
-  mproc_pool *p = a->pool;
-  if (atomic_load_explicit(&a->ready, memory_order_acquire)) {
-    if (p && p->owner == self_pid())
-      after_wait(p);
+  /* A ready result's pool may be gone already: nothing of it is touched then. */
+  if (atomic_load_explicit(&a->ready, memory_order_acquire))
     return 0;
-  }
+  mproc_pool *p = a->pool;
   pthread_mutex_lock(&p->mu);
   int rc = await_locked(p, a, deadline);
   pthread_mutex_unlock(&p->mu);
