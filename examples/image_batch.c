@@ -2,9 +2,10 @@
  * image_batch: blur every PNG in a folder (Gaussian, radius 2) into an output folder, one
  * image per task, on a Pool, with a live progress bar.
  *
- * Each image is one apply_async task ("in-path\0out-path\0" in, a checksum out); results are
- * collected as they complete. A task that fails — an unreadable PNG, or a worker that
- * crashes — fails alone, reported by file name, and every other image completes.
+ * Each image is one task of an imap_unordered iteration ("in-path\0out-path\0" in, a
+ * checksum out): results come back as they complete, and imap's progress callback draws the
+ * bar. A task that fails — an unreadable PNG, or a worker that crashes — fails alone at its
+ * position, reported by file name, and every other image completes.
  *
  * A file named poison*.png makes its task call abort() ON PURPOSE: it stands for a decoder
  * bug on a bad input. Under mproc that kills one worker and fails one task with
@@ -101,8 +102,10 @@ static int blur_file(const char *in, const char *out, struct outcome *o, char *e
 
 /* The pool task: arg is "in\0out\0". */
 static int blur_task(const void *arg, size_t len, mproc_result *res) {
-  (void)len;
-  const char *in = arg, *out = in + strlen(in) + 1;
+  const char *in = arg, *out = len ? memchr(in, 0, len) : NULL;
+  if (!out || out + 1 >= in + len || in[len - 1])
+    return mproc_result_fail(res, "not \"in-path\\0out-path\\0\" (a path too long?)");
+  out++;
   if (is_poison(in))
     abort(); /* DELIBERATE: the demo's poisoned input crashes its worker (see the top) */
   struct outcome o;
@@ -187,64 +190,78 @@ static const char *code_name(int rc) {
   }
 }
 
-/* One finished task: its outcome, or its failure reported by file name. */
-static int collect(const struct batch *b, size_t i, mproc_async *r, uint64_t *sum) {
-  void *res;
-  int rc = mproc_async_get(r, &res, NULL, 0);
-  if (rc == 0) {
-    *sum ^= ((struct outcome *)res)->checksum;
-    free(res);
-    return 0;
-  }
-  clear_bar(b);
-  printf("  %s: %s: %s\n", b->names[i], code_name(rc), mproc_async_error(r));
-  fflush(stdout);
-  return -1;
+struct bar_ctx {
+  const struct batch *b;
+  double t0;
+};
+
+/* imap's progress callback: it runs in this thread, inside mproc_imap_next. */
+static void on_progress(size_t done, size_t total, void *ctx) {
+  (void)total;
+  const struct bar_ctx *c = ctx;
+  draw_bar(c->b, done, c->t0);
 }
 
-/* Submits every image, then collects results as they complete. Returns the failures. */
+/* Blurs every image on a pool with imap_unordered: results come back as they complete, and
+ * a failed image (its task failed, or its worker crashed) is reported by name while the
+ * others go on. Returns the number that failed. */
 static size_t run_pool(const struct batch *b, uint64_t *sum, double *secs) {
-  mproc_pool *pool;
-  int rc = mproc_pool_new(&pool, NULL);
+  const void **items = calloc(b->n + 1, sizeof *items);
+  size_t *lens = calloc(b->n + 1, sizeof *lens), failed = 0;
+  for (size_t i = 0; items && lens && i < b->n; i++) {
+    char arg[8192], *copy;
+    lens[i] = job_arg(b, i, arg, sizeof arg); /* a path too long: 0 bytes, its task fails */
+    if (!(copy = malloc(lens[i] + 1)))
+      break;
+    items[i] = memcpy(copy, arg, lens[i]);
+  }
+  mproc_pool *pool = NULL;
+  mproc_imap *it = NULL;
+  struct bar_ctx bar = {b, now()};
+  mproc_imap_opts opts = {.unordered = true, .progress = on_progress, .progress_ctx = &bar};
+  int rc = items && lens && (!b->n || items[b->n - 1]) ? 0 : MPROC_ENOMEM;
+  if (rc == 0)
+    rc = mproc_pool_new(&pool, NULL);
+  if (rc == 0)
+    rc = mproc_pool_imap(pool, blur_task, items, lens, b->n, &opts, &it);
   if (rc < 0) {
     fprintf(stderr, "image_batch: %s\n", mproc_strerror(rc));
-    return b->n;
+    failed = b->n;
   }
-  mproc_async **r = calloc(b->n + 1, sizeof *r);
-  size_t failed = 0, done = 0;
-  double t0 = now();
-  for (size_t i = 0; r && i < b->n; i++) {
-    char arg[8192];
-    size_t len = job_arg(b, i, arg, sizeof arg);
-    if ((rc = len ? mproc_pool_apply_async(pool, blur_task, arg, len, &r[i]) : MPROC_EINVAL)) {
-      printf("  %s: not submitted: %s\n", b->names[i], mproc_strerror(rc));
-      failed++, done++;
+  draw_bar(b, 0, bar.t0);
+  for (size_t done = 0; it;) {
+    const void *res;
+    size_t len;
+    struct outcome o;
+    rc = mproc_imap_next(it, &res, &len, MPROC_FOREVER);
+    if (rc == MPROC_EOF || done++ == b->n)
+      break; /* the end; or an error past the last item, which no image owns */
+    if (rc == 0 && len == sizeof o) {
+      memcpy(&o, res, sizeof o); /* result bytes carry no alignment promise */
+      *sum ^= o.checksum;
+      continue;
     }
+    clear_bar(b); /* the failed image, by name; then the bar again */
+    const char *why = rc ? mproc_imap_error(it) : "a result of the wrong size";
+    printf("  %s: %s: %s\n", b->names[mproc_imap_index(it)], rc ? code_name(rc) : "error",
+           why ? why : "");
+    if (b->progress == TTY_BAR)
+      draw_bar(b, done, bar.t0);
+    failed++;
   }
-  draw_bar(b, done, t0);
-  /* No imap_unordered yet: wait a moment on the oldest pending task, then take every
-   * result that is ready, in whatever order they finished. */
-  for (size_t oldest = 0; r && done < b->n;) {
-    while (oldest < b->n && !r[oldest])
-      oldest++;
-    mproc_async_wait(r[oldest], 0.05);
-    for (size_t i = oldest; i < b->n; i++)
-      if (r[i] && mproc_async_ready(r[i])) {
-        failed += collect(b, i, r[i], sum) < 0;
-        mproc_async_free(r[i]);
-        r[i] = NULL;
-        draw_bar(b, ++done, t0);
-      }
-  }
-  *secs = now() - t0;
+  *secs = now() - bar.t0;
   if (b->progress == TTY_BAR)
     fprintf(stderr, "\n");
-  mproc_pool_close(pool);
-  mproc_pool_join(pool);
-  mproc_pool_free(pool);
-  if (!r)
-    return b->n;
-  free(r);
+  mproc_imap_free(it);
+  if (pool) {
+    mproc_pool_close(pool);
+    mproc_pool_join(pool);
+    mproc_pool_free(pool);
+  }
+  for (size_t i = 0; items && i < b->n; i++)
+    free((void *)items[i]);
+  free(items);
+  free(lens);
   return failed;
 }
 

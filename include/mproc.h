@@ -422,6 +422,49 @@ size_t mproc_async_fail_index(mproc_async *r);
 /* Releases r; an unfinished result is discarded. */
 void mproc_async_free(mproc_async *r);
 
+/* imap / imap_unordered: an iterator over fn(item) for a stream of items, each item and each
+ * result any number of bytes. Items are pulled lazily: at most buffersize of them are held
+ * (submitted, running, or done and not yet returned by next), so memory stays bounded
+ * however long the stream. An iterator is for one thread at a time, in the pool's owner. */
+typedef struct mproc_imap mproc_imap;
+
+/* Pulls the next item: returns 1 with *item / *len set (the bytes need stay valid only until
+ * the next call), 0 at the end, or a negative code to stop with that error. Called in the
+ * caller's thread, inside mproc_pool_imap_gen and mproc_imap_next only. */
+typedef int (*mproc_imap_gen_fn)(void *ctx, const void **item, size_t *len);
+/* Progress: done items (returned by next) of total (0 when unknown: a generator). Runs in
+ * the caller's thread inside mproc_imap_next, once for each item returned. */
+typedef void (*mproc_progress_fn)(size_t done, size_t total, void *ctx);
+
+typedef struct mproc_imap_opts {
+  bool unordered;     /* imap_unordered: results as they come, not in input order */
+  size_t chunksize;   /* items per task; 0: 1, as in Python */
+  size_t buffersize;  /* most items held at once; 0: 1024 (at least 2 chunks per worker) */
+  mproc_progress_fn progress; /* NULL: none */
+  void *progress_ctx;
+} mproc_imap_opts;
+
+/* Iterates over n items (items[i] of lens[i] bytes; the arrays and bytes stay the caller's
+ * and must stay valid until *it is freed). Submits the first buffersize items now. */
+int mproc_pool_imap(mproc_pool *p, mproc_task_fn fn, const void *const *items,
+                    const size_t *lens, size_t n, const mproc_imap_opts *opts,
+                    mproc_imap **it);
+/* Iterates over the items gen(gen_ctx) yields, pulled as room frees up. */
+int mproc_pool_imap_gen(mproc_pool *p, mproc_task_fn fn, mproc_imap_gen_fn gen, void *gen_ctx,
+                        const mproc_imap_opts *opts, mproc_imap **it);
+/* The next result: 0 and *res / *len (owned by it, valid until the next call or free; res
+ * and len may be NULL); the item's own error (MPROC_ETASK, MPROC_ECRASHED when its worker
+ * died, MPROC_EEXPIRED, MPROC_ECANCELLED) at its position, and the iteration goes on;
+ * MPROC_EOF at the end (again on every later call); MPROC_ETIMEDOUT; a generator's error
+ * after the items it yielded before. Blocks up to timeout, collecting results. */
+int mproc_imap_next(mproc_imap *it, const void **res, size_t *len, double timeout);
+/* The input index (0-based) of the item next returned last; SIZE_MAX before the first. */
+size_t mproc_imap_index(const mproc_imap *it);
+/* Why the item next returned last failed (owned by it); NULL if it succeeded. */
+const char *mproc_imap_error(const mproc_imap *it);
+/* Releases it; items not yet returned are cancelled (results discarded). Never blocks. */
+void mproc_imap_free(mproc_imap *it);
+
 #ifdef __cplusplus
 }
 #endif

@@ -63,6 +63,9 @@ struct mproc_async {
    * call anyway), so a big map never holds more than the window in the rings. */
   const map_args *feed;
   size_t sent, window;
+  /* pool_imap.c's hook: runs under p->mu in the collecting thread as a becomes ready. */
+  void (*on_ready)(mproc_async *a, void *arg);
+  void *on_ready_arg;
 };
 
 struct mproc_pool {
@@ -105,8 +108,11 @@ static pid_t self_pid(void) {
 
 /* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
 
+/* Ids are handed out in sequence: four consecutive ids share a home group (one cache line),
+ * and groups are spread by a multiplicative hash so that probe runs stay short. */
 static size_t home(const mproc_pool *p, uint64_t id) {
-  return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & (p->tab_cap - 1);
+  uint64_t group = ((id >> 2) * 0x9E3779B97F4A7C15ull) >> 17;
+  return (size_t)((group << 2) | (id & 3)) & (p->tab_cap - 1);
 }
 
 static size_t tab_find(const mproc_pool *p, uint64_t id) {
@@ -175,6 +181,8 @@ static void tab_delete(mproc_pool *p, uint64_t id) {
 static void finish(mproc_pool *p, mproc_async *a, int rc) {
   a->rc = rc;
   atomic_store_explicit(&a->ready, true, memory_order_release);
+  if (a->on_ready)
+    a->on_ready(a, a->on_ready_arg);
   (void)p;
 }
 
@@ -453,6 +461,7 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   c->sh_len = mproc__page_round(sizeof *c->sh + (size_t)c->nworkers * sizeof(mproc__pool_slot));
   if (!(c->sh = mproc__shared_map(c->sh_len)))
     return -errno;
+  atomic_store(&c->sh->sup_deadline, MPROC__NEVER);
   /* Small to start with (a pool starts fast); the rings grow for big tasks and results. */
   mproc__ring_opts ro = {.initial_bytes = RING_INITIAL_BYTES};
   int rc = mproc__ring_new(&c->tasks, &ro);
@@ -955,4 +964,51 @@ void mproc_async_free(mproc_async *r) {
   if (r->res != r->small_res)
     free(r->res);
   free(r);
+}
+
+/* ---- hooks for pool_imap.c ---- */
+
+int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                             void (*on_ready)(mproc_async *, void *), void *hook_arg,
+                             mproc_async **r) {
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  a->on_ready = on_ready;
+  a->on_ready_arg = hook_arg;
+  int rc = apply_submit(p, fn, arg, len, a);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  *r = a;
+  return 0;
+}
+
+mproc_async *mproc__pool_sentinel_new(mproc_pool *p) {
+  mproc_async *a = calloc(1, sizeof *a);
+  if (a)
+    a->pool = p;
+  return a;
+}
+
+void mproc__pool_sentinel_free(mproc_async *a) {
+  if (a)
+    atomic_store(&a->ready, true); /* never registered: nothing to remove */
+  mproc_async_free(a);
+}
+
+void mproc__pool_sentinel_set(mproc_async *a, bool ready) { atomic_store(&a->ready, ready); }
+
+int mproc__pool_await(mproc_async *a, int64_t deadline) { return await(a, deadline); }
+
+void mproc__pool_lock(mproc_pool *p) { pthread_mutex_lock(&p->mu); }
+void mproc__pool_unlock(mproc_pool *p) { pthread_mutex_unlock(&p->mu); }
+int mproc__pool_nworkers(const mproc_pool *p) { return p->ctx.nworkers; }
+
+int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err) {
+  *res = a->res;
+  *len = a->len;
+  *err = a->err;
+  return a->rc;
 }

@@ -84,6 +84,9 @@ typedef struct mproc__pool_shared {
   _Atomic uint32_t boot;  /* futex: MPROC__BOOT_* */
   _Atomic uint32_t ready; /* first workers whose initializer succeeded */
   _Atomic uint32_t flags; /* MPROC__FLAG_* */
+  /* The supervisor's next wake-up for a task_timeout: a worker starting a task pokes it
+   * only when that task's deadline comes sooner (with many tasks, rarely). */
+  _Atomic int64_t sup_deadline;
   char boot_msg[256];
   mproc__pool_slot slots[];
 } mproc__pool_shared;
@@ -119,5 +122,33 @@ int mproc__pool_post_failure(mproc__ring *results, uint64_t id, int status, uint
 /* For tests: the supervisor's pid, and the live workers' pids (returns how many). */
 pid_t mproc__pool_supervisor_pid(mproc_pool *p);
 int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max);
+
+/* ---- for pool_imap.c (iterators over results) ---- */
+
+/* apply_async whose on_ready(a, arg) runs under the pool's mutex, in whichever caller thread
+ * is collecting, at the moment a becomes ready (also when cancelled). */
+int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                             void (*on_ready)(mproc_async *, void *), void *hook_arg,
+                             mproc_async **r);
+/* An AsyncResult never submitted: waiting on it collects results until someone marks it
+ * ready (mproc__pool_sentinel_set, under the pool's mutex) or the deadline passes. */
+mproc_async *mproc__pool_sentinel_new(mproc_pool *p);
+void mproc__pool_sentinel_free(mproc_async *a);
+void mproc__pool_sentinel_set(mproc_async *a, bool ready);
+/* Collects until a is ready: 0, MPROC_ETIMEDOUT, or an error (the pool lost, -EINTR). */
+int mproc__pool_await(mproc_async *a, int64_t deadline);
+void mproc__pool_lock(mproc_pool *p);
+void mproc__pool_unlock(mproc_pool *p);
+int mproc__pool_nworkers(const mproc_pool *p);
+/* A ready result's code, data and message, not copied (owned by a). */
+int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err);
+
+/* A result of one's own, for running task functions inside a task (imap chunks). */
+mproc_result *mproc__result_new(void);
+/* Empties it for the next call. */
+void mproc__result_reset(mproc_result *r);
+void mproc__result_view(const mproc_result *r, const void **data, size_t *len,
+                        const char **msg, size_t *msg_len);
+void mproc__result_free(mproc_result *r);
 
 #endif /* MPROC_POOL_H */

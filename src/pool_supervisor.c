@@ -288,6 +288,14 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
     } else if (s.live == 0) {
       _exit(0); /* every worker found the closed ring drained */
     }
+    /* Store the deadline, then look at the slots again; a worker records its task, then
+     * looks at the deadline: so either it pokes, or this second look counts its task. */
+    atomic_store(&ctx->sh->sup_deadline, deadline);
+    int64_t again = check_timeouts(&s);
+    if (again < deadline) {
+      deadline = again;
+      atomic_store(&ctx->sh->sup_deadline, deadline);
+    }
     wait_events(&s, deadline);
   }
 }

@@ -232,8 +232,13 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset
     uint32_t kind = take(ctx, slot, &h, &in, &in_cap, &len);
     if (kind == 0)
       continue;
-    if (ctx->timeout_ns > 0)
-      mproc__eventfd_signal(ctx->ctl_fd); /* the supervisor recomputes its deadline */
+    if (ctx->timeout_ns > 0) {
+      /* Recorded the task, then look at the supervisor's deadline (it stores its deadline,
+       * then looks at the slots): one of us sees the other. */
+      atomic_thread_fence(memory_order_seq_cst);
+      if (atomic_load(&slot->start_ns) + ctx->timeout_ns < atomic_load(&ctx->sh->sup_deadline))
+        mproc__eventfd_signal(ctx->ctl_fd);
+    }
     res.len = 0;
     res.has_msg = false;
     if (kind == MPROC__TASK_APPLY)
@@ -246,4 +251,30 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset
       _exit(0);
     }
   }
+}
+
+/* ---- results of one's own (imap chunks, pool_imap.c) ---- */
+
+mproc_result *mproc__result_new(void) { return calloc(1, sizeof(mproc_result)); }
+
+void mproc__result_reset(mproc_result *r) {
+  r->len = 0;
+  r->has_msg = false;
+  r->msg_len = 0;
+}
+
+void mproc__result_view(const mproc_result *r, const void **data, size_t *len,
+                        const char **msg, size_t *msg_len) {
+  *data = r->buf ? r->buf : "";
+  *len = r->len;
+  *msg = r->has_msg && r->msg ? r->msg : NULL;
+  *msg_len = *msg ? r->msg_len : 0;
+}
+
+void mproc__result_free(mproc_result *r) {
+  if (!r)
+    return;
+  free(r->buf);
+  free(r->msg);
+  free(r);
 }

@@ -40,15 +40,18 @@
  * needed; a spin that ended in a sleep doubles it when the sleep was shorter than the spin
  * (spinning twice as long would have caught it) and halves it otherwise. Below SPIN_MIN,
  * one spin in 16 probes at full length, which is how two processes that fell into sleeping
- * hand-offs get back to spinning ones. A zeroed budget starts with a probe. */
-enum { SPIN_MIN = 16, SPIN_MAX = 300, SPIN_PROBE_EVERY = 16 };
+ * hand-offs get back to spinning ones; probes that keep failing are made rarer, down to one
+ * in 256, so a busy machine pays little for them. A zeroed budget starts with a probe. */
+enum { SPIN_MIN = 16, SPIN_MAX = 300, SPIN_PROBE_EVERY = 16, SPIN_PROBE_SHIFT_MAX = 4 };
 
 static int spin_rounds(mproc__spin *sp) {
   uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
   if (b >= SPIN_MIN)
     return (int)b;
   uint32_t t = atomic_fetch_add_explicit(&sp->tries, 1, memory_order_relaxed);
-  return t % SPIN_PROBE_EVERY == 0 ? SPIN_MAX : SPIN_MIN;
+  uint32_t every = SPIN_PROBE_EVERY << atomic_load_explicit(&sp->probe_shift,
+                                                            memory_order_relaxed);
+  return t % every == 0 ? SPIN_MAX : SPIN_MIN;
 }
 
 static void spin_set(mproc__spin *sp, uint32_t b) {
@@ -59,15 +62,20 @@ static void spin_won(mproc__spin *sp, int used) {
   uint32_t want = 2 * (uint32_t)used + SPIN_MIN;
   if (atomic_load_explicit(&sp->budget, memory_order_relaxed) < want)
     spin_set(sp, want);
+  if (atomic_load_explicit(&sp->probe_shift, memory_order_relaxed))
+    atomic_store_explicit(&sp->probe_shift, 0, memory_order_relaxed);
 }
 
-/* The spin (begun at spin_start) failed, sleeping began at sleep_start and just ended
- * with the awaited thing. */
-static void spin_slept(mproc__spin *sp, int64_t spin_start, int64_t sleep_start) {
+/* A spin of `rounds` (begun at spin_start) failed; sleeping began at sleep_start and just
+ * ended with the awaited thing. */
+static void spin_slept(mproc__spin *sp, int rounds, int64_t spin_start, int64_t sleep_start) {
   int64_t now = mproc__now_ns();
   uint32_t b = atomic_load_explicit(&sp->budget, memory_order_relaxed);
   bool nearly = now - sleep_start < sleep_start - spin_start;
   spin_set(sp, nearly ? (b < SPIN_MIN ? 2 * SPIN_MIN : 2 * b) : b / 2);
+  uint32_t shift = atomic_load_explicit(&sp->probe_shift, memory_order_relaxed);
+  if (!nearly && rounds == SPIN_MAX && b < SPIN_MIN && shift < SPIN_PROBE_SHIFT_MAX)
+    atomic_store_explicit(&sp->probe_shift, shift + 1, memory_order_relaxed);
 }
 
 #define LOAD(p) atomic_load_explicit((p), memory_order_acquire)
@@ -115,8 +123,9 @@ static int lock_take(mproc_lock *l, double timeout) {
     return MPROC_EAGAIN;
   /* A plain lock held by this very thread is only released by it: spinning cannot help. */
   int64_t t0 = mproc__now_ns();
+  int n = 0;
   if (!mproc__mutex_held(&l->m)) {
-    int n = spin_rounds(&l->spin);
+    n = spin_rounds(&l->spin);
     for (int i = 0; i < n; i++) {
       mproc__cpu_relax();
       if (!mproc__mutex_locked(&l->m) && (rc = mproc__mutex_trylock(&l->m)) != -EBUSY) {
@@ -128,7 +137,7 @@ static int lock_take(mproc_lock *l, double timeout) {
   int64_t t1 = mproc__now_ns();
   rc = mproc__mutex_lock(&l->m, mproc__deadline(timeout));
   if (rc == 0 || rc == MPROC_EOWNERDEAD)
-    spin_slept(&l->spin, t0, t1);
+    spin_slept(&l->spin, n, t0, t1);
   return rc == -ETIMEDOUT ? MPROC_ETIMEDOUT : rc;
 }
 
@@ -244,7 +253,7 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
   int64_t t1 = mproc__now_ns();
   int rc = sem_sleep(s, mproc__deadline(timeout));
   if (rc == 0)
-    spin_slept(&s->spin, t0, t1);
+    spin_slept(&s->spin, n, t0, t1);
   return rc;
 }
 
@@ -366,7 +375,7 @@ int mproc_event_wait(mproc_event *e, double timeout) {
   int64_t t1 = mproc__now_ns();
   int rc = event_sleep(e, seen, mproc__deadline(timeout));
   if (rc == 0)
-    spin_slept(&e->spin, t0, t1);
+    spin_slept(&e->spin, n, t0, t1);
   return rc;
 }
 
@@ -484,8 +493,9 @@ static wslot *wl_oldest(waitlist *wl) {
 static uint32_t slot_wait(waitlist *wl, wslot *s, int64_t deadline) {
   uint32_t st;
   int64_t t0 = mproc__now_ns();
+  int n = 0;
   if (deadline != 0) {
-    int n = spin_rounds(&wl->spin);
+    n = spin_rounds(&wl->spin);
     for (int i = 0; i < n; i++) {
       if (!slot_waiting(st = LOAD(&s->state))) {
         spin_won(&wl->spin, i);
@@ -501,7 +511,7 @@ static uint32_t slot_wait(waitlist *wl, wslot *s, int64_t deadline) {
   for (;;) {
     int rc = mproc__futex_wait(&s->state, W_SLEEPING, deadline);
     if ((st = LOAD(&s->state)) != W_SLEEPING) {
-      spin_slept(&wl->spin, t0, t1);
+      spin_slept(&wl->spin, n, t0, t1);
       return st;
     }
     if (rc < 0 && rc != -EINTR)

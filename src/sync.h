@@ -11,6 +11,7 @@
 typedef struct mproc__spin {
   _Atomic uint32_t budget;
   _Atomic uint32_t tries;
+  _Atomic uint32_t probe_shift;
 } mproc__spin;
 
 struct mproc_lock {

@@ -181,7 +181,7 @@ static int slow_elem(const void *in, void *out, const void *args) {
 Test(pool_faults, task_timeout) {
   th_scope s = th_begin();
   mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = 2, .task_timeout = 0.2};
+  mproc_pool_opts o = {.processes = 2, .task_timeout = 0.5};
   cr_assert_eq(mproc_pool_new(&p, &o), 0);
   int slow = 30000, quick = 10;
   mproc_async *a = NULL, *b = NULL;
@@ -204,6 +204,18 @@ Test(pool_faults, task_timeout) {
     if (i != 5)
       cr_expect_eq(out[i], i);
   mproc_async_free(m);
+  /* A hang among many short tasks: the supervisor's deadline moves with each of them. */
+  mproc_async *many[31];
+  int shortish = 20;
+  for (int i = 0; i < 31; i++)
+    cr_assert_eq(mproc_pool_apply_async(p, sleeper, i == 15 ? &slow : &shortish, sizeof(int),
+                                        &many[i]),
+                 0);
+  for (int i = 0; i < 31; i++) {
+    cr_expect_eq(mproc_async_get(many[i], NULL, NULL, MPROC_FOREVER), i == 15 ? MPROC_EEXPIRED : 0,
+                 "task %d", i);
+    mproc_async_free(many[i]);
+  }
   cr_expect(full_again(p, 2));
   mproc_pool_free(p);
   th_end(s);
