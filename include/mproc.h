@@ -340,7 +340,13 @@ void mproc_array_free(mproc_array *a);
 /* Pool and AsyncResult                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
-/* A pool of worker processes. Safe from several threads of the caller. */
+/* A pool of worker processes. Safe from several threads of the caller. It belongs to the
+ * process that made it: calls from a forked child return MPROC_ESTATE (free there releases
+ * only the child's copy). A worker that dies (signal, exit) or runs past task_timeout fails
+ * only the task it held (MPROC_ECRASHED / MPROC_EEXPIRED) and is replaced; for map,
+ * task_timeout applies to each element. map input and output that already lie in shared
+ * memory the workers have (e.g. an mproc_array made before the pool) cross by address, with
+ * no copy. */
 typedef struct mproc_pool mproc_pool;
 /* AsyncResult. */
 typedef struct mproc_async mproc_async;
