@@ -122,6 +122,11 @@ int main(int argc, char **argv) {
     perror("file_search: sample");
     return 1;
   }
+  struct stat st;
+  if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "file_search: %s is not a directory\n", dir);
+    return 1;
+  }
   struct list files = {0};
   walk(dir, &files);
   qsort(files.v, files.n, sizeof *files.v, by_name);

@@ -102,7 +102,7 @@ struct ring_hdr {
 
   /* Consumer side. */
   MPROC__ALIGNED mproc__mutex clock;
-  uint64_t c_wpos_seen; /* last wpos the consumers read */
+  a64 c_wpos_seen; /* last wpos the consumers read (relaxed: also a lock-free hint) */
   uint64_t c_pending;   /* read_begin: position after the record being read */
   uint64_t c_last_rec;  /* size of the last record taken (shrink policy) */
   journal cj;
@@ -253,7 +253,7 @@ static int lock_side(mproc__ring *r, bool producer, int64_t deadline) {
     h->p_got_seen = atomic_load(&h->items_got);
   } else {
     repair(&h->cj, &h->rpos, &h->items_got);
-    h->c_wpos_seen = atomic_load(&h->wpos);
+    atomic_store_explicit(&h->c_wpos_seen, atomic_load(&h->wpos), memory_order_relaxed);
   }
   /* The dead process may have been about to wake someone. */
   wake_readers(h);
@@ -578,11 +578,14 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
 static int peek(mproc__ring *r, mproc__ring_msg *m) {
   struct ring_hdr *h = r->h;
   uint64_t rp = atomic_load_explicit(&h->rpos, memory_order_relaxed);
-  if (rp == h->c_wpos_seen) {
-    h->c_wpos_seen = atomic_load_explicit(&h->wpos, memory_order_acquire);
-    if (rp == h->c_wpos_seen)
+  if (rp == atomic_load_explicit(&h->c_wpos_seen, memory_order_relaxed)) {
+    uint64_t w = atomic_load_explicit(&h->wpos, memory_order_acquire);
+    atomic_store_explicit(&h->c_wpos_seen, w, memory_order_relaxed);
+    if (rp == w)
       return 1;
   }
+  /* A cached wpos came from an acquire load by an earlier holder of clock: the records below
+   * it are published, and clock's hand-over orders that load before the reads here. */
   size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
   uint64_t word = *rec_at(r, rp, cap);
   if (word & PAD_BIT) {
@@ -603,7 +606,7 @@ static void consume(mproc__ring *r) {
   uint64_t rp = h->c_pending;
   uint64_t items = atomic_load_explicit(&h->items_got, memory_order_relaxed) + 1;
   publish(&h->cj, &h->rpos, &h->items_got, rp, items);
-  if (rp == h->c_wpos_seen)
+  if (rp == atomic_load_explicit(&h->c_wpos_seen, memory_order_relaxed))
     maybe_shrink(r, rp);
   unlock_side(r, false);
   wake_writers(h);
@@ -614,7 +617,11 @@ int mproc__ring_read_begin(mproc__ring *r, mproc__ring_msg *m, int64_t deadline)
     return MPROC_EINVAL;
   struct ring_hdr *h = r->h;
   for (;;) {
-    int rc = mproc__ring_wait_readable(r, deadline);
+    /* Messages known to be there (from wpos as an earlier reader saw it): go straight to the
+     * lock, without touching wpos's cache line, which the producers are writing. */
+    bool known = atomic_load_explicit(&h->c_wpos_seen, memory_order_relaxed) !=
+                 atomic_load_explicit(&h->rpos, memory_order_relaxed);
+    int rc = known ? 0 : mproc__ring_wait_readable(r, deadline);
     if (rc)
       return rc;
     if ((rc = lock_side(r, false, lock_deadline(deadline))) != 0)
