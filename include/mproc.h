@@ -468,8 +468,49 @@ int mproc_imap_next(mproc_imap *it, const void **res, size_t *len, double timeou
 size_t mproc_imap_index(const mproc_imap *it);
 /* Why the item next returned last failed (owned by it); NULL if it succeeded. */
 const char *mproc_imap_error(const mproc_imap *it);
-/* Releases it; items not yet returned are cancelled (results discarded). Never blocks. */
+/* Releases it; items not yet returned are cancelled (results discarded). Never blocks.
+ * Free iterators before their pool. */
 void mproc_imap_free(mproc_imap *it);
+
+/* Callbacks. They run in the caller's process, never on a hidden thread and never under a
+ * lock of mproc's: in whichever of the pool owner's threads is inside one of these calls on
+ * the pool when the event has been collected (or later in that call): mproc_async_get /
+ * _wait / _ready on a result not ready yet, mproc_pool_apply / _map / _map_ex,
+ * mproc_imap_next, mproc_pool_poll, and (the error callbacks of unfinished tasks, MPROC_ECANCELLED)
+ * mproc_pool_join / _terminate / _free. Each runs once, in the order events were collected;
+ * a callback may call mproc functions, but must not free its own r. */
+typedef void (*mproc_async_fn)(mproc_async *r, void *ctx);
+typedef struct mproc_async_opts {
+  mproc_async_fn callback;       /* r succeeded (r is ready: mproc_async_get works at once) */
+  mproc_async_fn error_callback; /* r failed, cancelled included */
+  mproc_progress_fn progress;    /* map: elements done (their chunk came back) of n */
+  void *ctx;                     /* passed to all three */
+} mproc_async_opts;
+/* As mproc_pool_apply_async / _map_async / _map, with callbacks (cb NULL: none). */
+int mproc_pool_apply_async_ex(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                              const mproc_async_opts *cb, mproc_async **r);
+int mproc_pool_map_async_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
+                            size_t in_size, void *out, size_t out_size,
+                            const mproc_map_opts *opts, const mproc_async_opts *cb,
+                            mproc_async **r);
+int mproc_pool_map_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                      void *out, size_t out_size, const mproc_map_opts *opts,
+                      const mproc_async_opts *cb);
+/* A descriptor (owned by p; never read it) that is readable while results have arrived or
+ * callbacks are due, for poll/epoll/libuv: when it is, call mproc_pool_poll(p, 0). */
+int mproc_pool_fileno(mproc_pool *p);
+/* Collects the results that have arrived, waiting up to timeout for one, and runs the
+ * callbacks due. Returns how many callbacks ran (>= 0), or an error (-EINTR). */
+int mproc_pool_poll(mproc_pool *p, double timeout);
+
+/* Ctrl-C. The pool's processes ignore SIGINT (the terminal sends it to the whole group; it
+ * is the caller's to handle). When a signal handler of the caller runs in a thread blocked
+ * in a pool call (mproc_async_get / _wait, mproc_pool_apply / _map, mproc_imap_next,
+ * mproc_pool_join, mproc_pool_poll), that call returns -EINTR promptly; the pool stays usable
+ * and mproc_pool_free still ends every process. An apply or map so interrupted abandons its
+ * tasks (their results are dropped; a chunk already running may still write a shared out).
+ * A handler that runs in the instant before the call goes to sleep may be seen only at the
+ * next result. */
 
 #ifdef __cplusplus
 }

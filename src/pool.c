@@ -66,7 +66,16 @@ struct mproc_async {
   /* pool_imap.c's hook: runs under p->mu in the collecting thread as a becomes ready. */
   void (*on_ready)(mproc_async *a, void *arg);
   void *on_ready_arg;
+  /* Callbacks (the _ex calls): queued on p->cb_head as events happen, run by run_callbacks
+   * outside p->mu in the caller's thread that is inside an mproc call. */
+  mproc_async_opts cb;
+  size_t done_items; /* map: elements whose chunk came back */
+  unsigned events;   /* EV_* not yet delivered */
+  bool queued;
+  mproc_async *cb_next;
 };
+
+enum { EV_DONE = 1u, EV_PROGRESS = 2u };
 
 struct mproc_pool {
   mproc__pool_ctx ctx;
@@ -84,6 +93,11 @@ struct mproc_pool {
   uint64_t next_id;
   entry *tab;
   size_t tab_cap, tab_len;
+  /* Callbacks and the descriptor (mproc_pool_fileno / mproc_pool_poll). */
+  mproc_async *cb_head, *cb_tail;
+  _Atomic size_t cb_queued;
+  _Atomic bool fd_wanted;
+  mproc_async *poll_wake; /* set after every batch collected, for mproc_pool_poll */
 };
 
 static const char cancelled_msg[] = "the pool was terminated before the task finished";
@@ -178,12 +192,45 @@ static void tab_delete(mproc_pool *p, uint64_t id) {
 
 /* ---- completion (under p->mu) ---- */
 
+static void cb_queue(mproc_pool *p, mproc_async *a, unsigned ev) {
+  a->events |= ev;
+  if (a->queued)
+    return;
+  a->queued = true;
+  a->cb_next = NULL;
+  if (p->cb_tail)
+    p->cb_tail->cb_next = a;
+  else
+    p->cb_head = a;
+  p->cb_tail = a;
+  atomic_fetch_add(&p->cb_queued, 1);
+}
+
+static void cb_unqueue(mproc_pool *p, mproc_async *a) {
+  if (!a->queued)
+    return;
+  mproc_async **pp = &p->cb_head, *prev = NULL;
+  while (*pp && *pp != a) {
+    prev = *pp;
+    pp = &(*pp)->cb_next;
+  }
+  if (*pp) {
+    *pp = a->cb_next;
+    if (p->cb_tail == a)
+      p->cb_tail = prev;
+    atomic_fetch_sub(&p->cb_queued, 1);
+  }
+  a->queued = false;
+  a->events = 0;
+}
+
 static void finish(mproc_pool *p, mproc_async *a, int rc) {
   a->rc = rc;
   atomic_store_explicit(&a->ready, true, memory_order_release);
   if (a->on_ready)
     a->on_ready(a, a->on_ready_arg);
-  (void)p;
+  if (a->cb.callback || a->cb.error_callback)
+    cb_queue(p, a, EV_DONE);
 }
 
 static char *copy_msg(const char *msg, size_t len) {
@@ -202,6 +249,7 @@ static void dispatch_map(mproc_async *a, const mproc__result_hdr *h, const char 
   size_t count = a->n - start < a->chunksize ? a->n - start : a->chunksize;
   if (h->data_len == (uint64_t)count * a->out_size && h->data_len)
     memcpy(a->out + start * a->out_size, data, h->data_len);
+  a->done_items += count;
   if (h->status != 0) {
     size_t idx = start + (h->fail_index < count ? (size_t)h->fail_index : 0);
     if (idx < a->fail_index) {
@@ -234,6 +282,8 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   if (a->is_map) {
     dispatch_map(a, &h, text, data);
     a->left--;
+    if (a->cb.progress)
+      cb_queue(p, a, EV_PROGRESS);
     if (a->feed)
       feed_locked(p, a);
     if (a->left == 0 && !atomic_load(&a->ready))
@@ -278,17 +328,48 @@ static void cancel_all(mproc_pool *p) {
     }
     finish(p, a, a->rc);
   }
-  memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
+  if (p->tab)
+    memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
   p->tab_len = 0;
 }
 
 /* ---- collection ---- */
 
+#define SPIN_NS 50000
+
+/* Waits until the result ring has a message (or is closed): 0, -ETIMEDOUT, or -EINTR when
+ * a signal handler ran in this thread (Ctrl-C: the caller's blocking calls return). After
+ * a short look at the ring, it sleeps in poll on notify_fd, which the workers signal when
+ * armed: poll, unlike a futex wait, always reports a handler's run. */
+static int wait_results(mproc_pool *p, int64_t deadline) {
+  mproc__ring *r = p->ctx.results;
+  int64_t spin = mproc__now_ns() + SPIN_NS;
+  if (mproc__ring_wait_readable(r, deadline < spin ? deadline : spin) == 0)
+    return 0;
+  for (;;) {
+    atomic_store(&p->ctx.sh->notify_armed, 1);
+    if (mproc__ring_wait_readable(r, 0) == 0)
+      return 0;
+    struct pollfd pf = {.fd = p->ctx.notify_fd, .events = POLLIN};
+    int n = poll(&pf, 1, mproc__poll_ms(deadline));
+    if (n < 0 && errno == EINTR)
+      return -EINTR;
+    if (n > 0)
+      mproc__eventfd_drain(p->ctx.notify_fd);
+    else if (mproc__remaining_ns(deadline) == 0)
+      return -ETIMEDOUT;
+  }
+}
+
 /* Takes results off the ring until the deadline brings one, then whatever else is there.
  * Called by the collector without p->mu. 0, -ETIMEDOUT, MPROC_ECLOSED. */
 static int collect(mproc_pool *p, int64_t deadline) {
   mproc__ring_msg m;
-  int rc = mproc__ring_read_begin(p->ctx.results, &m, deadline);
+  int rc = wait_results(p, deadline);
+  if (rc == 0)
+    rc = mproc__ring_read_begin(p->ctx.results, &m, 0);
+  if (rc == -ETIMEDOUT)
+    return mproc__remaining_ns(deadline) ? 0 : rc;
   if (rc < 0)
     return rc;
   pthread_mutex_lock(&p->mu);
@@ -299,6 +380,8 @@ static int collect(mproc_pool *p, int64_t deadline) {
     if (n == COLLECT_BATCH || mproc__ring_read_begin(p->ctx.results, &m, 0) != 0)
       break;
   }
+  if (p->poll_wake)
+    atomic_store(&p->poll_wake->ready, true);
   pthread_cond_broadcast(&p->cv);
   pthread_mutex_unlock(&p->mu);
   return 0;
@@ -366,13 +449,36 @@ static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
   return 0;
 }
 
+/* Set while this thread runs callbacks: an mproc call inside a callback runs no others, so
+ * they run one after another, in the order queued. */
+static _Thread_local bool in_callbacks;
+
+static int run_callbacks(mproc_pool *p);
+static void abandon(mproc_pool *p, mproc_async *r);
+
+/* After every wait: the callbacks due, and the descriptor kept truthful (readable while
+ * results or callbacks wait) for a caller that watches it. */
+static void after_wait(mproc_pool *p) {
+  if (in_callbacks)
+    return; /* the outer call does it when they are done */
+  if (atomic_load_explicit(&p->cb_queued, memory_order_relaxed))
+    run_callbacks(p);
+  if (atomic_load_explicit(&p->fd_wanted, memory_order_relaxed)) {
+    atomic_store(&p->ctx.sh->notify_armed, 1);
+    if (mproc__ring_wait_readable(p->ctx.results, 0) == 0 || atomic_load(&p->cb_queued))
+      mproc__eventfd_signal(p->ctx.notify_fd);
+  }
+}
+
 static int await(mproc_async *a, int64_t deadline) {
+  /* A ready result's pool may be gone already: nothing of it is touched then. */
   if (atomic_load_explicit(&a->ready, memory_order_acquire))
     return 0;
   mproc_pool *p = a->pool;
   pthread_mutex_lock(&p->mu);
   int rc = await_locked(p, a, deadline);
   pthread_mutex_unlock(&p->mu);
+  after_wait(p);
   return rc;
 }
 
@@ -396,7 +502,8 @@ static void settle(mproc_pool *p) {
   mproc__ring_close(p->ctx.results);
   mproc__ring_close(p->ctx.tasks);
   pthread_mutex_lock(&p->mu);
-  await_locked(p, NULL, MPROC__NEVER);
+  while (await_locked(p, NULL, MPROC__NEVER) == -EINTR)
+    ; /* free and terminate finish whatever the signals */
   pthread_mutex_unlock(&p->mu);
 }
 
@@ -419,7 +526,9 @@ static void release(mproc_pool *p) {
   mproc__ring_free(p->ctx.results);
   mproc__shared_unmap(p->ctx.sh, p->ctx.sh_len);
   mproc__close(p->ctx.ctl_fd);
+  mproc__close(p->ctx.notify_fd);
   mproc__close(p->sup_fd);
+  free(p->poll_wake);
   free(p->ctx.initargs);
   free(p->tab);
   pthread_mutex_destroy(&p->mu);
@@ -440,6 +549,7 @@ static int init_locals(mproc_pool *p) {
   pthread_mutex_init(&p->join_mu, NULL);
   p->sup_fd = -1;
   p->ctx.ctl_fd = -1;
+  p->ctx.notify_fd = -1;
   p->owner = self_pid();
   return 0;
 }
@@ -469,6 +579,8 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
     rc = mproc__ring_new(&c->results, &ro);
   if (rc == 0 && (c->ctl_fd = mproc__eventfd()) < 0)
     rc = c->ctl_fd;
+  if (rc == 0 && (c->notify_fd = mproc__eventfd()) < 0)
+    rc = c->notify_fd;
   return rc;
 }
 
@@ -556,11 +668,17 @@ int mproc_pool_join(mproc_pool *p) {
   pthread_mutex_unlock(&p->mu);
   if (state == POOL_RUNNING)
     return MPROC_ESTATE;
+  /* Interruptible (Ctrl-C): the supervisor exits once every task is done. */
+  struct pollfd pf = {.fd = p->sup_fd, .events = POLLIN};
+  while (p->sup_fd >= 0 && !p->sup_reaped && poll(&pf, 1, -1) < 0)
+    if (errno == EINTR)
+      return -EINTR;
   settle(p);
   pthread_mutex_lock(&p->mu);
   if (p->state == POOL_CLOSED)
     p->state = POOL_JOINED;
   pthread_mutex_unlock(&p->mu);
+  run_callbacks(p);
   return 0;
 }
 
@@ -576,6 +694,7 @@ int mproc_pool_terminate(mproc_pool *p) {
   atomic_fetch_or(&p->ctx.sh->flags, MPROC__FLAG_TERMINATE);
   mproc__eventfd_signal(p->ctx.ctl_fd);
   settle(p);
+  run_callbacks(p);
   return 0;
 }
 
@@ -587,6 +706,7 @@ void mproc_pool_free(mproc_pool *p) {
     pthread_mutex_lock(&p->mu);
     cancel_all(p);
     pthread_mutex_unlock(&p->mu);
+    run_callbacks(p); /* none stays queued: an AsyncResult freed later must not look here */
   }
   /* In a forked child only this process's view goes: the pool's processes are the owner's. */
   release(p);
@@ -700,7 +820,10 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t le
   int rc = apply_submit(p, fn, arg, len, &a);
   if (rc)
     return rc;
-  await(&a, MPROC__NEVER);
+  if ((rc = await(&a, MPROC__NEVER)) != 0) {
+    abandon(p, &a);
+    return rc;
+  }
   rc = a.rc;
   if (rc == 0 && res) {
     *res = a.res; /* handed over: no second copy */
@@ -891,7 +1014,11 @@ int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, siz
   int rc = map_submit(p, &x, opts, &a, true);
   if (rc)
     return rc;
-  await(&a, MPROC__NEVER);
+  if ((rc = await(&a, MPROC__NEVER)) != 0) {
+    abandon(p, &a);
+    free(a.err);
+    return rc;
+  }
   free(a.err);
   return a.rc;
 }
@@ -947,19 +1074,28 @@ size_t mproc_async_fail_index(mproc_async *r) {
   return r->fail_index;
 }
 
+/* Forgets r's tasks (their results will be dropped) and its callbacks. */
+static void abandon(mproc_pool *p, mproc_async *r) {
+  pthread_mutex_lock(&p->mu);
+  if (!atomic_load(&r->ready)) {
+    size_t count = r->is_map ? r->nchunks : 1;
+    for (size_t i = 0; i < count; i++)
+      tab_delete(p, r->first_id + i);
+    if (r->feed) {
+      r->feed = NULL;
+      if (--p->feeding == 0 && p->state == POOL_CLOSED)
+        mproc__ring_close(p->ctx.tasks);
+    }
+  }
+  cb_unqueue(p, r);
+  pthread_mutex_unlock(&p->mu);
+}
+
 void mproc_async_free(mproc_async *r) {
   if (!r)
     return;
-  if (!atomic_load(&r->ready) && r->pool) {
-    mproc_pool *p = r->pool;
-    pthread_mutex_lock(&p->mu);
-    if (!atomic_load(&r->ready)) {
-      size_t count = r->is_map ? r->nchunks : 1;
-      for (size_t i = 0; i < count; i++)
-        tab_delete(p, r->first_id + i);
-    }
-    pthread_mutex_unlock(&p->mu);
-  }
+  if (r->pool && (!atomic_load(&r->ready) || r->queued))
+    abandon(r->pool, r);
   free(r->err);
   if (r->res != r->small_res)
     free(r->res);
@@ -1011,4 +1147,142 @@ int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const
   *len = a->len;
   *err = a->err;
   return a->rc;
+}
+
+/* ---- callbacks and the descriptor ---- */
+
+/* Runs the queued callbacks, in order, outside p->mu. Returns how many ran. */
+static int run_callbacks(mproc_pool *p) {
+  if (in_callbacks)
+    return 0;
+  in_callbacks = true;
+  int n = 0;
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    mproc_async *a = p->cb_head;
+    if (!a) {
+      pthread_mutex_unlock(&p->mu);
+      in_callbacks = false;
+      return n;
+    }
+    if (!(p->cb_head = a->cb_next))
+      p->cb_tail = NULL;
+    atomic_fetch_sub(&p->cb_queued, 1);
+    a->queued = false;
+    unsigned ev = a->events;
+    a->events = 0;
+    size_t done = a->done_items, total = a->n;
+    bool ok = a->rc == 0;
+    mproc_async_opts cb = a->cb;
+    pthread_mutex_unlock(&p->mu);
+    if ((ev & EV_PROGRESS) && cb.progress) {
+      cb.progress(done, total, cb.ctx);
+      n++;
+    }
+    mproc_async_fn f = ok ? cb.callback : cb.error_callback;
+    if ((ev & EV_DONE) && f) {
+      f(a, cb.ctx);
+      n++;
+    }
+  }
+}
+
+int mproc_pool_apply_async_ex(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                              const mproc_async_opts *cb, mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  if (cb)
+    a->cb = *cb;
+  int rc = apply_submit(p, fn, arg, len, a);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_map_async_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
+                            size_t in_size, void *out, size_t out_size,
+                            const mproc_map_opts *opts, const mproc_async_opts *cb,
+                            mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  if (cb)
+    a->cb = *cb;
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
+  a->out = out;
+  int rc = map_submit(p, &x, opts, a, false);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  if (n == 0 && (a->cb.callback || a->cb.error_callback)) {
+    pthread_mutex_lock(&p->mu);
+    a->pool = p;
+    cb_queue(p, a, EV_DONE);
+    pthread_mutex_unlock(&p->mu);
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_map_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                      void *out, size_t out_size, const mproc_map_opts *opts,
+                      const mproc_async_opts *cb) {
+  mproc_async a = {.out = out};
+  if (cb)
+    a.cb = *cb;
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
+  int rc = map_submit(p, &x, opts, &a, true);
+  if (rc)
+    return rc;
+  if (n == 0) {
+    run_callbacks(p); /* queued by the immediate finish */
+    abandon(p, &a);
+    return 0;
+  }
+  if ((rc = await(&a, MPROC__NEVER)) == 0)
+    run_callbacks(p); /* a lives in this frame: its callbacks run before the return */
+  abandon(p, &a);
+  free(a.err);
+  return rc ? rc : a.rc;
+}
+
+int mproc_pool_fileno(mproc_pool *p) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  atomic_store(&p->fd_wanted, true);
+  after_wait(p);
+  return p->ctx.notify_fd;
+}
+
+int mproc_pool_poll(mproc_pool *p, double timeout) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  int64_t deadline = mproc__deadline(timeout);
+  mproc__eventfd_drain(p->ctx.notify_fd); /* what it announced is looked at below */
+  pthread_mutex_lock(&p->mu);
+  if (!p->poll_wake && !(p->poll_wake = calloc(1, sizeof *p->poll_wake))) {
+    pthread_mutex_unlock(&p->mu);
+    return MPROC_ENOMEM;
+  }
+  p->poll_wake->pool = p;
+  bool due = atomic_load(&p->cb_queued) > 0 || mproc__ring_wait_readable(p->ctx.results, 0) == 0;
+  atomic_store(&p->poll_wake->ready, false);
+  rc = await_locked(p, p->poll_wake, due ? 0 : deadline);
+  pthread_mutex_unlock(&p->mu);
+  int n = run_callbacks(p);
+  after_wait(p);
+  return rc == 0 || rc == MPROC_ETIMEDOUT ? n : rc;
 }

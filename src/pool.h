@@ -84,6 +84,7 @@ typedef struct mproc__pool_shared {
   _Atomic uint32_t boot;  /* futex: MPROC__BOOT_* */
   _Atomic uint32_t ready; /* first workers whose initializer succeeded */
   _Atomic uint32_t flags; /* MPROC__FLAG_* */
+  _Atomic uint32_t notify_armed; /* the caller sleeps on (or watches) notify_fd */
   /* The supervisor's next wake-up for a task_timeout: a worker starting a task pokes it
    * only when that task's deadline comes sooner (with many tasks, rarely). */
   _Atomic int64_t sup_deadline;
@@ -99,6 +100,7 @@ typedef struct mproc__pool_ctx {
   mproc__ring *tasks;
   mproc__ring *results;
   int ctl_fd; /* eventfd: "look again" for the supervisor (terminate, task start) */
+  int notify_fd; /* eventfd: results arrived, for the caller (mproc_pool_fileno, Ctrl-C) */
   int nworkers;
   unsigned maxtasks;
   int64_t timeout_ns;
@@ -122,6 +124,9 @@ int mproc__pool_post_failure(mproc__ring *results, uint64_t id, int status, uint
 /* For tests: the supervisor's pid, and the live workers' pids (returns how many). */
 pid_t mproc__pool_supervisor_pid(mproc_pool *p);
 int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max);
+
+/* After posting a result: wakes the caller through notify_fd when it asked (armed). */
+void mproc__pool_notify(mproc__pool_ctx *ctx);
 
 /* ---- for pool_imap.c (iterators over results) ---- */
 

@@ -101,6 +101,7 @@ static void fail_held_task(sup *s, mproc__pool_slot *slot, pid_t pid, int status
     snprintf(msg, sizeof msg, "%s while running the task", why);
   }
   mproc__pool_post_failure(s->ctx->results, id, code, atomic_load(&slot->progress), msg);
+  mproc__pool_notify(s->ctx);
 }
 
 static void replace(sup *s, int i) {
@@ -213,6 +214,7 @@ static void drain_broken(sup *s) {
     if (!whole)
       continue;
     mproc__pool_post_failure(s->ctx->results, h.id, MPROC_ECRASHED, 0, s->broken_msg);
+    mproc__pool_notify(s->ctx);
   }
   if (rc == MPROC_ECLOSED)
     s->closed_seen = true;
@@ -231,6 +233,12 @@ static void setup_signals(sup *s) {
   memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
   sigaction(SIGCHLD, &dfl, NULL);
+  /* Ctrl-C reaches the whole foreground group: it is the caller's to handle (as billiard
+   * does, the pool's processes ignore it; the workers inherit this). */
+  struct sigaction ign;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGINT, &ign, NULL);
   sigprocmask(SIG_BLOCK, &mask, &s->orig_mask);
   s->sig_fd = mproc__signalfd(&mask);
   if (s->sig_fd < 0)

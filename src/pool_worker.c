@@ -122,6 +122,7 @@ static void post(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_in
   if (rc == MPROC_ENOMEM)
     mproc__pool_post_failure(ctx->results, id, MPROC_ETASK, fail_index,
                              "the task's result did not fit in shared memory");
+  mproc__pool_notify(ctx);
 }
 
 static void run_apply(mproc__pool_ctx *ctx, const mproc__task_hdr *h, const char *arg,
@@ -146,6 +147,7 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
   if (!out) {
     mproc__pool_post_failure(ctx->results, h->id, MPROC_ETASK, 0,
                              "the worker ran out of memory for the chunk's results");
+    mproc__pool_notify(ctx);
     return;
   }
   uint64_t fail = UINT64_MAX;
@@ -207,6 +209,7 @@ static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_h
     mproc__ring_read_end(ctx->tasks, &m, true);
     mproc__pool_post_failure(ctx->results, h->id, MPROC_ETASK, 0,
                              "the worker ran out of memory for the task's argument");
+    mproc__pool_notify(ctx);
     return 0;
   }
   memcpy(*in, (const char *)m.data + sizeof *h, *len);
@@ -277,4 +280,11 @@ void mproc__result_free(mproc_result *r) {
   free(r->buf);
   free(r->msg);
   free(r);
+}
+
+void mproc__pool_notify(mproc__pool_ctx *ctx) {
+  /* After the result's put (seq_cst): a caller that armed before looking at the ring either
+   * saw the result or is woken here. Only the first poster after an arming pays the write. */
+  if (atomic_load(&ctx->sh->notify_armed) && atomic_exchange(&ctx->sh->notify_armed, 0))
+    mproc__eventfd_signal(ctx->notify_fd);
 }
