@@ -125,9 +125,6 @@ int mproc__exitcode(int status);
 void mproc__ignore_sigpipe(void);
 /* Gettid. */
 pid_t mproc__gettid(void);
-/* Whether the task (process or thread id) tid still runs: false once it is gone or a zombie.
- * A probe for dead peers, not for hot paths (it may read /proc). */
-bool mproc__task_alive(pid_t tid);
 /* Fills buf with len bytes from the kernel's CSPRNG: 0 or -errno. */
 int mproc__random_bytes(void *buf, size_t len);
 

@@ -457,26 +457,6 @@ void mproc__ignore_sigpipe(void) {
   }
 }
 
-bool mproc__task_alive(pid_t tid) {
-  if (tid <= 0)
-    return false;
-  if (kill(tid, 0) < 0 && errno == ESRCH)
-    return false;
-  /* kill() succeeds on a zombie: look at its state. */
-  char path[64], buf[256];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno != ENOENT;
-  ssize_t n = mproc__read_full(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0)
-    return true;
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
-}
-
 /* ---- wake-up descriptors ---- */
 
 int mproc__eventfd(void) {

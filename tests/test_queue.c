@@ -384,3 +384,35 @@ Test(queue, threads_share_a_handle) {
   cr_assert_eq(atomic_load(&sum), want);
   mproc_queue_free(q);
 }
+
+/* Timeout 0 answers for the queue's state, not for a busy lock: a put into an unbounded
+ * queue succeeds while another process is copying a big message in. */
+Test(queue, nowait_put_while_another_copies) {
+  th_scope s = th_begin();
+  mproc_queue *q = qmake(0, false);
+  pid_t pid = fork();
+  if (pid == 0) {
+    size_t big = (size_t)64 << 20;
+    char *m = calloc(1, big);
+    _exit(m && mproc_queue_put(q, m, big, MPROC_FOREVER) == 0 ? 0 : 1);
+  }
+  usleep(2000);
+  for (int i = 0; i < 20; i++) {
+    cr_assert_eq(mproc_queue_put(q, &i, sizeof i, 0), 0);
+    usleep(500);
+  }
+  reap(pid, 0);
+  cr_assert_eq(mproc_queue_qsize(q), 21);
+  cr_assert_eq(mproc_queue_close(q), 0);
+  void *b;
+  size_t n;
+  int got = 0;
+  while (mproc_queue_get(q, &b, &n, 0) == 0) {
+    got++;
+    free(b);
+  }
+  cr_assert_eq(got, 21);
+  cr_assert_eq(mproc_queue_get(q, &b, &n, 0), MPROC_ECLOSED);
+  mproc_queue_free(q);
+  th_end(s);
+}
