@@ -508,8 +508,9 @@ int mproc_pool_poll(mproc_pool *p, double timeout);
 /* Ctrl-C. The pool's processes ignore SIGINT (the terminal sends it to the whole group; it
  * is the caller's to handle). When a signal handler of the caller runs in a thread blocked
  * in a pool call (mproc_async_get / _wait, mproc_pool_apply / _map, mproc_imap_next,
- * mproc_pool_join, mproc_pool_poll), that call returns -EINTR promptly; the pool stays usable
- * and mproc_pool_free still ends every process. An apply or map so interrupted abandons its
+ * mproc_pool_join, mproc_pool_poll), that call returns -EINTR promptly, SA_RESTART or not,
+ * whatever the signal (a program with, say, a SIGCHLD handler calls again); the pool stays
+ * usable and mproc_pool_free still ends every process. An apply or map so interrupted abandons its
  * tasks (their results are dropped; a chunk already running may still write a shared out).
  * A handler that runs in the instant before the call goes to sleep may be seen only at the
  * next result. */
