@@ -231,11 +231,11 @@ static int submit_one(mproc_imap *it, chunk *c) {
   if (!it->unordered)
     it->fifo[(it->fifo_head + it->fifo_len++) % it->nslots] = (size_t)(c - it->slots);
   if (rc != 0) {
-    /* Its items fail with rc, then the iteration ends with rc: nothing more is pulled. */
+    /* Its items fail with rc (the pool closed: MPROC_ECLOSED), then the iteration ends:
+     * nothing more is pulled. */
     c->rc = rc;
     on_ready(NULL, c);
     it->input_done = true;
-    it->input_err = rc;
   }
   mproc__pool_unlock(it->p);
   return 1;

@@ -201,6 +201,19 @@ static int64_t check_timeouts(sup *s) {
   return next;
 }
 
+/* Tells the workers when we will next look at the timeouts (they poke us for a sooner
+ * one). Store, then look at the slots again; a worker records its task, then reads the
+ * deadline: so either it pokes, or this second look counts its task. */
+static int64_t publish_deadline(sup *s, int64_t deadline) {
+  atomic_store(&s->ctx->sh->sup_deadline, deadline);
+  int64_t again = check_timeouts(s);
+  if (again < deadline) {
+    deadline = again;
+    atomic_store(&s->ctx->sh->sup_deadline, deadline);
+  }
+  return deadline;
+}
+
 /* With no worker left and none coming, every task fails at once. */
 static void drain_broken(sup *s) {
   mproc__ring_msg m;
@@ -296,14 +309,6 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
     } else if (s.live == 0) {
       _exit(0); /* every worker found the closed ring drained */
     }
-    /* Store the deadline, then look at the slots again; a worker records its task, then
-     * looks at the deadline: so either it pokes, or this second look counts its task. */
-    atomic_store(&ctx->sh->sup_deadline, deadline);
-    int64_t again = check_timeouts(&s);
-    if (again < deadline) {
-      deadline = again;
-      atomic_store(&ctx->sh->sup_deadline, deadline);
-    }
-    wait_events(&s, deadline);
+    wait_events(&s, publish_deadline(&s, deadline));
   }
 }

@@ -383,3 +383,27 @@ Test(pool_imap, timeout_and_bad_input) {
   mproc_pool_free(p);
   th_end(s);
 }
+
+/* The pool terminated mid-iteration: the items held fail with MPROC_ECANCELLED at their
+ * positions, the next one the pool refuses with MPROC_ECLOSED, then MPROC_EOF. */
+Test(pool_imap, pool_terminated_mid_stream) {
+  th_scope s = th_begin();
+  mproc_pool *p = make_pool(2);
+  counter_gen g = {.next = 0, .end = 1000};
+  mproc_imap_opts o = {.buffersize = 16};
+  mproc_imap *it = NULL;
+  cr_assert_eq(mproc_pool_imap_gen(p, slow_task, counter, &g, &o, &it), 0);
+  cr_assert_eq(mproc_imap_next(it, NULL, NULL, MPROC_FOREVER), 0);
+  cr_assert_eq(mproc_pool_terminate(p), 0);
+  int rc, n = 1;
+  while ((rc = mproc_imap_next(it, NULL, NULL, MPROC_FOREVER)) != MPROC_ECLOSED) {
+    cr_assert(rc == MPROC_ECANCELLED || rc == 0, "rc %d", rc);
+    cr_assert_eq(mproc_imap_index(it), (size_t)n);
+    n++;
+  }
+  cr_expect_leq(n, 1 + 16 + 16);
+  cr_expect_eq(mproc_imap_next(it, NULL, NULL, MPROC_FOREVER), MPROC_EOF);
+  mproc_imap_free(it);
+  mproc_pool_free(p);
+  th_end(s);
+}
