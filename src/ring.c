@@ -295,9 +295,7 @@ static bool readable(struct ring_hdr *h) {
   return atomic_load(&h->wpos) != atomic_load(&h->rpos) || atomic_load(&h->closed);
 }
 
-/* Spins until ready(h, key) or the budget runs out (then the budget halves: the other side
- * was not about to deliver; sleep_adapt() doubles it again when the sleep that followed was
- * short). */
+/* Spins until ready(h, key) or the budget runs out (sleep_adapt() then tunes the budget). */
 static bool spin_until(struct ring_hdr *h, a32 *spin, bool (*ready)(struct ring_hdr *, uint64_t),
                        uint64_t key, int64_t deadline) {
   uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
@@ -309,21 +307,30 @@ static bool spin_until(struct ring_hdr *h, a32 *spin, bool (*ready)(struct ring_
     if ((i & 255) == 255 && deadline != MPROC__NEVER && mproc__now_ns() >= deadline)
       return false;
   }
-  if (budget > SPIN_MIN)
-    atomic_store_explicit(spin, budget / 2, memory_order_relaxed);
   return false;
 }
 
-/* Sleeps on q like wq_wait, and if the sleep ended soon after it began (a longer spin would
- * have caught it without the futex round trip), raises this process's spin budget. */
+/* Sleeps on q like wq_wait, then sets this process's spin budget from how long the sleep
+ * lasted: a short one (a longer spin would have caught it, without two futex calls and a
+ * context switch) raises the budget to cover it twice over; a long one (the other side was
+ * idle: spinning only burns a CPU) halves it. */
 static int sleep_adapt(waitq *q, struct ring_hdr *h, a32 *spin,
                        bool (*still)(struct ring_hdr *, uint64_t), uint64_t key,
                        int64_t deadline) {
   int64_t t0 = mproc__now_ns();
   int rc = wq_wait(q, h, still, key, deadline);
-  uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed);
-  if (rc == 0 && budget < SPIN_MAX && mproc__now_ns() - t0 < (int64_t)budget * PAUSE_NS * 4)
-    atomic_store_explicit(spin, budget * 2, memory_order_relaxed);
+  int64_t slept = mproc__now_ns() - t0;
+  uint32_t budget = atomic_load_explicit(spin, memory_order_relaxed), nb = budget;
+  if (rc == 0 && slept < (int64_t)SPIN_MAX * PAUSE_NS) {
+    int64_t want = slept * 2 / PAUSE_NS;
+    nb = want > SPIN_MAX ? SPIN_MAX : (uint32_t)want > budget * 2 ? (uint32_t)want : budget * 2;
+    if (nb > SPIN_MAX)
+      nb = SPIN_MAX;
+  } else if (slept > (int64_t)SPIN_MAX * PAUSE_NS * 4 && budget / 2 >= SPIN_MIN) {
+    nb = budget / 2;
+  }
+  if (nb != budget)
+    atomic_store_explicit(spin, nb, memory_order_relaxed);
   return rc;
 }
 
