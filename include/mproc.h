@@ -462,9 +462,10 @@ int mproc_pool_imap_gen(mproc_pool *p, mproc_task_fn fn, mproc_imap_gen_fn gen, 
  * and len may be NULL); the item's own error (MPROC_ETASK, MPROC_ECRASHED when its worker
  * died, MPROC_EEXPIRED, MPROC_ECANCELLED) at its position, and the iteration goes on;
  * MPROC_EOF at the end (again on every later call); MPROC_ETIMEDOUT; a generator's error
- * after the items it yielded before. An item the pool refuses (closed or terminated since:
- * MPROC_ECLOSED) fails at its position and ends the stream. Blocks up to timeout,
- * collecting results (and running callbacks). -EINTR: see Ctrl-C below. */
+ * after the items it yielded before. As in Python, an iterator made before mproc_pool_close
+ * goes on submitting its input after it; mproc_pool_join (or terminate) cuts it off: the
+ * first item then refused fails with MPROC_ECLOSED at its position and ends the stream.
+ * Blocks up to timeout, collecting results (and running callbacks). -EINTR: see Ctrl-C. */
 int mproc_imap_next(mproc_imap *it, const void **res, size_t *len, double timeout);
 /* The input index (0-based) of the item next returned last; SIZE_MAX before the first. */
 size_t mproc_imap_index(const mproc_imap *it);

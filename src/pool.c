@@ -98,6 +98,10 @@ struct mproc_pool {
   _Atomic size_t cb_queued;
   _Atomic bool fd_wanted;
   mproc_async *poll_wake; /* set after every batch collected, for mproc_pool_poll */
+  /* imap iterators that may still submit after close (counted in feeding too); join cuts
+   * them off (epoch + 1), so that the task ring closes and the workers can finish. */
+  int imap_feeders;
+  unsigned feed_epoch;
 };
 
 static const char cancelled_msg[] = "the pool was terminated before the task finished";
@@ -454,6 +458,7 @@ static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
 static _Thread_local bool in_callbacks;
 
 static int run_callbacks(mproc_pool *p);
+static void cut_feeders(mproc_pool *p);
 static void abandon(mproc_pool *p, mproc_async *r);
 
 /* After every wait: the callbacks due, and the descriptor kept truthful (readable while
@@ -668,6 +673,7 @@ int mproc_pool_join(mproc_pool *p) {
   pthread_mutex_unlock(&p->mu);
   if (state == POOL_RUNNING)
     return MPROC_ESTATE;
+  cut_feeders(p);
   /* Interruptible (Ctrl-C): the supervisor exits once every task is done. */
   struct pollfd pf = {.fd = p->sup_fd, .events = POLLIN};
   while (p->sup_fd >= 0 && !p->sup_reaped && poll(&pf, 1, -1) < 0)
@@ -1104,15 +1110,80 @@ void mproc_async_free(mproc_async *r) {
 
 /* ---- hooks for pool_imap.c ---- */
 
+int mproc__pool_feed_begin(mproc_pool *p, unsigned *epoch) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  pthread_mutex_lock(&p->mu);
+  rc = p->state == POOL_RUNNING ? 0 : MPROC_ECLOSED;
+  if (rc == 0) {
+    p->feeding++;
+    p->imap_feeders++;
+    *epoch = p->feed_epoch;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+void mproc__pool_feed_end(mproc_pool *p, unsigned epoch) {
+  pthread_mutex_lock(&p->mu);
+  if (epoch == p->feed_epoch) {
+    p->imap_feeders--;
+    if (--p->feeding == 0 && p->state == POOL_CLOSED)
+      mproc__ring_close(p->ctx.tasks);
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void cut_feeders(mproc_pool *p) {
+  pthread_mutex_lock(&p->mu);
+  if (p->imap_feeders) {
+    p->feeding -= p->imap_feeders;
+    p->imap_feeders = 0;
+    p->feed_epoch++;
+    if (p->feeding == 0 && p->state == POOL_CLOSED)
+      mproc__ring_close(p->ctx.tasks);
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* One task for a feeder of this epoch: accepted after close too, until join cuts it. */
+static int submit_fed(mproc_pool *p, mproc_async *a, apply_args *x, unsigned epoch) {
+  bool open = p->state == POOL_RUNNING || (p->state == POOL_CLOSED && epoch == p->feed_epoch);
+  if (!open)
+    return MPROC_ECLOSED;
+  int rc = tab_reserve(p, 1);
+  if (rc)
+    return rc;
+  uint64_t id = p->next_id + 1;
+  tab_insert(p, id, a);
+  if ((rc = put_apply(p, id, 0, x)) != 0) {
+    tab_delete(p, id);
+    return rc;
+  }
+  p->next_id++;
+  a->pool = p;
+  a->first_id = id;
+  return 0;
+}
+
 int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
                              void (*on_ready)(mproc_async *, void *), void *hook_arg,
-                             mproc_async **r) {
+                             unsigned epoch, mproc_async **r) {
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
+  if (!fn || (!arg && len) || len > (size_t)PTRDIFF_MAX)
+    return MPROC_EINVAL;
   mproc_async *a = calloc(1, sizeof *a);
   if (!a)
     return MPROC_ENOMEM;
   a->on_ready = on_ready;
   a->on_ready_arg = hook_arg;
-  int rc = apply_submit(p, fn, arg, len, a);
+  apply_args x = {fn, arg, len};
+  pthread_mutex_lock(&p->mu);
+  rc = submit_fed(p, a, &x, epoch);
+  pthread_mutex_unlock(&p->mu);
   if (rc) {
     free(a);
     return rc;

@@ -130,11 +130,16 @@ void mproc__pool_notify(mproc__pool_ctx *ctx);
 
 /* ---- for pool_imap.c (iterators over results) ---- */
 
-/* apply_async whose on_ready(a, arg) runs under the pool's mutex, in whichever caller thread
- * is collecting, at the moment a becomes ready (also when cancelled). */
+/* An iterator that will submit its input over time: like a windowed map, it keeps the task
+ * ring open after close (Python's imap goes on after close too) until feed_end, or until
+ * join cuts it off. MPROC_ECLOSED if the pool is not running. */
+int mproc__pool_feed_begin(mproc_pool *p, unsigned *epoch);
+void mproc__pool_feed_end(mproc_pool *p, unsigned epoch);
+/* apply_async (for a feeder of that epoch) whose on_ready(a, arg) runs under the pool's
+ * mutex, in whichever caller thread is collecting, as a becomes ready (cancelled too). */
 int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
                              void (*on_ready)(mproc_async *, void *), void *hook_arg,
-                             mproc_async **r);
+                             unsigned epoch, mproc_async **r);
 /* An AsyncResult never submitted: waiting on it collects results until someone marks it
  * ready (mproc__pool_sentinel_set, under the pool's mutex) or the deadline passes. */
 mproc_async *mproc__pool_sentinel_new(mproc_pool *p);

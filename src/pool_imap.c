@@ -51,6 +51,8 @@ struct mproc_imap {
   void *gen_ctx;
   bool input_done;
   int input_err; /* reported once, after every item pulled before it */
+  bool feeding;  /* registered as a feeder (mproc__pool_feed_begin) */
+  unsigned epoch;
   size_t pulled, returned;
   bool unordered;
   size_t chunksize, nslots;
@@ -161,6 +163,15 @@ static void on_ready(mproc_async *a, void *arg) {
   mproc__pool_sentinel_set(it->wake, true);
 }
 
+static void end_input(mproc_imap *it, int err) {
+  it->input_done = true;
+  it->input_err = err;
+  if (it->feeding) {
+    it->feeding = false;
+    mproc__pool_feed_end(it->p, it->epoch);
+  }
+}
+
 /* Pulls one item: 1 and the item, 0 at the end (or on the generator's error). */
 static int pull(mproc_imap *it, const void **item, size_t *len) {
   if (it->input_done)
@@ -178,8 +189,7 @@ static int pull(mproc_imap *it, const void **item, size_t *len) {
     rc = 0;
   }
   if (rc != 1) {
-    it->input_done = true;
-    it->input_err = rc < 0 ? rc : 0;
+    end_input(it, rc < 0 ? rc : 0);
     return 0;
   }
   it->pulled++;
@@ -223,9 +233,10 @@ static int submit_one(mproc_imap *it, chunk *c) {
   *c = (chunk){.it = it, .first = first, .count = count, .used = true};
   if (rc == 0) {
     if (it->chunksize == 1)
-      rc = mproc__pool_apply_hooked(it->p, it->fn, item, len, on_ready, c, &c->a);
+      rc = mproc__pool_apply_hooked(it->p, it->fn, item, len, on_ready, c, it->epoch, &c->a);
     else
-      rc = mproc__pool_apply_hooked(it->p, run_chunk, it->buf, blen, on_ready, c, &c->a);
+      rc = mproc__pool_apply_hooked(it->p, run_chunk, it->buf, blen, on_ready, c, it->epoch,
+                                    &c->a);
   }
   mproc__pool_lock(it->p);
   if (!it->unordered)
@@ -235,9 +246,10 @@ static int submit_one(mproc_imap *it, chunk *c) {
      * nothing more is pulled. */
     c->rc = rc;
     on_ready(NULL, c);
-    it->input_done = true;
   }
   mproc__pool_unlock(it->p);
+  if (rc != 0)
+    end_input(it, it->input_err);
   return 1;
 }
 
@@ -384,6 +396,8 @@ const char *mproc_imap_error(const mproc_imap *it) { return it ? it->err : NULL;
 void mproc_imap_free(mproc_imap *it) {
   if (!it)
     return;
+  if (it->feeding)
+    mproc__pool_feed_end(it->p, it->epoch);
   /* Each free removes the chunk from the pool under its mutex: its hook cannot run after. */
   for (size_t i = 0; i < it->nslots; i++)
     if (it->slots[i].used)
@@ -430,6 +444,12 @@ static int imap_new(mproc_pool *p, mproc_task_fn fn, const mproc_imap_opts *o,
   for (size_t i = 0; i < it->nslots; i++)
     it->free_slots[i] = it->nslots - 1 - i;
   it->nfree = it->nslots;
+  int rc = mproc__pool_feed_begin(p, &it->epoch);
+  if (rc) {
+    mproc_imap_free(it);
+    return rc;
+  }
+  it->feeding = true;
   *out = it;
   return 0;
 }

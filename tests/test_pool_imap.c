@@ -407,3 +407,44 @@ Test(pool_imap, pool_terminated_mid_stream) {
   mproc_pool_free(p);
   th_end(s);
 }
+
+/* Python's idiom: imap, close, consume, join. An iterator made before close goes on
+ * feeding its input; one still unconsumed at join is cut off there (its items not yet
+ * submitted fail with MPROC_ECLOSED), so join never waits for a reader. */
+Test(pool_imap, close_then_consume_then_join) {
+  th_scope s = th_begin();
+  mproc_pool *p = make_pool(2);
+  counter_gen g = {.next = 0, .end = 500};
+  mproc_imap_opts o = {.buffersize = 8, .chunksize = 2};
+  mproc_imap *it = NULL;
+  cr_assert_eq(mproc_pool_imap_gen(p, triple_task, counter, &g, &o, &it), 0);
+  cr_assert_eq(mproc_pool_close(p), 0);
+  int rc;
+  size_t n = 0;
+  while ((rc = mproc_imap_next(it, NULL, NULL, MPROC_FOREVER)) != MPROC_EOF) {
+    cr_assert_eq(rc, n % 7 == 3 ? MPROC_ETASK : 0, "item %zu: %d", n, rc);
+    n++;
+  }
+  cr_expect_eq(n, 500);
+  mproc_imap_free(it);
+  cr_expect_eq(mproc_pool_join(p), 0);
+  mproc_pool_free(p);
+
+  p = make_pool(2);
+  g = (counter_gen){.next = 0, .end = 500};
+  cr_assert_eq(mproc_pool_imap_gen(p, triple_task, counter, &g, &o, &it), 0);
+  cr_assert_eq(mproc_pool_close(p), 0);
+  cr_assert_eq(mproc_pool_join(p), 0); /* cuts the iterator off */
+  n = 0;
+  size_t closed = 0;
+  while ((rc = mproc_imap_next(it, NULL, NULL, MPROC_FOREVER)) != MPROC_EOF) {
+    cr_assert_lt(n, 500);
+    closed += rc == MPROC_ECLOSED;
+    n++;
+  }
+  cr_expect_leq(n, 8 + 2);
+  cr_expect_leq(closed, 2);
+  mproc_imap_free(it);
+  mproc_pool_free(p);
+  th_end(s);
+}
