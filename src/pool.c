@@ -1212,6 +1212,7 @@ int mproc__pool_await(mproc_async *a, int64_t deadline) { return await(a, deadli
 void mproc__pool_lock(mproc_pool *p) { pthread_mutex_lock(&p->mu); }
 void mproc__pool_unlock(mproc_pool *p) { pthread_mutex_unlock(&p->mu); }
 int mproc__pool_nworkers(const mproc_pool *p) { return p->ctx.nworkers; }
+int mproc__pool_owned(mproc_pool *p) { return check_pool(p); }
 
 int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err) {
   *res = a->res;

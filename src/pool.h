@@ -150,6 +150,8 @@ int mproc__pool_await(mproc_async *a, int64_t deadline);
 void mproc__pool_lock(mproc_pool *p);
 void mproc__pool_unlock(mproc_pool *p);
 int mproc__pool_nworkers(const mproc_pool *p);
+/* 0 in the pool's owner; MPROC_ESTATE in a forked child (its results are not its own). */
+int mproc__pool_owned(mproc_pool *p);
 /* A ready result's code, data and message, not copied (owned by a). */
 int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err);
 

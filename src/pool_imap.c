@@ -364,6 +364,9 @@ static int take(mproc_imap *it, const void **res, size_t *len) {
 int mproc_imap_next(mproc_imap *it, const void **res, size_t *len, double timeout) {
   if (!it)
     return MPROC_EINVAL;
+  int orc = mproc__pool_owned(it->p);
+  if (orc)
+    return orc;
   if (res)
     *res = NULL;
   if (len)

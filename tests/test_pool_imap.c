@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if defined(__has_feature)
@@ -372,6 +373,12 @@ Test(pool_imap, timeout_and_bad_input) {
   cr_assert_eq(mproc_pool_imap(p, slow_task, items, lens, 1, NULL, &it), 0);
   cr_expect_eq(mproc_imap_index(it), SIZE_MAX);
   cr_expect_eq(mproc_imap_next(it, NULL, NULL, 0), MPROC_ETIMEDOUT);
+  pid_t child = fork();
+  if (child == 0) /* not the owner: refused, and nothing is taken from the owner */
+    _exit(mproc_imap_next(it, NULL, NULL, MPROC_FOREVER) == MPROC_ESTATE ? 0 : 1);
+  int status = -1;
+  cr_assert_eq(waitpid(child, &status, 0), child);
+  cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   cr_expect_eq(mproc_imap_next(it, NULL, NULL, MPROC_FOREVER), 0);
   cr_expect_eq(mproc_imap_next(it, NULL, NULL, MPROC_FOREVER), MPROC_EOF);
   mproc_imap_free(it);
