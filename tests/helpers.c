@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "helpers.h"
+#include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -50,7 +51,7 @@ int th_shm_count(const char *prefix) {
   return n;
 }
 
-static char proc_state(pid_t pid) {
+char th_proc_state(pid_t pid) {
   char path[64], buf[512];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
   FILE *f = fopen(path, "re");
@@ -64,7 +65,7 @@ static char proc_state(pid_t pid) {
 }
 
 bool th_pid_alive(pid_t pid) {
-  char s = proc_state(pid);
+  char s = th_proc_state(pid);
   return s != 0 && s != 'Z' && s != 'X';
 }
 
@@ -97,4 +98,23 @@ void th_end(th_scope s) {
     shm = th_shm_count("mproc");
   }
   cr_expect_leq(shm, s.shm, "shared segments left in /dev/shm");
+}
+
+int th_exitcode(pid_t pid) {
+  int st;
+  if (mproc__waitpid(pid, &st, 0) != pid)
+    return -1000;
+  return mproc__exitcode(st);
+}
+
+void *th_shared(size_t len) {
+  void *p = mproc__shared_map(len);
+  cr_assert_not_null(p);
+  return p;
+}
+
+void th_sleep_us(long us) {
+  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
 }

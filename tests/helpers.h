@@ -17,6 +17,15 @@ bool th_pid_alive(pid_t pid);
 /* Waits up to seconds for pid to be gone (not in /proc, or a zombie). */
 bool th_wait_gone(pid_t pid, double seconds);
 
+/* Reaps pid (blocking) and returns Python's exitcode (status or -signal); -1000 on error. */
+int th_exitcode(pid_t pid);
+/* Zeroed MAP_SHARED memory shared with children forked later (asserts on failure). */
+void *th_shared(size_t len);
+/* Sleeps for us microseconds, resuming after signals. */
+void th_sleep_us(long us);
+/* The state letter of pid in /proc (R, S, Z...), 0 if it is gone. */
+char th_proc_state(pid_t pid);
+
 /* Open a leak scope at the start of a test and check it at the end. */
 typedef struct th_scope {
   int fds;

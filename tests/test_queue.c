@@ -48,12 +48,6 @@ static mproc_queue *qmake(size_t maxsize, bool joinable) {
   return q;
 }
 
-static void reap(pid_t pid, int want) {
-  int st;
-  cr_assert_eq(mproc__waitpid(pid, &st, 0), pid);
-  cr_expect_eq(mproc__exitcode(st), want, "child exit %d", mproc__exitcode(st));
-}
-
 Test(queue, put_get_sizes) {
   th_scope s = th_begin();
   mproc_queue *q = NULL;
@@ -105,7 +99,7 @@ Test(queue, maxsize_nowait_and_blocking) {
   cr_assert_eq(mproc_queue_get(q, &b, &n, MPROC_FOREVER), 0);
   cr_assert_eq(((char *)b)[0], 'a');
   free(b);
-  reap(pid, 0); /* its put returned */
+  cr_expect_eq(th_exitcode(pid), 0); /* its put returned */
   cr_assert_eq(mproc_queue_qsize(q), 2);
   cr_assert_eq(mproc_queue_get(q, &b, &n, 0), 0);
   cr_assert_eq(((char *)b)[0], 'b');
@@ -144,8 +138,8 @@ Test(queue, close_and_drain) {
   pid_t closer = fork();
   if (closer == 0)
     _exit(mproc_queue_close(q) == 0 ? 0 : 1);
-  reap(closer, 0);
-  reap(getter, 0);
+  cr_expect_eq(th_exitcode(closer), 0);
+  cr_expect_eq(th_exitcode(getter), 0);
   cr_assert_eq(mproc_queue_put(q, "x", 1, 0), MPROC_ECLOSED);
   cr_assert_eq(mproc_queue_close(q), 0);
   mproc_queue_free(q);
@@ -200,8 +194,8 @@ Test(queue, join_and_task_done) {
   cr_assert_eq(mproc_queue_qsize(q), 0);
   cr_assert_eq(mproc_queue_task_done(q), MPROC_ESTATE); /* one too many */
   mproc_queue_close(q);
-  reap(kids[0], 0);
-  reap(kids[1], 0);
+  cr_expect_eq(th_exitcode(kids[0]), 0);
+  cr_expect_eq(th_exitcode(kids[1]), 0);
   /* A failed put is not counted. */
   cr_assert_eq(mproc_queue_put(q, "x", 1, 0), MPROC_ECLOSED);
   cr_assert_eq(mproc_queue_join(q, 0), 0);
@@ -259,10 +253,10 @@ Test(queue, producers_consumers_exact) {
     }
   }
   for (int k = 0; k < NP; k++)
-    reap(kids[k], 0);
+    cr_expect_eq(th_exitcode(kids[k]), 0);
   cr_assert_eq(mproc_queue_close(q), 0);
   for (int k = NP; k < NP + NC; k++)
-    reap(kids[k], 0);
+    cr_expect_eq(th_exitcode(kids[k]), 0);
   cr_expect_eq(atomic_load(bad), 0);
   int missing = 0, dup = 0;
   for (int k = 0; k < NP * PER; k++) {
@@ -291,7 +285,7 @@ Test(queue, message_of_256_mib) {
     qfill(m, big, 7, 7);
     _exit(mproc_queue_put(q, m, big, MPROC_FOREVER) == 0 ? 0 : 1);
   }
-  reap(pid, 0);
+  cr_expect_eq(th_exitcode(pid), 0);
   cr_assert_eq(mproc_queue_qsize(q), 1);
   void *b;
   size_t n;
@@ -401,7 +395,7 @@ Test(queue, nowait_put_while_another_copies) {
     cr_assert_eq(mproc_queue_put(q, &i, sizeof i, 0), 0);
     usleep(500);
   }
-  reap(pid, 0);
+  cr_expect_eq(th_exitcode(pid), 0);
   cr_assert_eq(mproc_queue_qsize(q), 21);
   cr_assert_eq(mproc_queue_close(q), 0);
   void *b;

@@ -65,12 +65,6 @@ static mproc__ring *make(size_t max_items, size_t initial) {
   return r;
 }
 
-static void reap(pid_t pid, int want_code) {
-  int st;
-  cr_assert_eq(mproc__waitpid(pid, &st, 0), pid);
-  cr_expect_eq(mproc__exitcode(st), want_code, "child exit %d", mproc__exitcode(st));
-}
-
 Test(ring, put_get_fifo_and_empty_messages) {
   th_scope s = th_begin();
   mproc__ring *r = make(0, 0);
@@ -165,7 +159,7 @@ Test(ring, wait_readable) {
     _exit(mproc__ring_put(r, "y", 1, MPROC__NEVER) == 0 ? 0 : 1);
   }
   cr_assert_eq(mproc__ring_wait_readable(r, MPROC__NEVER), 0);
-  reap(pid, 0);
+  cr_expect_eq(th_exitcode(pid), 0);
   cr_assert_eq(mproc__ring_count(r), 1);
   cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
   free(b);
@@ -216,7 +210,7 @@ Test(ring, blocked_putter_woken_by_get) {
   cr_assert_eq(mproc__ring_get(r, &b, &n, MPROC__NEVER), 0);
   cr_assert_eq(((char *)b)[0], 'b');
   free(b);
-  reap(pid, 0);
+  cr_expect_eq(th_exitcode(pid), 0);
   mproc__ring_free(r);
   th_end(s);
 }
@@ -235,7 +229,7 @@ Test(ring, close_drains_then_refuses) {
   cr_assert_eq(mproc__ring_close(r), 0);
   cr_assert_eq(mproc__ring_close(r), 0);
   cr_assert(mproc__ring_closed(r));
-  reap(putter, 0);
+  cr_expect_eq(th_exitcode(putter), 0);
   cr_assert_eq(mproc__ring_put(r, "c", 1, 0), MPROC_ECLOSED);
   void *b;
   cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
@@ -252,7 +246,7 @@ Test(ring, close_drains_then_refuses) {
   }
   usleep(30000);
   cr_assert_eq(mproc__ring_close(r), 0);
-  reap(getter, 0);
+  cr_expect_eq(th_exitcode(getter), 0);
   mproc__ring_free(r);
   th_end(s);
 }
@@ -367,10 +361,10 @@ Test(ring, many_producers_many_consumers) {
     }
   }
   for (int k = 0; k < NP; k++)
-    reap(kids[k], 0);
+    cr_expect_eq(th_exitcode(kids[k]), 0);
   mproc__ring_close(r);
   for (int k = NP; k < NP + NC; k++)
-    reap(kids[k], 0);
+    cr_expect_eq(th_exitcode(kids[k]), 0);
   cr_expect_eq(atomic_load(bad), 0, "%d bad or out-of-order messages", atomic_load(bad));
   int missing = 0, dup = 0;
   for (int k = 0; k < NP * PER; k++) {
@@ -433,7 +427,7 @@ Test(ring, killed_inside_put_or_get) {
     }
     usleep(200 + (unsigned)(rand() % 3000));
     kill(pid, SIGKILL);
-    reap(pid, -SIGKILL);
+    cr_expect_eq(th_exitcode(pid), -SIGKILL);
     /* Drain: every message intact (the killer may have left one or none mid-flight). */
     void *b;
     size_t n;
@@ -473,7 +467,7 @@ Test(ring, sleepers_killed_cost_one_wake) {
   usleep(20000);
   for (int k = 0; k < 2; k++) {
     kill(kids[k], SIGKILL);
-    reap(kids[k], -SIGKILL);
+    cr_expect_eq(th_exitcode(kids[k]), -SIGKILL);
   }
   cr_assert_eq(mproc__ring_sleepers(r), 1);
   cr_assert_eq(mproc__ring_put(r, "x", 1, 0), 0);
@@ -485,7 +479,7 @@ Test(ring, sleepers_killed_cost_one_wake) {
   while (mproc__ring_sleepers(r) < 1)
     usleep(1000);
   kill(kids[2], SIGKILL);
-  reap(kids[2], -SIGKILL);
+  cr_expect_eq(th_exitcode(kids[2]), -SIGKILL);
   for (int i = 0; i < 100; i++) {
     void *b;
     cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);

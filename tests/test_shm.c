@@ -20,13 +20,6 @@ static const char *tname(const char *tag) {
   return buf;
 }
 
-static int reap(pid_t pid) {
-  int st;
-  if (mproc__waitpid(pid, &st, 0) != pid)
-    return -1000;
-  return mproc__exitcode(st);
-}
-
 Test(shm, create_write_attach_read) {
   th_scope sc = th_begin();
   mproc_shm *a, *b;
@@ -157,7 +150,7 @@ Test(shm, attach_from_process_forked_before) {
   strcpy(r->name, mproc_shm_name(s));
   atomic_store(&r->ready, 1);
   mproc__futex_wake(&r->ready, INT32_MAX);
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   cr_assert_str_eq((char *)mproc_shm_buf(s) + 1000, "from child");
   cr_assert_eq(mproc_shm_unlink(s), 0);
   mproc_shm_free(s);
@@ -175,7 +168,7 @@ Test(shm, handle_inherited_by_fork) {
     mproc_shm_free(s);
     _exit(0);
   }
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   cr_assert_str_eq(mproc_shm_buf(s), "child wrote");
   cr_assert_eq(mproc_shm_unlink(s), 0);
   mproc_shm_free(s);
@@ -276,7 +269,7 @@ Test(array, value_is_array_of_one_shared_with_child) {
     mproc_array_free(v);
     _exit(ok ? 0 : 1);
   }
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   cr_assert_eq(*(long *)mproc_array_data(v), 42);
   mproc_array_free(v);
   th_end(sc);
@@ -324,7 +317,7 @@ Test(array, exact_counter_under_its_lock) {
     if ((pids[i] = fork()) == 0)
       _exit(array_incrementer(a));
   for (int i = 0; i < NPROC; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   long *x = mproc_array_data(a);
   cr_assert_eq(x[0], (long)NPROC * NINC);
   cr_assert_eq(x[1], 2L * NPROC * NINC);
@@ -402,7 +395,7 @@ Test(arena, never_reuses_a_block_shared_by_a_fork) {
   }
   atomic_store(&t->go, 1);
   mproc__futex_wake(&t->go, 1);
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   for (int i = 0; i < 200; i++)
     mproc__shared_free(again[i], 16 * sizeof(long));
   mproc__shared_unmap(t, sizeof *t);
@@ -451,7 +444,7 @@ Test(arena, parent_and_child_never_share_a_new_block) {
   if (pid == 0)
     _exit(stamp_blocks(r, mine));
   cr_assert_eq(stamp_blocks(r, mine), 0);
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   mproc__shared_free(keep, 16);
   mproc__shared_unmap(r, sizeof *r);
   th_end(sc);

@@ -12,25 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int reap(pid_t pid) {
-  int st;
-  if (mproc__waitpid(pid, &st, 0) != pid)
-    return -1000;
-  return mproc__exitcode(st);
-}
-
-static void *shared(size_t len) {
-  void *p = mproc__shared_map(len);
-  cr_assert_not_null(p);
-  return p;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0)
-    ;
-}
-
 /* ---- Lock and RLock ---- */
 
 Test(lock, acquire_release_and_states) {
@@ -84,7 +65,7 @@ Test(lock, other_process_cannot_take_or_release) {
     pid_t pid = fork();
     if (pid == 0)
       _exit(try_from_child(l));
-    cr_assert_eq(reap(pid), 0);
+    cr_assert_eq(th_exitcode(pid), 0);
     cr_assert_eq(mproc_lock_release(l), 0);
     mproc_lock_free(l);
   }
@@ -96,7 +77,7 @@ static int hold_then_release(mproc_lock *l, _Atomic uint32_t *flag) {
     return 1;
   atomic_store(flag, 1);
   mproc__futex_wake(flag, 1);
-  sleep_ms(50);
+  th_sleep_us((50) * 1000L);
   return mproc_lock_release(l) == 0 ? 0 : 2;
 }
 
@@ -104,7 +85,7 @@ Test(lock, blocked_acquire_gets_it_when_released) {
   th_scope sc = th_begin();
   mproc_lock *l;
   cr_assert_eq(mproc_lock_new(&l, false), 0);
-  _Atomic uint32_t *flag = shared(4096);
+  _Atomic uint32_t *flag = th_shared(4096);
   pid_t pid = fork();
   if (pid == 0)
     _exit(hold_then_release(l, flag));
@@ -112,7 +93,7 @@ Test(lock, blocked_acquire_gets_it_when_released) {
     mproc__futex_wait(flag, 0, mproc__deadline(1));
   cr_assert_eq(mproc_lock_acquire(l, 10.0), 0);
   cr_assert_eq(mproc_lock_release(l), 0);
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   mproc__shared_unmap((void *)flag, 4096);
   mproc_lock_free(l);
   th_end(sc);
@@ -139,14 +120,14 @@ static int lock_incrementer(struct counter *c) {
 
 static void exact_counter(bool recursive) {
   th_scope sc = th_begin();
-  struct counter *c = shared(sizeof *c);
+  struct counter *c = th_shared(sizeof *c);
   cr_assert_eq(mproc_lock_new(&c->lock, recursive), 0);
   pid_t pids[NPROC];
   for (int i = 0; i < NPROC; i++)
     if ((pids[i] = fork()) == 0)
       _exit(lock_incrementer(c));
   for (int i = 0; i < NPROC; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   cr_assert_eq(c->a, (long)NPROC * NINC);
   cr_assert_eq(c->b, 3L * NPROC * NINC);
   mproc_lock_free(c->lock);
@@ -218,14 +199,14 @@ static int sem_worker(struct semtest *t) {
 
 Test(sem, concurrency_never_above_value) {
   th_scope sc = th_begin();
-  struct semtest *t = shared(sizeof *t);
+  struct semtest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_sem_new(&t->sem, 2, true), 0);
   pid_t pids[6];
   for (int i = 0; i < 6; i++)
     if ((pids[i] = fork()) == 0)
       _exit(sem_worker(t));
   for (int i = 0; i < 6; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   cr_assert_leq(atomic_load(&t->max_inside), 2);
   cr_assert_geq(atomic_load(&t->max_inside), 1);
   cr_assert_eq(atomic_load(&t->total), 6 * 300);
@@ -247,7 +228,7 @@ static int sem_ping(mproc_sem **s) {
 
 Test(sem, ping_pong_between_processes) {
   th_scope sc = th_begin();
-  mproc_sem **s = shared(4096);
+  mproc_sem **s = th_shared(4096);
   cr_assert_eq(mproc_sem_new(&s[0], 0, false), 0);
   cr_assert_eq(mproc_sem_new(&s[1], 0, false), 0);
   pid_t pid = fork();
@@ -257,7 +238,7 @@ Test(sem, ping_pong_between_processes) {
     cr_assert_eq(mproc_sem_release(s[0]), 0);
     cr_assert_eq(mproc_sem_acquire(s[1], 10), 0);
   }
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   cr_assert_eq(mproc_sem_value(s[0]), 0);
   cr_assert_eq(mproc_sem_value(s[1]), 0);
   mproc_sem_free(s[0]);
@@ -305,7 +286,7 @@ static int event_waiter(struct evtest *t, int i) {
 Test(event, wakes_every_waiting_process) {
   th_scope sc = th_begin();
   enum { N = 5 };
-  struct evtest *t = shared(sizeof *t);
+  struct evtest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_event_new(&t->go), 0);
   for (int i = 0; i < N; i++)
     cr_assert_eq(mproc_event_new(&t->done[i]), 0);
@@ -314,15 +295,15 @@ Test(event, wakes_every_waiting_process) {
     if ((pids[i] = fork()) == 0)
       _exit(event_waiter(t, i));
   while (atomic_load(&t->started) < N)
-    sleep_ms(1);
-  sleep_ms(20); /* most are asleep in the futex by now; either way they must wake */
+    th_sleep_us((1) * 1000L);
+  th_sleep_us((20) * 1000L); /* most are asleep in the futex by now; either way they must wake */
   for (int i = 0; i < N; i++)
     cr_assert(!mproc_event_is_set(t->done[i]));
   cr_assert_eq(mproc_event_set(t->go), 0);
   for (int i = 0; i < N; i++)
     cr_assert_eq(mproc_event_wait(t->done[i], 30), 0);
   for (int i = 0; i < N; i++) {
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
     mproc_event_free(t->done[i]);
   }
   mproc_event_free(t->go);
@@ -408,7 +389,7 @@ static int consumer(struct handover *h) {
 
 static void handover(mproc_lock *lock) {
   th_scope sc = th_begin();
-  struct handover *h = shared(sizeof *h);
+  struct handover *h = th_shared(sizeof *h);
   cr_assert_eq(mproc_cond_new(&h->cond, lock), 0);
   pid_t pid = fork();
   if (pid == 0)
@@ -422,7 +403,7 @@ static void handover(mproc_lock *lock) {
     cr_assert_eq(mproc_cond_notify(h->cond, 1), 0);
     cr_assert_eq(mproc_cond_release(h->cond), 0);
   }
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   cr_assert(!h->full);
   mproc_cond_free(h->cond);
   mproc__shared_unmap(h, sizeof *h);
@@ -466,7 +447,7 @@ static int locked_read(mproc_cond *c, int *field) {
 Test(cond, notify_n_wakes_exactly_n) {
   th_scope sc = th_begin();
   enum { N = 5 };
-  struct notifytest *t = shared(sizeof *t);
+  struct notifytest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[N];
   for (int i = 0; i < N; i++)
@@ -475,27 +456,27 @@ Test(cond, notify_n_wakes_exactly_n) {
   /* ready is counted under the lock just before cond_wait, which registers the waiter before
    * releasing it: when we hold the lock and see N, all N are waiting. */
   while (locked_read(t->cond, &t->ready) < N)
-    sleep_ms(1);
+    th_sleep_us((1) * 1000L);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 2), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
   while (locked_read(t->cond, &t->woke) < 2)
-    sleep_ms(1);
-  sleep_ms(50); /* room for a wrong third wake-up to show */
+    th_sleep_us((1) * 1000L);
+  th_sleep_us((50) * 1000L); /* room for a wrong third wake-up to show */
   cr_assert_eq(locked_read(t->cond, &t->woke), 2);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 0), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
   while (locked_read(t->cond, &t->woke) < 3)
-    sleep_ms(1);
-  sleep_ms(50);
+    th_sleep_us((1) * 1000L);
+  th_sleep_us((50) * 1000L);
   cr_assert_eq(locked_read(t->cond, &t->woke), 3);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 100), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
   for (int i = 0; i < N; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   cr_assert_eq(t->woke, N);
   cr_assert_eq(t->timedout, 0);
   mproc_cond_free(t->cond);
@@ -506,19 +487,19 @@ Test(cond, notify_n_wakes_exactly_n) {
 Test(cond, notify_all_wakes_all_waiting) {
   th_scope sc = th_begin();
   enum { N = 4 };
-  struct notifytest *t = shared(sizeof *t);
+  struct notifytest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[N];
   for (int i = 0; i < N; i++)
     if ((pids[i] = fork()) == 0)
       _exit(notify_waiter(t));
   while (locked_read(t->cond, &t->ready) < N)
-    sleep_ms(1);
+    th_sleep_us((1) * 1000L);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify_all(t->cond), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
   for (int i = 0; i < N; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   cr_assert_eq(t->woke, N);
   mproc_cond_free(t->cond);
   mproc__shared_unmap(t, sizeof *t);
@@ -527,7 +508,7 @@ Test(cond, notify_all_wakes_all_waiting) {
 
 Test(cond, timed_out_waiter_is_not_counted_by_notify) {
   th_scope sc = th_begin();
-  struct notifytest *t = shared(sizeof *t);
+  struct notifytest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0), 0);
   cr_assert_eq(mproc_cond_wait(t->cond, 0.01), MPROC_ETIMEDOUT);
@@ -536,12 +517,12 @@ Test(cond, timed_out_waiter_is_not_counted_by_notify) {
   if (pid == 0)
     _exit(notify_waiter(t));
   while (locked_read(t->cond, &t->ready) < 1)
-    sleep_ms(1);
+    th_sleep_us((1) * 1000L);
   /* notify(1) must reach the live waiter, not the slot our timed-out wait used. */
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   cr_assert_eq(t->woke, 1);
   mproc_cond_free(t->cond);
   mproc__shared_unmap(t, sizeof *t);
@@ -569,14 +550,14 @@ static int barrier_worker(struct bartest *t, int me) {
 
 Test(barrier, indices_distinct_every_round) {
   th_scope sc = th_begin();
-  struct bartest *t = shared(sizeof *t);
+  struct bartest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_barrier_new(&t->b, BPROC), 0);
   pid_t pids[BPROC];
   for (int i = 0; i < BPROC; i++)
     if ((pids[i] = fork()) == 0)
       _exit(barrier_worker(t, i));
   for (int i = 0; i < BPROC; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   for (int r = 0; r < BROUNDS; r++) {
     unsigned seen = 0;
     for (int i = 0; i < BPROC; i++) {
@@ -615,7 +596,7 @@ Test(barrier, timeout_breaks_until_reset) {
   if (pid == 0)
     _exit(barrier_once(b));
   int mine = mproc_barrier_wait(b, 30);
-  int theirs = reap(pid) - 10;
+  int theirs = th_exitcode(pid) - 10;
   cr_assert(mine >= 0 && theirs >= 0 && mine + theirs == 1, "indices %d and %d", mine, theirs);
   /* timeout 0 never blocks: it times out and breaks the barrier */
   cr_assert_eq(mproc_barrier_wait(b, 0), MPROC_ETIMEDOUT);
@@ -624,24 +605,11 @@ Test(barrier, timeout_breaks_until_reset) {
   th_end(sc);
 }
 
-static char proc_state(pid_t pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(path, "re");
-  if (!f)
-    return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  return (p && p[1] == ' ') ? p[2] : 0;
-}
-
 /* Waits until pid sleeps (in our tests: in the barrier's futex, after it has arrived). */
 static void wait_asleep(pid_t pid) {
-  for (int i = 0; i < 10000 && proc_state(pid) != 'S'; i++)
-    sleep_ms(1);
-  sleep_ms(5);
+  for (int i = 0; i < 10000 && th_proc_state(pid) != 'S'; i++)
+    th_sleep_us((1) * 1000L);
+  th_sleep_us((5) * 1000L);
 }
 
 Test(barrier, waiters_see_estate_when_another_times_out) {
@@ -653,7 +621,7 @@ Test(barrier, waiters_see_estate_when_another_times_out) {
     _exit(barrier_once(b));
   wait_asleep(pid);
   cr_assert_eq(mproc_barrier_wait(b, 0.05), MPROC_ETIMEDOUT);
-  cr_assert_eq(reap(pid), 1); /* MPROC_ESTATE */
+  cr_assert_eq(th_exitcode(pid), 1); /* MPROC_ESTATE */
   mproc_barrier_free(b);
   th_end(sc);
 }
@@ -667,7 +635,7 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
     _exit(barrier_once(b));
   wait_asleep(pid);
   cr_assert_eq(mproc_barrier_abort(b), 0);
-  cr_assert_eq(reap(pid), 1);
+  cr_assert_eq(th_exitcode(pid), 1);
   cr_assert_eq(mproc_barrier_wait(b, 1), MPROC_ESTATE);
   cr_assert_eq(mproc_barrier_reset(b), 0);
   pid = fork();
@@ -675,7 +643,7 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
     _exit(barrier_once(b));
   wait_asleep(pid);
   cr_assert_eq(mproc_barrier_reset(b), 0); /* breaks the round it was waiting in */
-  cr_assert_eq(reap(pid), 1);
+  cr_assert_eq(th_exitcode(pid), 1);
   /* usable again, with fresh indices */
   pid_t p2[2];
   for (int i = 0; i < 2; i++)
@@ -684,7 +652,7 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
   int mine = mproc_barrier_wait(b, 30);
   int sum = mine;
   for (int i = 0; i < 2; i++)
-    sum += reap(p2[i]) - 10;
+    sum += th_exitcode(p2[i]) - 10;
   cr_assert_eq(sum, 0 + 1 + 2);
   mproc_barrier_free(b);
   th_end(sc);
@@ -707,7 +675,7 @@ Test(lock, free_by_its_holder_releases_it_for_the_others) {
   if (pid == 0)
     _exit(acquire_after_free(l));
   mproc_lock_free(l); /* the child's view stays valid */
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   th_end(sc);
 }
 
@@ -750,13 +718,13 @@ static int threads_in_process(struct threaded *t) {
 
 Test(lock, exact_counter_threads_and_processes) {
   th_scope sc = th_begin();
-  struct threaded *t = shared(sizeof *t);
+  struct threaded *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_lock_new(&t->lock, false), 0);
   pid_t pid = fork();
   if (pid == 0)
     _exit(threads_in_process(t));
   cr_assert_eq(threads_in_process(t), 0);
-  cr_assert_eq(reap(pid), 0);
+  cr_assert_eq(th_exitcode(pid), 0);
   cr_assert_eq(t->count, 4L * 20000);
   mproc_lock_free(t->lock);
   mproc__shared_unmap(t, sizeof *t);
@@ -850,7 +818,7 @@ static int consumer_n(struct bounded_buffer *b) {
  * wake-up shows as a stuck process (timeout) or a wrong sum. */
 Test(cond, bounded_buffer_many_producers_and_consumers) {
   th_scope sc = th_begin();
-  struct bounded_buffer *b = shared(sizeof *b);
+  struct bounded_buffer *b = th_shared(sizeof *b);
   cr_assert_eq(mproc_lock_new(&b->lock, false), 0);
   cr_assert_eq(mproc_cond_new(&b->not_empty, b->lock), 0);
   cr_assert_eq(mproc_cond_new(&b->not_full, b->lock), 0);
@@ -862,7 +830,7 @@ Test(cond, bounded_buffer_many_producers_and_consumers) {
       _exit(consumer_n(b));
   }
   for (int i = 0; i < 2 * PC; i++)
-    cr_expect_eq(reap(pids[i]), 0, "process %d", i);
+    cr_expect_eq(th_exitcode(pids[i]), 0, "process %d", i);
   long want = 0;
   for (int p = 0; p < PC; p++)
     for (int i = 0; i < ITEMS; i++)
@@ -896,17 +864,17 @@ static int overbooked_worker(struct overbooked *t) {
  * process may end up without a partner at the end, so the parent stops them with abort. */
 Test(barrier, more_processes_than_parties) {
   th_scope sc = th_begin();
-  struct overbooked *t = shared(sizeof *t);
+  struct overbooked *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_barrier_new(&t->b, 2), 0);
   pid_t pids[4];
   for (int i = 0; i < 4; i++)
     if ((pids[i] = fork()) == 0)
       _exit(overbooked_worker(t));
   while (atomic_load(&t->count[0]) < 300)
-    sleep_ms(1);
+    th_sleep_us((1) * 1000L);
   cr_assert_eq(mproc_barrier_abort(t->b), 0);
   for (int i = 0; i < 4; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   cr_assert_geq(atomic_load(&t->count[0]), 300);
   cr_assert_eq(atomic_load(&t->count[0]), atomic_load(&t->count[1]));
   mproc_barrier_free(t->b);
@@ -941,7 +909,7 @@ static int exact_waiter(struct exact *t) {
  * still spinning, not yet asleep): never more wake than were notified, none is lost. */
 Test(cond, notify_exact_under_churn) {
   th_scope sc = th_begin();
-  struct exact *t = shared(sizeof *t);
+  struct exact *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[XW];
   for (int i = 0; i < XW; i++)
@@ -962,7 +930,7 @@ Test(cond, notify_exact_under_churn) {
     cr_assert_eq(mproc_cond_release(t->cond), 0);
   }
   for (int i = 0; i < XW; i++)
-    cr_expect_eq(reap(pids[i]), 0);
+    cr_expect_eq(th_exitcode(pids[i]), 0);
   cr_assert_eq(t->woke, XW * XROUNDS);
   cr_assert_eq(granted, XW * XROUNDS);
   cr_assert_eq(t->bad, 0);

@@ -42,16 +42,6 @@ static bool fcheck(const unsigned char *b, size_t len, unsigned *p, unsigned *i)
   return true;
 }
 
-static void reap(pid_t pid) {
-  int st;
-  cr_assert_eq(mproc__waitpid(pid, &st, 0), pid);
-}
-
-static void sleep_us(long us) {
-  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-  nanosleep(&ts, NULL);
-}
-
 static _Noreturn void producer(mproc_queue *q, unsigned p) {
   unsigned char *buf = malloc(300u << 10);
   for (unsigned i = 0;; i++) {
@@ -73,9 +63,9 @@ Test(queue_faults, consumer_killed_while_blocked) {
     mproc_queue_get(q, &b, NULL, MPROC_FOREVER);
     _exit(9);
   }
-  sleep_us(30000);
+  th_sleep_us(30000);
   kill(victim, SIGKILL);
-  reap(victim);
+  cr_assert_neq(th_exitcode(victim), -1000);
   pid_t other = fork();
   if (other == 0) {
     void *b;
@@ -83,7 +73,7 @@ Test(queue_faults, consumer_killed_while_blocked) {
     int rc = mproc_queue_get(q, &b, &n, MPROC_FOREVER);
     _exit(rc == 0 && n == 2 && memcmp(b, "hi", 2) == 0 ? 0 : 1);
   }
-  sleep_us(10000);
+  th_sleep_us(10000);
   cr_assert_eq(mproc_queue_put(q, "hi", 2, 0), 0);
   int st;
   cr_assert_eq(mproc__waitpid(other, &st, 0), other);
@@ -115,8 +105,8 @@ Test(queue_faults, producers_killed_mid_put) {
       if (!killed && mproc__now_ns() >= until) {
         kill(kids[0], SIGKILL);
         kill(kids[1], SIGKILL);
-        reap(kids[0]);
-        reap(kids[1]);
+        cr_assert_neq(th_exitcode(kids[0]), -1000);
+        cr_assert_neq(th_exitcode(kids[1]), -1000);
         killed = true;
       }
       void *b;
@@ -180,11 +170,11 @@ Test(queue_faults, consumers_killed_mid_get) {
         }
       }
     }
-    sleep_us(200 + rand() % 3000);
+    th_sleep_us(200 + rand() % 3000);
     kill(kids[0], SIGKILL);
     kill(kids[1], SIGKILL);
-    reap(kids[0]);
-    reap(kids[1]);
+    cr_assert_neq(th_exitcode(kids[0]), -1000);
+    cr_assert_neq(th_exitcode(kids[1]), -1000);
     void *b;
     size_t n;
     while (mproc_queue_get(q, &b, &n, 0) == 0) {
@@ -226,7 +216,7 @@ Test(queue_faults, join_after_producers_killed) {
     for (;;) {
       if (!killed && mproc__now_ns() >= until) {
         kill(pid, SIGKILL);
-        reap(pid);
+        cr_assert_neq(th_exitcode(pid), -1000);
         killed = true;
       }
       void *b;

@@ -11,43 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static int reap(pid_t pid) {
-  int st;
-  if (mproc__waitpid(pid, &st, 0) != pid)
-    return -1000;
-  return mproc__exitcode(st);
-}
-
-static void *shared(size_t len) {
-  void *p = mproc__shared_map(len);
-  cr_assert_not_null(p);
-  return p;
-}
-
-static void sleep_us(long us) {
-  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-  while (nanosleep(&ts, &ts) != 0)
-    ;
-}
-
-static char proc_state(pid_t pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(path, "re");
-  if (!f)
-    return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  return (p && p[1] == ' ') ? p[2] : 0;
-}
-
 /* Waits until pid sleeps (in these tests: in a futex, after registering as a waiter). */
 static void wait_asleep(pid_t pid) {
-  for (int i = 0; i < 10000 && proc_state(pid) != 'S'; i++)
-    sleep_us(1000);
-  sleep_us(5000);
+  for (int i = 0; i < 10000 && th_proc_state(pid) != 'S'; i++)
+    th_sleep_us(1000);
+  th_sleep_us(5000);
 }
 
 /* ---- a lock holder killed at random points ---- */
@@ -73,7 +41,7 @@ static void increment_forever(struct robust *r) {
 
 static void kill_holder_rounds(mproc_lock *lock, int rounds) {
   th_scope sc = th_begin();
-  struct robust *r = shared(sizeof *r);
+  struct robust *r = th_shared(sizeof *r);
   r->lock = lock;
   unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
   int dead_holders = 0;
@@ -81,9 +49,9 @@ static void kill_holder_rounds(mproc_lock *lock, int rounds) {
     pid_t pid = fork();
     if (pid == 0)
       increment_forever(r);
-    sleep_us(rand_r(&seed) % 1500);
+    th_sleep_us(rand_r(&seed) % 1500);
     kill(pid, SIGKILL);
-    cr_assert_eq(reap(pid), -SIGKILL);
+    cr_assert_eq(th_exitcode(pid), -SIGKILL);
     int rc = mproc_lock_acquire(r->lock, 5.0);
     cr_assert(rc == 0 || rc == MPROC_EOWNERDEAD, "round %d: rc %d (seed %u)", round, rc, seed);
     if (rc == MPROC_EOWNERDEAD) {
@@ -127,7 +95,7 @@ static int hold_and_die(mproc_lock *l, _Atomic uint32_t *flag) {
     return 1;
   atomic_store(flag, 1);
   mproc__futex_wake(flag, 1);
-  sleep_us(50000); /* long enough for the parent to block on the lock */
+  th_sleep_us(50000); /* long enough for the parent to block on the lock */
   raise(SIGKILL);
   return 2;
 }
@@ -137,7 +105,7 @@ Test(sync_faults, blocked_acquirer_gets_ownerdead_when_holder_killed) {
   for (int rec = 0; rec < 2; rec++) {
     mproc_lock *l;
     cr_assert_eq(mproc_lock_new(&l, rec), 0);
-    _Atomic uint32_t *flag = shared(4096);
+    _Atomic uint32_t *flag = th_shared(4096);
     pid_t pid = fork();
     if (pid == 0)
       _exit(hold_and_die(l, flag));
@@ -148,7 +116,7 @@ Test(sync_faults, blocked_acquirer_gets_ownerdead_when_holder_killed) {
     cr_assert_eq(mproc_lock_release(l), 0); /* held and consistent */
     cr_assert_eq(mproc_lock_acquire(l, 0), 0);
     cr_assert_eq(mproc_lock_release(l), 0);
-    cr_assert_eq(reap(pid), -SIGKILL);
+    cr_assert_eq(th_exitcode(pid), -SIGKILL);
     mproc__shared_unmap((void *)flag, 4096);
     mproc_lock_free(l);
   }
@@ -184,26 +152,26 @@ static int locked_read(mproc_cond *c, int *field) {
 Test(sync_faults, notify_skips_a_killed_waiter) {
   th_scope sc = th_begin();
   enum { N = 3 };
-  struct condtest *t = shared(sizeof *t);
+  struct condtest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[N];
   for (int i = 0; i < N; i++)
     if ((pids[i] = fork()) == 0)
       _exit(cond_waiter(t));
   while (locked_read(t->cond, &t->ready) < N)
-    sleep_us(1000);
+    th_sleep_us(1000);
   /* Kill the oldest waiter, the one notify would pick first. */
   pid_t victim = t->order[0];
   kill(victim, SIGKILL);
   for (int i = 0; i < N; i++)
     if (pids[i] == victim)
-      cr_assert_eq(reap(pids[i]), -SIGKILL);
+      cr_assert_eq(th_exitcode(pids[i]), -SIGKILL);
   cr_assert_eq(mproc_cond_acquire(t->cond, 1), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 2), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
   for (int i = 0; i < N; i++)
     if (pids[i] != victim)
-      cr_assert_eq(reap(pids[i]), 0);
+      cr_assert_eq(th_exitcode(pids[i]), 0);
   cr_assert_eq(t->woke, 2);
   mproc_cond_free(t->cond);
   mproc__shared_unmap(t, sizeof *t);
@@ -230,18 +198,18 @@ static int notify_and_die(struct condtest *t) {
 
 Test(sync_faults, cond_waiter_reacquires_with_ownerdead) {
   th_scope sc = th_begin();
-  struct condtest *t = shared(sizeof *t);
+  struct condtest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t w = fork();
   if (w == 0)
     _exit(wait_expect_ownerdead(t));
   while (locked_read(t->cond, &t->ready) < 1)
-    sleep_us(1000);
+    th_sleep_us(1000);
   pid_t h = fork();
   if (h == 0)
     _exit(notify_and_die(t));
-  cr_assert_eq(reap(h), -SIGKILL);
-  cr_assert_eq(reap(w), 0);
+  cr_assert_eq(th_exitcode(h), -SIGKILL);
+  cr_assert_eq(th_exitcode(w), 0);
   mproc_cond_free(t->cond);
   mproc__shared_unmap(t, sizeof *t);
   th_end(sc);
@@ -267,7 +235,7 @@ Test(sync_faults, slots_of_killed_waiters_are_reclaimed) {
       wait_asleep(pids[i]);
     for (int i = 0; i < N; i++) {
       kill(pids[i], SIGKILL);
-      cr_assert_eq(reap(pids[i]), -SIGKILL);
+      cr_assert_eq(th_exitcode(pids[i]), -SIGKILL);
     }
   }
   /* Only dead waiters are registered: nobody is there to notify or to time out early. */
@@ -303,7 +271,7 @@ static void cond_churn(mproc_cond *c) {
  * slots the dead left behind. */
 Test(sync_faults, condition_survives_random_kills, .timeout = 120) {
   th_scope sc = th_begin();
-  struct condtest *t = shared(sizeof *t);
+  struct condtest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
   for (int round = 0; round < 100; round++) {
@@ -311,10 +279,10 @@ Test(sync_faults, condition_survives_random_kills, .timeout = 120) {
     for (int i = 0; i < 2; i++)
       if ((p[i] = fork()) == 0)
         cond_churn(t->cond);
-    sleep_us(rand_r(&seed) % 2000);
+    th_sleep_us(rand_r(&seed) % 2000);
     for (int i = 0; i < 2; i++) {
       kill(p[i], SIGKILL);
-      cr_assert_eq(reap(p[i]), -SIGKILL, "round %d (seed %u)", round, seed);
+      cr_assert_eq(th_exitcode(p[i]), -SIGKILL, "round %d (seed %u)", round, seed);
     }
     int rc = mproc_cond_acquire(t->cond, 5);
     cr_assert(rc == 0 || rc == MPROC_EOWNERDEAD, "round %d: %d (seed %u)", round, rc, seed);
@@ -325,11 +293,11 @@ Test(sync_faults, condition_survives_random_kills, .timeout = 120) {
   if (w == 0)
     _exit(cond_waiter(t));
   while (locked_read(t->cond, &t->ready) < 1)
-    sleep_us(1000);
+    th_sleep_us(1000);
   cr_assert_eq(mproc_cond_acquire(t->cond, 5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
-  cr_assert_eq(reap(w), 0);
+  cr_assert_eq(th_exitcode(w), 0);
   cr_assert_eq(t->woke, 1);
   mproc_cond_free(t->cond);
   mproc__shared_unmap(t, sizeof *t);
@@ -358,17 +326,17 @@ Test(sync_faults, barrier_survives_random_kills, .timeout = 120) {
     for (int i = 0; i < 2; i++)
       if ((p[i] = fork()) == 0)
         barrier_churn(b);
-    sleep_us(rand_r(&seed) % 2000);
+    th_sleep_us(rand_r(&seed) % 2000);
     for (int i = 0; i < 2; i++) {
       kill(p[i], SIGKILL);
-      cr_assert_eq(reap(p[i]), -SIGKILL, "round %d (seed %u)", round, seed);
+      cr_assert_eq(th_exitcode(p[i]), -SIGKILL, "round %d (seed %u)", round, seed);
     }
     cr_assert_eq(mproc_barrier_reset(b), 0);
     pid_t e = fork();
     if (e == 0)
       _exit(barrier_once(b));
     int mine = mproc_barrier_wait(b, 20);
-    int theirs = reap(e) - 10;
+    int theirs = th_exitcode(e) - 10;
     cr_assert(mine >= 0 && theirs >= 0 && mine + theirs == 1, "round %d: %d %d (seed %u)", round,
               mine, theirs, seed);
   }
@@ -387,12 +355,12 @@ Test(sync_faults, barrier_participant_killed_after_arriving_still_counts) {
     _exit(barrier_once(b));
   wait_asleep(d); /* it has arrived (index 0) and sleeps */
   kill(d, SIGKILL);
-  cr_assert_eq(reap(d), -SIGKILL);
+  cr_assert_eq(th_exitcode(d), -SIGKILL);
   pid_t e = fork();
   if (e == 0)
     _exit(barrier_once(b));
   int mine = mproc_barrier_wait(b, 20);
-  int theirs = reap(e) - 10;
+  int theirs = th_exitcode(e) - 10;
   cr_assert(mine >= 1 && theirs >= 1 && mine + theirs == 3, "indices %d %d", mine, theirs);
   th_end(sc);
   mproc_barrier_free(b);
@@ -408,7 +376,7 @@ Test(sync_faults, barrier_participant_that_never_arrives_times_out) {
   wait_asleep(w);
   /* The third party died before arriving: indistinguishable from a slow one. */
   cr_assert_eq(mproc_barrier_wait(b, 0.05), MPROC_ETIMEDOUT);
-  cr_assert_eq(reap(w), 1);
+  cr_assert_eq(th_exitcode(w), 1);
   mproc_barrier_free(b);
   th_end(sc);
 }
@@ -439,8 +407,8 @@ Test(sync_faults, killed_sem_and_event_waiters_leave_them_usable) {
   wait_asleep(p2);
   kill(p1, SIGKILL);
   kill(p2, SIGKILL);
-  cr_assert_eq(reap(p1), -SIGKILL);
-  cr_assert_eq(reap(p2), -SIGKILL);
+  cr_assert_eq(th_exitcode(p1), -SIGKILL);
+  cr_assert_eq(th_exitcode(p2), -SIGKILL);
   cr_assert_eq(mproc_sem_release(s), MPROC_ESTATE); /* bounded at 0 */
   cr_assert_eq(mproc_sem_value(s), 0);
   mproc_sem_free(s);
