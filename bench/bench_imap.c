@@ -66,11 +66,11 @@ int main(void) {
   mproc_imap_opts c1u = {.unordered = true, .chunksize = 1};
   mproc_imap_opts c1o = {.chunksize = 1};
   mproc_imap_opts c100u = {.unordered = true, .chunksize = 100};
-  bench_report("pool_imap_unordered_c1", "mproc", run(p, 300000, &c1u), "items/s");
-  bench_report("pool_imap_ordered_c1", "mproc", run(p, 300000, &c1o), "items/s");
+  bench_report("pool_imap_unordered_c1", "mproc", run(p, 2000000, &c1u), "items/s");
+  bench_report("pool_imap_ordered_c1", "mproc", run(p, 2000000, &c1o), "items/s");
   bench_report("pool_imap_unordered_default", "mproc",
-               run(p, 300000, &(mproc_imap_opts){.unordered = true}), "items/s");
-  bench_report("pool_imap_unordered_c100", "mproc", run(p, 3000000, &c100u), "items/s");
+               run(p, 2000000, &(mproc_imap_opts){.unordered = true}), "items/s");
+  bench_report("pool_imap_unordered_c100", "mproc", run(p, 20000000, &c100u), "items/s");
   mproc_pool_free(p);
   return 0;
 }
