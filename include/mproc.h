@@ -513,8 +513,8 @@ int mproc_pool_poll(mproc_pool *p, double timeout);
  * whatever the signal (a program with, say, a SIGCHLD handler calls again); the pool stays
  * usable and mproc_pool_free still ends every process. An apply or map so interrupted abandons its
  * tasks (their results are dropped; a chunk already running may still write a shared out).
- * A handler that runs in the instant before the call goes to sleep may be seen only at the
- * next result. */
+ * A handler that runs in the first microseconds of a wait (before it sleeps) may be
+ * reported only by the next wait. */
 
 #ifdef __cplusplus
 }

@@ -11,6 +11,7 @@
 #include "pool.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,12 +341,26 @@ static void cancel_all(mproc_pool *p) {
 /* ---- collection ---- */
 
 #define SPIN_NS 50000
+#define QUICK_NS 3000
 
-/* Waits until the result ring has a message (or is closed): 0, -ETIMEDOUT, or -EINTR when
- * a signal handler ran in this thread (Ctrl-C: the caller's blocking calls return). After
- * a short look at the ring, it sleeps in poll on notify_fd, which the workers signal when
- * armed: poll, unlike a futex wait, always reports a handler's run. */
-static int wait_results(mproc_pool *p, int64_t deadline) {
+/* Whether a signal with a handler of the caller's came while blocked (still pending). */
+static bool handler_pending(const sigset_t *old) {
+  sigset_t pend;
+  if (sigpending(&pend) != 0)
+    return false;
+  for (int sig = 1; sig < NSIG; sig++) {
+    struct sigaction sa;
+    if (sigismember(&pend, sig) == 1 && !sigismember(old, sig) &&
+        sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN)
+      return true;
+  }
+  return false;
+}
+
+/* With signals blocked: a short look at the ring, then a sleep in ppoll on notify_fd (which
+ * the workers signal when armed) with the caller's mask back, atomically: a handler that
+ * runs then interrupts it, one whose signal came before is delivered there at once. */
+static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old) {
   mproc__ring *r = p->ctx.results;
   int64_t spin = mproc__now_ns() + SPIN_NS;
   if (mproc__ring_wait_readable(r, deadline < spin ? deadline : spin) == 0)
@@ -355,7 +370,9 @@ static int wait_results(mproc_pool *p, int64_t deadline) {
     if (mproc__ring_wait_readable(r, 0) == 0)
       return 0;
     struct pollfd pf = {.fd = p->ctx.notify_fd, .events = POLLIN};
-    int n = poll(&pf, 1, mproc__poll_ms(deadline));
+    int64_t left = mproc__remaining_ns(deadline);
+    struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
+    int n = ppoll(&pf, 1, deadline == MPROC__NEVER ? NULL : &ts, old);
     if (n < 0 && errno == EINTR)
       return -EINTR;
     if (n > 0)
@@ -363,6 +380,33 @@ static int wait_results(mproc_pool *p, int64_t deadline) {
     else if (mproc__remaining_ns(deadline) == 0)
       return -ETIMEDOUT;
   }
+}
+
+/* Waits until the result ring has a message (or is closed): 0, -ETIMEDOUT, or -EINTR when
+ * a signal handler of the caller's ran meanwhile (Ctrl-C: blocking calls return). Futex
+ * waits never tell (they restart), hence the blocked signals and ppoll; the synchronous
+ * ones stay open, so a fault still kills at once. */
+static int wait_results(mproc_pool *p, int64_t deadline) {
+  /* A result due within microseconds is waited for without the two mask syscalls; a
+   * handler that runs in that instant is seen at the next wait. */
+  int64_t quick = mproc__now_ns() + QUICK_NS;
+  if (mproc__ring_wait_readable(p->ctx.results, deadline < quick ? deadline : quick) == 0)
+    return 0;
+  if (mproc__remaining_ns(deadline) == 0)
+    return -ETIMEDOUT;
+  sigset_t all, old;
+  sigfillset(&all);
+  sigdelset(&all, SIGSEGV);
+  sigdelset(&all, SIGBUS);
+  sigdelset(&all, SIGFPE);
+  sigdelset(&all, SIGILL);
+  sigdelset(&all, SIGTRAP);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int rc = wait_blocked(p, deadline, &old);
+  if (rc != -EINTR && handler_pending(&old))
+    rc = -EINTR; /* it came during the look: delivered below, reported now */
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
 }
 
 /* Takes results off the ring until the deadline brings one, then whatever else is there.
