@@ -511,10 +511,10 @@ int mproc_pool_poll(mproc_pool *p, double timeout);
  * in a pool call (mproc_async_get / _wait, mproc_pool_apply / _map, mproc_imap_next,
  * mproc_pool_join, mproc_pool_poll), that call returns -EINTR promptly, SA_RESTART or not,
  * whatever the signal (a program with, say, a SIGCHLD handler calls again); the pool stays
- * usable and mproc_pool_free still ends every process. An apply or map so interrupted abandons its
- * tasks (their results are dropped; a chunk already running may still write a shared out).
- * A handler that runs in the first microseconds of a wait (before it sleeps) may be
- * reported only by the next wait. */
+ * usable and mproc_pool_free still ends every process. An apply or map so interrupted
+ * abandons its tasks (their results are dropped; a chunk already running may still write a
+ * shared out). A handler that runs in the first microseconds of a wait (before it sleeps)
+ * may be reported only by the next wait. */
 
 #ifdef __cplusplus
 }
