@@ -479,9 +479,11 @@ void mproc_imap_free(mproc_imap *it);
  * lock of mproc's: in whichever of the pool owner's threads is inside one of these calls on
  * the pool when the event has been collected (or later in that call): mproc_async_get /
  * _wait / _ready on a result not ready yet, mproc_pool_apply / _map / _map_ex,
- * mproc_imap_next, mproc_pool_poll, and (the error callbacks of unfinished tasks, MPROC_ECANCELLED)
- * mproc_pool_join / _terminate / _free. Each runs once, in the order events were collected;
- * a callback may call mproc functions, but must not free its own r. */
+ * mproc_imap_next, mproc_pool_poll, and (the error callbacks of unfinished tasks,
+ * MPROC_ECANCELLED) mproc_pool_join / _terminate / _free. Each runs once, in the order the
+ * events were collected, one at a time (an mproc call inside a callback runs no others); a
+ * callback may call mproc functions, but must not free its own r, and r must not be freed
+ * by another thread while its callback may be running. */
 typedef void (*mproc_async_fn)(mproc_async *r, void *ctx);
 typedef struct mproc_async_opts {
   mproc_async_fn callback;       /* r succeeded (r is ready: mproc_async_get works at once) */
