@@ -458,8 +458,8 @@ int mproc_pool_imap(mproc_pool *p, mproc_task_fn fn, const void *const *items,
 /* Iterates over the items gen(gen_ctx) yields, pulled as room frees up. */
 int mproc_pool_imap_gen(mproc_pool *p, mproc_task_fn fn, mproc_imap_gen_fn gen, void *gen_ctx,
                         const mproc_imap_opts *opts, mproc_imap **it);
-/* The next result: 0 and *res / *len (owned by it, valid until the next call or free; res
- * and len may be NULL); the item's own error (MPROC_ETASK, MPROC_ECRASHED when its worker
+/* The next result: 0 and *res / *len (owned by it, valid until the next call or free,
+ * aligned as malloc's memory is; res and len may be NULL); the item's own error (MPROC_ETASK, MPROC_ECRASHED when its worker
  * died, MPROC_EEXPIRED, MPROC_ECANCELLED) at its position, and the iteration goes on;
  * MPROC_EOF at the end (again on every later call); MPROC_ETIMEDOUT; a generator's error
  * after the items it yielded before. As in Python, an iterator made before mproc_pool_close

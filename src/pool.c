@@ -55,7 +55,7 @@ struct mproc_async {
   size_t len;
   bool is_map;
   bool hand_over; /* apply: the caller takes a malloc'd result as it is */
-  char small_res[32];
+  _Alignas(max_align_t) char small_res[32]; /* handed out in place by imap: aligned */
   /* map_async */
   char *out;
   size_t out_size, n, chunksize, nchunks, left, fail_index;

@@ -77,6 +77,9 @@ struct mproc_imap {
 /* ---- in the worker ---- */
 
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+/* Results are handed out in place: keep each one aligned as malloc's memory is. */
+#define ALIGN_RES _Alignof(max_align_t)
+static size_t pad_res(size_t n) { return (n + ALIGN_RES - 1) & ~(size_t)(ALIGN_RES - 1); }
 
 static int grow(char **buf, size_t *cap, size_t need) {
   if (need <= *cap)
@@ -107,7 +110,8 @@ static int put_record(char **out, size_t *cap, size_t *len, int rc, mproc_result
   if (rc != 0)
     dlen = 0;
   rec_hdr h = {.status = rc ? MPROC_ETASK : 0, .msg_len = (uint32_t)mlen, .data_len = dlen};
-  size_t need = *len + pad8(sizeof h + mlen + dlen);
+  _Static_assert(sizeof h % ALIGN_RES == 0, "records keep their data aligned");
+  size_t need = *len + pad_res(sizeof h + pad_res(mlen) + dlen);
   if (grow(out, cap, need))
     return MPROC_ENOMEM;
   char *w = *out + *len;
@@ -115,7 +119,7 @@ static int put_record(char **out, size_t *cap, size_t *len, int rc, mproc_result
   if (mlen)
     memcpy(w + sizeof h, msg, mlen);
   if (dlen)
-    memcpy(w + sizeof h + mlen, data, dlen);
+    memcpy(w + sizeof h + pad_res(mlen), data, dlen);
   *len = need;
   return 0;
 }
@@ -344,10 +348,10 @@ static int take(mproc_imap *it, const void **res, size_t *len) {
       memcpy(&h, it->rp, sizeof h);
       const char *msg = it->rp + sizeof h;
       rc = h.status;
-      data = msg + h.msg_len;
+      data = msg + pad_res(h.msg_len);
       dlen = (size_t)h.data_len;
       set_err(it, rc ? msg : NULL, h.msg_len);
-      it->rp += pad8(sizeof h + h.msg_len + dlen);
+      it->rp += pad_res(sizeof h + pad_res(h.msg_len) + dlen);
     }
   }
   it->last_index = c->first + it->cur_item++;

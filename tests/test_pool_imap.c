@@ -455,3 +455,59 @@ Test(pool_imap, close_then_consume_then_join) {
   mproc_pool_free(p);
   th_end(s);
 }
+
+/* Odd-length results and failure messages mixed in one chunk: every result handed out in
+ * place is aligned as malloc's memory is, so the caller may read a struct from it. */
+static int odd_task(const void *arg, size_t len, mproc_result *res) {
+  uint64_t v;
+  memcpy(&v, arg, len < 8 ? len : 8);
+  if (v % 3 == 1)
+    return mproc_result_fail(res, "odd failure %llu", (unsigned long long)v);
+  char *out = mproc_result_alloc(res, (size_t)(v % 13) + 8);
+  if (!out)
+    return 1;
+  memset(out, 0, (size_t)(v % 13) + 8);
+  memcpy(out, &v, 8);
+  return 0;
+}
+
+Test(imap, results_are_aligned) {
+  th_scope sc = th_begin();
+  mproc_pool *p = make_pool(2);
+  enum { N = 200 };
+  uint64_t vals[N];
+  const void *items[N];
+  size_t lens[N];
+  for (size_t i = 0; i < N; i++) {
+    vals[i] = i;
+    items[i] = &vals[i];
+    lens[i] = 8;
+  }
+  size_t chunks[] = {1, 7};
+  for (size_t k = 0; k < 2; k++) {
+    mproc_imap *it = NULL;
+    mproc_imap_opts o = {.chunksize = chunks[k]};
+    cr_assert_eq(mproc_pool_imap(p, odd_task, items, lens, N, &o, &it), 0);
+    size_t ok = 0, failed = 0;
+    for (size_t i = 0; i < N; i++) {
+      const void *res = NULL;
+      size_t len = 0;
+      int rc = mproc_imap_next(it, &res, &len, MPROC_FOREVER);
+      if (i % 3 == 1) {
+        cr_assert_eq(rc, MPROC_ETASK);
+        failed++;
+        continue;
+      }
+      cr_assert_eq(rc, 0);
+      cr_assert_eq((uintptr_t)res % _Alignof(max_align_t), 0, "item %zu at %p", i, res);
+      cr_assert_eq(len, i % 13 + 8);
+      cr_assert_eq(*(const uint64_t *)res, i);
+      ok++;
+    }
+    cr_assert_eq(mproc_imap_next(it, NULL, NULL, MPROC_FOREVER), MPROC_EOF);
+    cr_assert_eq(ok + failed, N);
+    mproc_imap_free(it);
+  }
+  mproc_pool_free(p);
+  th_end(sc);
+}
