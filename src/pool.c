@@ -85,6 +85,7 @@ struct mproc_pool {
   int sup_fd;
   bool sup_reaped;
   bool sup_lost; /* the supervisor died on its own (killed from outside) */
+  bool sup_seen_dead; /* the collector saw its pidfd readable */
   pthread_mutex_t join_mu; /* one thread waits for the supervisor's exit */
   pthread_mutex_t mu;      /* everything below */
   pthread_cond_t cv;
@@ -360,6 +361,12 @@ static bool handler_pending(const sigset_t *old) {
 /* With signals blocked: a short look at the ring, then a sleep in ppoll on notify_fd (which
  * the workers signal when armed) with the caller's mask back, atomically: a handler that
  * runs then interrupts it, one whose signal came before is delivered there at once. */
+/* Whether the collector's sleep also watches the supervisor's pidfd (set by the collector
+ * only, so a dead supervisor whose pool is being terminated is not reported in a loop). */
+static bool watch_supervisor(const mproc_pool *p) {
+  return p->sup_fd >= 0 && !p->sup_reaped && !p->sup_seen_dead;
+}
+
 static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old) {
   mproc__ring *r = p->ctx.results;
   int64_t spin = mproc__now_ns() + SPIN_NS;
@@ -369,12 +376,18 @@ static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old) {
     atomic_store(&p->ctx.sh->notify_armed, 1);
     if (mproc__ring_wait_readable(r, 0) == 0)
       return 0;
-    struct pollfd pf = {.fd = p->ctx.notify_fd, .events = POLLIN};
+    /* The supervisor's pidfd turns readable when it dies: a supervisor killed from
+     * outside is noticed at once, with no periodic check. */
+    struct pollfd pf[2] = {{.fd = p->ctx.notify_fd, .events = POLLIN},
+                           {.fd = p->sup_fd, .events = POLLIN}};
+    nfds_t nfds = watch_supervisor(p) ? 2 : 1;
     int64_t left = mproc__remaining_ns(deadline);
     struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
-    int n = ppoll(&pf, 1, deadline == MPROC__NEVER ? NULL : &ts, old);
+    int n = ppoll(pf, nfds, deadline == MPROC__NEVER ? NULL : &ts, old);
     if (n < 0 && errno == EINTR)
       return -EINTR;
+    if (n > 0 && nfds == 2 && pf[1].revents)
+      return -ESRCH;
     if (n > 0)
       mproc__eventfd_drain(p->ctx.notify_fd);
     else if (mproc__remaining_ns(deadline) == 0)
@@ -410,7 +423,8 @@ static int wait_results(mproc_pool *p, int64_t deadline) {
 }
 
 /* Takes results off the ring until the deadline brings one, then whatever else is there.
- * Called by the collector without p->mu. 0, -ETIMEDOUT, MPROC_ECLOSED. */
+ * Called by the collector without p->mu. 0, -ETIMEDOUT, MPROC_ECLOSED, -EINTR, or -ESRCH
+ * when the supervisor died. */
 static int collect(mproc_pool *p, int64_t deadline) {
   mproc__ring_msg m;
   int rc = wait_results(p, deadline);
@@ -475,10 +489,17 @@ static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
     }
     p->collecting = true;
     pthread_mutex_unlock(&p->mu);
-    /* Long waits go in slices so that a supervisor killed from outside is noticed. */
-    int64_t slice = mproc__now_ns() + SUPERVISOR_CHECK_NS;
-    int rc = collect(p, deadline < slice ? deadline : slice);
-    if (rc == -ETIMEDOUT && deadline > slice) {
+    /* Without the supervisor's pidfd to watch, long waits go in slices so that a
+     * supervisor killed from outside is still noticed. */
+    int64_t until = deadline;
+    if (!watch_supervisor(p) && deadline - mproc__now_ns() > SUPERVISOR_CHECK_NS)
+      until = mproc__now_ns() + SUPERVISOR_CHECK_NS;
+    int rc = collect(p, until);
+    if (rc == -ESRCH) {
+      p->sup_seen_dead = true; /* seen once; from now on the slices above look again */
+      check_supervisor(p);
+      rc = 0;
+    } else if (rc == -ETIMEDOUT && deadline > until) {
       check_supervisor(p);
       rc = 0;
     }
