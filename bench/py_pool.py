@@ -46,7 +46,7 @@ def main():
         n = 1_000_000
         data = list(range(n))
         t = []
-        for _ in range(3):
+        for _ in range(5):
             t0 = time.perf_counter()
             p.map(square, data)
             t.append(time.perf_counter() - t0)
