@@ -186,6 +186,8 @@ typedef struct mproc_queue_opts {
   bool joinable;  /* JoinableQueue: task_done / join */
 } mproc_queue_opts;
 
+/* Makes a queue in fresh shared memory (opts NULL: unbounded, not joinable); *q is the
+ * caller's, shared with children forked later. */
 int mproc_queue_new(mproc_queue **q, const mproc_queue_opts *opts);
 /* Copies buf (any size) into the queue; blocks while full. Timeout 0 and full: MPROC_EAGAIN.
  * Returns once the message is in shared memory: a putter never waits for a reader to exit. */
@@ -245,10 +247,15 @@ int mproc_sem_release(mproc_sem *s);
 int mproc_sem_value(mproc_sem *s);
 void mproc_sem_free(mproc_sem *s);
 
+/* Event: a flag that processes wait for. */
 typedef struct mproc_event mproc_event;
+/* Makes an event, initially clear. */
 int mproc_event_new(mproc_event **e);
+/* Sets the flag and wakes every waiter; never blocks. */
 int mproc_event_set(mproc_event *e);
+/* Clears the flag; never blocks. */
 int mproc_event_clear(mproc_event *e);
+/* Whether the flag is set now (false for a NULL handle). */
 bool mproc_event_is_set(mproc_event *e);
 /* 0 when set, MPROC_ETIMEDOUT. Returns 0 also when the event was set during the wait and
  * cleared again before this waiter ran (threading.Event's rule). */
