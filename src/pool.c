@@ -126,6 +126,14 @@ static pid_t self_pid(void) {
   return pid;
 }
 
+/* A pool is driven from the process that made it: its results are routed in that
+ * process's memory (a forked child gets MPROC_ESTATE). */
+static int check_pool(const mproc_pool *p) {
+  if (!p)
+    return MPROC_EINVAL;
+  return p->owner == self_pid() ? 0 : MPROC_ESTATE;
+}
+
 /* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
 
 /* Ids are handed out in sequence: four consecutive ids share a home group (one cache line),
@@ -711,12 +719,10 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
 }
 
 int mproc_pool_close(mproc_pool *p) {
-  if (!p)
-    return MPROC_EINVAL;
-  if (p->owner != self_pid())
-    return MPROC_ESTATE;
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
   pthread_mutex_lock(&p->mu);
-  int rc = 0;
   if (p->state == POOL_RUNNING) {
     p->state = POOL_CLOSED;
     /* Workers drain the closed ring, then exit. A map still putting its chunks closes it
@@ -729,10 +735,9 @@ int mproc_pool_close(mproc_pool *p) {
 }
 
 int mproc_pool_join(mproc_pool *p) {
-  if (!p)
-    return MPROC_EINVAL;
-  if (p->owner != self_pid())
-    return MPROC_ESTATE;
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
   pthread_mutex_lock(&p->mu);
   int state = p->state;
   pthread_mutex_unlock(&p->mu);
@@ -754,10 +759,9 @@ int mproc_pool_join(mproc_pool *p) {
 }
 
 int mproc_pool_terminate(mproc_pool *p) {
-  if (!p)
-    return MPROC_EINVAL;
-  if (p->owner != self_pid())
-    return MPROC_ESTATE;
+  int rc = check_pool(p);
+  if (rc)
+    return rc;
   pthread_mutex_lock(&p->mu);
   if (p->state != POOL_JOINED)
     p->state = POOL_TERMINATED;
@@ -846,12 +850,6 @@ static int put_apply(mproc_pool *p, uint64_t id, size_t i, void *arg) {
   mproc__task_hdr h = {.id = id, .kind = MPROC__TASK_APPLY, .task = x->fn};
   struct iovec iov[2] = {{&h, sizeof h}, {(void *)(x->arg ? x->arg : zeros), x->len}};
   return mproc__ring_putv(p->ctx.tasks, iov, 2, MPROC__NEVER);
-}
-
-static int check_pool(mproc_pool *p) {
-  if (!p)
-    return MPROC_EINVAL;
-  return p->owner == self_pid() ? 0 : MPROC_ESTATE;
 }
 
 static int apply_submit(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
