@@ -118,3 +118,11 @@ void th_sleep_us(long us) {
   while (nanosleep(&ts, &ts) != 0)
     ;
 }
+
+pid_t th_fork_tied(void) {
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0 && mproc__die_with_parent(parent, SIGKILL) != 0)
+    _exit(99);
+  return pid;
+}

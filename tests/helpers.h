@@ -17,6 +17,9 @@ bool th_pid_alive(pid_t pid);
 /* Waits up to seconds for pid to be gone (not in /proc, or a zombie). */
 bool th_wait_gone(pid_t pid, double seconds);
 
+/* fork() whose child is SIGKILLed when the test process dies, so a helper process that a
+ * failing test never got to kill does not linger. Returns as fork() does. */
+pid_t th_fork_tied(void);
 /* Reaps pid (blocking) and returns Python's exitcode (status or -signal); -1000 on error. */
 int th_exitcode(pid_t pid);
 /* Zeroed MAP_SHARED memory shared with children forked later (asserts on failure). */

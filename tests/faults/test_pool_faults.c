@@ -284,7 +284,7 @@ Test(pool_faults, parent_killed_takes_everything_down) {
   th_scope s = th_begin();
   int fds[2];
   cr_assert_eq(pipe(fds), 0);
-  pid_t child = fork();
+  pid_t child = th_fork_tied();
   cr_assert_geq(child, 0);
   if (child == 0) {
     close(fds[0]);

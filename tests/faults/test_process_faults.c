@@ -47,7 +47,7 @@ Test(process_faults, daemons_die_when_parent_is_sigkilled) {
   th_scope s = th_begin();
   published *pub = mproc__shared_map(4096);
   cr_assert_not_null(pub);
-  pid_t mid = fork();
+  pid_t mid = th_fork_tied();
   if (mid == 0)
     intermediate(pub);
   int64_t deadline = mproc__deadline(30.0);
@@ -84,7 +84,7 @@ static int daemon_with_daemon(void *arg) {
 Test(process_faults, daemon_chain_dies_with_its_root) {
   th_scope s = th_begin();
   published *pub = mproc__shared_map(4096);
-  pid_t mid = fork();
+  pid_t mid = th_fork_tied();
   if (mid == 0) {
     mproc_process *c;
     mproc_process_opts od = {.daemon = true};
