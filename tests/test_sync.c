@@ -77,7 +77,7 @@ static int hold_then_release(mproc_lock *l, _Atomic uint32_t *flag) {
     return 1;
   atomic_store(flag, 1);
   mproc__futex_wake(flag, 1);
-  th_sleep_us((50) * 1000L);
+  th_sleep_us(50 * 1000);
   return mproc_lock_release(l) == 0 ? 0 : 2;
 }
 
@@ -295,8 +295,8 @@ Test(event, wakes_every_waiting_process) {
     if ((pids[i] = fork()) == 0)
       _exit(event_waiter(t, i));
   while (atomic_load(&t->started) < N)
-    th_sleep_us((1) * 1000L);
-  th_sleep_us((20) * 1000L); /* most are asleep in the futex by now; either way they must wake */
+    th_sleep_us(1 * 1000);
+  th_sleep_us(20 * 1000); /* most are asleep in the futex by now; either way they must wake */
   for (int i = 0; i < N; i++)
     cr_assert(!mproc_event_is_set(t->done[i]));
   cr_assert_eq(mproc_event_set(t->go), 0);
@@ -444,33 +444,38 @@ static int locked_read(mproc_cond *c, int *field) {
   return v;
 }
 
+/* Forks n notify_waiter processes into pids and returns once all n are waiting: ready is
+ * counted under the lock just before cond_wait, which registers the waiter before releasing
+ * it, so when we hold the lock and see n, all n are waiting. */
+static void start_waiters(struct notifytest *t, pid_t *pids, int n) {
+  for (int i = 0; i < n; i++)
+    if ((pids[i] = fork()) == 0)
+      _exit(notify_waiter(t));
+  while (locked_read(t->cond, &t->ready) < n)
+    th_sleep_us(1000);
+}
+
 Test(cond, notify_n_wakes_exactly_n) {
   th_scope sc = th_begin();
   enum { N = 5 };
   struct notifytest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[N];
-  for (int i = 0; i < N; i++)
-    if ((pids[i] = fork()) == 0)
-      _exit(notify_waiter(t));
-  /* ready is counted under the lock just before cond_wait, which registers the waiter before
-   * releasing it: when we hold the lock and see N, all N are waiting. */
-  while (locked_read(t->cond, &t->ready) < N)
-    th_sleep_us((1) * 1000L);
+  start_waiters(t, pids, N);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 2), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
   while (locked_read(t->cond, &t->woke) < 2)
-    th_sleep_us((1) * 1000L);
-  th_sleep_us((50) * 1000L); /* room for a wrong third wake-up to show */
+    th_sleep_us(1 * 1000);
+  th_sleep_us(50 * 1000); /* room for a wrong third wake-up to show */
   cr_assert_eq(locked_read(t->cond, &t->woke), 2);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 0), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
   while (locked_read(t->cond, &t->woke) < 3)
-    th_sleep_us((1) * 1000L);
-  th_sleep_us((50) * 1000L);
+    th_sleep_us(1 * 1000);
+  th_sleep_us(50 * 1000);
   cr_assert_eq(locked_read(t->cond, &t->woke), 3);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 100), 0);
@@ -490,11 +495,7 @@ Test(cond, notify_all_wakes_all_waiting) {
   struct notifytest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[N];
-  for (int i = 0; i < N; i++)
-    if ((pids[i] = fork()) == 0)
-      _exit(notify_waiter(t));
-  while (locked_read(t->cond, &t->ready) < N)
-    th_sleep_us((1) * 1000L);
+  start_waiters(t, pids, N);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify_all(t->cond), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
@@ -517,7 +518,7 @@ Test(cond, timed_out_waiter_is_not_counted_by_notify) {
   if (pid == 0)
     _exit(notify_waiter(t));
   while (locked_read(t->cond, &t->ready) < 1)
-    th_sleep_us((1) * 1000L);
+    th_sleep_us(1 * 1000);
   /* notify(1) must reach the live waiter, not the slot our timed-out wait used. */
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
@@ -608,8 +609,8 @@ Test(barrier, timeout_breaks_until_reset) {
 /* Waits until pid sleeps (in our tests: in the barrier's futex, after it has arrived). */
 static void wait_asleep(pid_t pid) {
   for (int i = 0; i < 10000 && th_proc_state(pid) != 'S'; i++)
-    th_sleep_us((1) * 1000L);
-  th_sleep_us((5) * 1000L);
+    th_sleep_us(1 * 1000);
+  th_sleep_us(5 * 1000);
 }
 
 Test(barrier, waiters_see_estate_when_another_times_out) {
@@ -871,7 +872,7 @@ Test(barrier, more_processes_than_parties) {
     if ((pids[i] = fork()) == 0)
       _exit(overbooked_worker(t));
   while (atomic_load(&t->count[0]) < 300)
-    th_sleep_us((1) * 1000L);
+    th_sleep_us(1 * 1000);
   cr_assert_eq(mproc_barrier_abort(t->b), 0);
   for (int i = 0; i < 4; i++)
     cr_expect_eq(th_exitcode(pids[i]), 0);
