@@ -115,8 +115,19 @@ int mproc_lock_new(mproc_lock **out, bool recursive) {
 
 /* Acquires l: one try, then (unless timeout is 0) a bounded spin, then a futex sleep.
  * The fast path reads no clock. */
+/* A spinning waiter reads the lock word only every LOCK_GAP pauses (~1 us). Each read
+ * pulls the line out of the holder's cache, so its next acquire misses; and a waiter that
+ * checks often grabs the lock in the holder's short free window between release and
+ * re-acquire, so the line changes hands on nearly every acquire. Two processes
+ * incrementing a counter: gap 1 gives 1.8e7 ops/s, gap 32 gives 4.4e7. */
+enum { LOCK_GAP = 32 };
+
 static int lock_take(mproc_lock *l, double timeout) {
-  int rc = mproc__mutex_trylock(&l->m);
+  /* Look before the CAS: a failed CAS still takes the line from the holder. An RLock may
+   * be this thread's own, which only the try can tell. */
+  int rc = -EBUSY;
+  if (MPROC__LIKELY(!mproc__mutex_locked(&l->m)) || l->recursive)
+    rc = mproc__mutex_trylock(&l->m);
   if (MPROC__LIKELY(rc != -EBUSY))
     return rc;
   if (timeout == 0)
@@ -126,8 +137,10 @@ static int lock_take(mproc_lock *l, double timeout) {
   int n = 0;
   if (!mproc__mutex_held(&l->m)) {
     n = spin_rounds(&l->spin);
-    for (int i = 0; i < n; i++) {
-      mproc__cpu_relax();
+    for (int i = 0; i < n;) {
+      for (int k = 0; k < LOCK_GAP; k++)
+        mproc__cpu_relax();
+      i += LOCK_GAP;
       if (!mproc__mutex_locked(&l->m) && (rc = mproc__mutex_trylock(&l->m)) != -EBUSY) {
         spin_won(&l->spin, i);
         return rc;
