@@ -27,12 +27,20 @@
 #define CHUNK_BYTES_MAX ((size_t)1 << 20)
 #define SUPERVISOR_CHECK_NS (200 * 1000000)
 #define ZERO_COPY_MIN_BYTES ((size_t)256 << 10)
+/* Chunks smaller than this go through the rings: the stage saves the worker two copies, and
+ * small ones cost it little. */
+#define STAGE_MIN_BYTES ((size_t)64 << 10)
 
 enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
 
 typedef struct entry {
   uint64_t id; /* 0: free */
   mproc_async *a;
+  /* A staged map chunk (pool_stage.c): its block, and where the worker writes its output
+   * there (NULL: the output is not staged). */
+  char *blk;
+  size_t blk_len;
+  char *blk_out;
 } entry;
 
 /* One map call's input, for putting its chunks. */
@@ -83,6 +91,8 @@ struct mproc_pool {
   pid_t owner;
   pid_t sup_pid;
   int sup_fd;
+  int ncpu; /* CPUs this process may use */
+  mproc__stage stage;
   bool sup_reaped;
   bool sup_lost; /* the supervisor died on its own (killed from outside) */
   bool sup_seen_dead; /* the collector saw its pidfd readable */
@@ -154,12 +164,16 @@ static size_t tab_find(const mproc_pool *p, uint64_t id) {
   }
 }
 
-static void tab_insert(mproc_pool *p, uint64_t id, mproc_async *a) {
-  size_t i = home(p, id);
+static void tab_put(mproc_pool *p, entry e) {
+  size_t i = home(p, e.id);
   while (p->tab[i].id)
     i = (i + 1) & (p->tab_cap - 1);
-  p->tab[i] = (entry){id, a};
+  p->tab[i] = e;
   p->tab_len++;
+}
+
+static void tab_insert(mproc_pool *p, uint64_t id, mproc_async *a) {
+  tab_put(p, (entry){.id = id, .a = a});
 }
 
 static int tab_reserve(mproc_pool *p, size_t more) {
@@ -181,7 +195,7 @@ static int tab_reserve(mproc_pool *p, size_t more) {
   p->tab_len = 0;
   for (size_t i = 0; i < old_cap; i++)
     if (old[i].id)
-      tab_insert(p, old[i].id, old[i].a);
+      tab_put(p, old[i]);
   free(old);
   return 0;
 }
@@ -202,6 +216,43 @@ static void tab_delete(mproc_pool *p, uint64_t id) {
   }
   p->tab[i].id = 0;
   p->tab_len--;
+}
+
+/* Whether no worker holds a task or can still take one: then no worker touches the stage. */
+static bool workers_idle(mproc_pool *p) {
+  if (mproc__ring_count(p->ctx.tasks) != 0)
+    return false;
+  /* After the count: a worker sets its task_id before it consumes the task. */
+  for (int i = 0; i < p->ctx.nworkers; i++)
+    if (atomic_load(&p->ctx.sh->slots[i].task_id) != 0)
+      return false;
+  return true;
+}
+
+/* A staged chunk is settled: its block is free again when the worker that ran it posted
+ * the result (it is done with it), and set aside otherwise. */
+static void stage_release(mproc_pool *p, const entry *e, bool worker_done) {
+  if (!e->blk)
+    return;
+  if (worker_done)
+    mproc__stage_free(&p->stage, e->blk, e->blk_len);
+  else
+    mproc__stage_retire(&p->stage, e->blk_len);
+  if (p->stage.retired && !p->stage.live && workers_idle(p))
+    mproc__stage_reset(&p->stage);
+}
+
+/* Forgets a task whose result nobody will wait for; a worker may still run it. A staged
+ * chunk stays in the table without its AsyncResult (an orphan), so that its result, which
+ * says the worker is done with the block, frees the block. */
+static void tab_drop(mproc_pool *p, uint64_t id) {
+  size_t i = tab_find(p, id);
+  if (i == SIZE_MAX)
+    return;
+  if (p->tab[i].blk)
+    p->tab[i].a = NULL;
+  else
+    tab_delete(p, id);
 }
 
 /* ---- completion (under p->mu) ---- */
@@ -256,13 +307,14 @@ static char *copy_msg(const char *msg, size_t len) {
   return m;
 }
 
+/* data: the chunk's output (data_len bytes), from the result message or the stage. */
 static void dispatch_map(mproc_async *a, const mproc__result_hdr *h, const char *msg,
-                         const char *data) {
+                         const char *data, uint64_t data_len) {
   size_t c = (size_t)(h->id - a->first_id);
   size_t start = c * a->chunksize;
   size_t count = a->n - start < a->chunksize ? a->n - start : a->chunksize;
-  if (h->data_len == (uint64_t)count * a->out_size && h->data_len)
-    memcpy(a->out + start * a->out_size, data, h->data_len);
+  if (data_len == (uint64_t)count * a->out_size && data_len)
+    memcpy(a->out + start * a->out_size, data, data_len);
   a->done_items += count;
   if (h->status != 0) {
     size_t idx = start + (h->fail_index < count ? (size_t)h->fail_index : 0);
@@ -289,12 +341,26 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   size_t i = tab_find(p, h.id);
   if (i == SIZE_MAX)
     return;
-  mproc_async *a = p->tab[i].a;
+  entry e = p->tab[i];
+  mproc_async *a = e.a;
   tab_delete(p, h.id);
   const char *text = (const char *)msg + sizeof h;
   const char *data = text + h.msg_len;
+  /* 0 and MPROC_ETASK come from the worker once it has run the whole chunk; the others
+   * from the supervisor, for a worker that died (whose task may be taken again). */
+  bool worker_done = h.status == 0 || h.status == MPROC_ETASK;
+  if (!a) {
+    stage_release(p, &e, worker_done); /* an orphan */
+    return;
+  }
   if (a->is_map) {
-    dispatch_map(a, &h, text, data);
+    uint64_t data_len = h.data_len;
+    if (e.blk_out) {
+      data = e.blk_out;
+      data_len = worker_done ? e.blk_len - (size_t)(e.blk_out - e.blk) : 0;
+    }
+    dispatch_map(a, &h, text, data, data_len);
+    stage_release(p, &e, worker_done);
     a->left--;
     if (a->cb.progress)
       cb_queue(p, a, EV_PROGRESS);
@@ -327,7 +393,11 @@ static void cancel_all(mproc_pool *p) {
   const char *msg = lost ? lost_msg : cancelled_msg;
   for (size_t i = 0; i < p->tab_cap; i++) {
     mproc_async *a = p->tab[i].a;
-    if (!p->tab[i].id || atomic_load(&a->ready))
+    if (!p->tab[i].id)
+      continue;
+    if (p->tab[i].blk)
+      mproc__stage_retire(&p->stage, p->tab[i].blk_len); /* workers may be alive yet */
+    if (!a || atomic_load(&a->ready))
       continue;
     if (!a->is_map || a->rc == 0) {
       free(a->err);
@@ -375,10 +445,10 @@ static bool watch_supervisor(const mproc_pool *p) {
   return p->sup_fd >= 0 && !p->sup_reaped && !p->sup_seen_dead;
 }
 
-static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old) {
+static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old, bool spin) {
   mproc__ring *r = p->ctx.results;
-  int64_t spin = mproc__now_ns() + SPIN_NS;
-  if (mproc__ring_wait_readable(r, deadline < spin ? deadline : spin) == 0)
+  int64_t soon = mproc__now_ns() + SPIN_NS;
+  if (spin && mproc__ring_wait_readable(r, deadline < soon ? deadline : soon) == 0)
     return 0;
   for (;;) {
     atomic_store(&p->ctx.sh->notify_armed, 1);
@@ -406,11 +476,11 @@ static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old) {
 /* Waits until the result ring has a message (or is closed): 0, -ETIMEDOUT, or -EINTR when
  * a signal handler of the caller's ran meanwhile (Ctrl-C: blocking calls return). Futex
  * waits never tell (they restart), hence the blocked signals and ppoll; the synchronous
- * ones stay open, so a fault still kills at once. */
-static int wait_results(mproc_pool *p, int64_t deadline) {
+ * ones stay open, so a fault still kills at once. spin: see may_spin. */
+static int wait_results(mproc_pool *p, int64_t deadline, bool spin) {
   /* A result due within microseconds is waited for without the two mask syscalls; a
    * handler that runs in that instant is seen at the next wait. */
-  int64_t quick = mproc__now_ns() + QUICK_NS;
+  int64_t quick = spin ? mproc__now_ns() + QUICK_NS : 0;
   if (mproc__ring_wait_readable(p->ctx.results, deadline < quick ? deadline : quick) == 0)
     return 0;
   if (mproc__remaining_ns(deadline) == 0)
@@ -423,7 +493,7 @@ static int wait_results(mproc_pool *p, int64_t deadline) {
   sigdelset(&all, SIGILL);
   sigdelset(&all, SIGTRAP);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  int rc = wait_blocked(p, deadline, &old);
+  int rc = wait_blocked(p, deadline, &old, spin);
   if (rc != -EINTR && handler_pending(&old))
     rc = -EINTR; /* it came during the look: delivered below, reported now */
   pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -433,9 +503,9 @@ static int wait_results(mproc_pool *p, int64_t deadline) {
 /* Takes results off the ring until the deadline brings one, then whatever else is there.
  * Called by the collector without p->mu. 0, -ETIMEDOUT, MPROC_ECLOSED, -EINTR, or -ESRCH
  * when the supervisor died. */
-static int collect(mproc_pool *p, int64_t deadline) {
+static int collect(mproc_pool *p, int64_t deadline, bool spin) {
   mproc__ring_msg m;
-  int rc = wait_results(p, deadline);
+  int rc = wait_results(p, deadline, spin);
   if (rc == 0)
     rc = mproc__ring_read_begin(p->ctx.results, &m, 0);
   if (rc == -ETIMEDOUT)
@@ -486,6 +556,15 @@ static int cond_wait_until(mproc_pool *p, int64_t deadline) {
   return pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 }
 
+/* Whether the collector may spin for a result (under p->mu). Not while every CPU has a
+ * worker with a task: the spin would take a CPU from one of them, and the result it waits
+ * for comes later by as much. (2 workers on 2 CPUs, map of 1M int64: the caller spent a
+ * quarter of its time spinning.) */
+static bool may_spin(const mproc_pool *p) {
+  size_t busy = p->tab_len < (size_t)p->ctx.nworkers ? p->tab_len : (size_t)p->ctx.nworkers;
+  return busy < (size_t)p->ncpu;
+}
+
 /* Waits (under p->mu) until a is ready (a NULL: until the ring is drained and closed) or
  * the deadline, collecting meanwhile. 0 or MPROC_ETIMEDOUT. */
 static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
@@ -496,13 +575,14 @@ static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
       continue;
     }
     p->collecting = true;
+    bool spin = may_spin(p);
     pthread_mutex_unlock(&p->mu);
     /* Without the supervisor's pidfd to watch, long waits go in slices so that a
      * supervisor killed from outside is still noticed. */
     int64_t until = deadline;
     if (!watch_supervisor(p) && deadline - mproc__now_ns() > SUPERVISOR_CHECK_NS)
       until = mproc__now_ns() + SUPERVISOR_CHECK_NS;
-    int rc = collect(p, until);
+    int rc = collect(p, until, spin);
     if (rc == -ESRCH) {
       p->sup_seen_dead = true; /* seen once; from now on the slices above look again */
       check_supervisor(p);
@@ -603,6 +683,7 @@ static void release(mproc_pool *p) {
   mproc__ring_free(p->ctx.tasks);
   mproc__ring_free(p->ctx.results);
   mproc__shared_unmap(p->ctx.sh, p->ctx.sh_len);
+  mproc__stage_destroy(&p->stage);
   mproc__close(p->ctx.ctl_fd);
   mproc__close(p->ctx.notify_fd);
   mproc__close(p->sup_fd);
@@ -634,7 +715,8 @@ static int init_locals(mproc_pool *p) {
 
 static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   mproc__pool_ctx *c = &p->ctx;
-  c->nworkers = o && o->processes ? o->processes : mproc__cpu_count();
+  p->ncpu = mproc__cpu_count();
+  c->nworkers = o && o->processes ? o->processes : p->ncpu;
   c->maxtasks = o ? o->maxtasksperchild : 0;
   c->timeout_s = o ? o->task_timeout : 0;
   c->timeout_ns = (int64_t)(c->timeout_s * 1e9);
@@ -655,6 +737,8 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   int rc = mproc__ring_new(&c->tasks, &ro);
   if (rc == 0)
     rc = mproc__ring_new(&c->results, &ro);
+  if (rc == 0)
+    rc = mproc__stage_init(&p->stage);
   if (rc == 0 && (c->ctl_fd = mproc__eventfd()) < 0)
     rc = c->ctl_fd;
   if (rc == 0 && (c->notify_fd = mproc__eventfd()) < 0)
@@ -826,7 +910,7 @@ static int submit_locked(mproc_pool *p, mproc_async *a, size_t total, size_t cou
   }
   if (rc) {
     for (size_t j = 0; j <= i && j < count; j++)
-      tab_delete(p, first + j);
+      tab_drop(p, first + j);
     return rc;
   }
   p->next_id += total;
@@ -910,12 +994,37 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t le
 /* ---- map ---- */
 
 
+/* A big chunk whose input or output is not shared already gets a block of the stage: its
+ * input copied there, its output written there by the worker. false: through the rings. */
+static bool stage_chunk(mproc_pool *p, const map_args *x, size_t start, size_t count,
+                        mproc__task_hdr *h, entry *e) {
+  size_t in_bytes = x->flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
+  size_t out_bytes = x->flags & MPROC__MAP_OUT_SHARED ? 0 : count * x->out_size;
+  size_t out_off = (in_bytes + 63) & ~(size_t)63;
+  if (in_bytes + out_bytes < STAGE_MIN_BYTES)
+    return false;
+  if (p->stage.retired && !p->stage.live && workers_idle(p))
+    mproc__stage_reset(&p->stage);
+  char *blk = mproc__stage_alloc(&p->stage, out_off + out_bytes);
+  if (!blk)
+    return false;
+  if (in_bytes) {
+    memcpy(blk, x->in + start * x->in_size, in_bytes);
+    h->in_ptr = blk;
+    h->flags |= MPROC__MAP_IN_SHARED;
+  }
+  if (out_bytes) {
+    h->out_ptr = blk + out_off;
+    h->flags |= MPROC__MAP_OUT_SHARED;
+  }
+  *e = (entry){.blk = blk, .blk_len = out_off + out_bytes, .blk_out = out_bytes ? blk + out_off : NULL};
+  return true;
+}
+
 static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
   map_args *x = arg;
   size_t start = c * x->chunksize;
   size_t count = x->n - start < x->chunksize ? x->n - start : x->chunksize;
-  bool in_shared = x->flags & MPROC__MAP_IN_SHARED;
-  size_t bytes = in_shared ? 0 : count * x->in_size;
   mproc__task_hdr h = {.id = id,
                        .kind = MPROC__TASK_MAP,
                        .flags = x->flags,
@@ -925,15 +1034,29 @@ static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
                        .count = count,
                        .args_len = x->args_len,
                        .start = start};
-  if (in_shared)
+  if (x->flags & MPROC__MAP_IN_SHARED)
     h.in_ptr = x->in + start * x->in_size;
   if (x->flags & MPROC__MAP_OUT_SHARED)
     h.out_ptr = x->out + start * x->out_size;
+  entry staged = {0};
+  stage_chunk(p, x, start, count, &h, &staged);
+  size_t bytes = h.flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
   struct iovec iov[4] = {{&h, sizeof h},
                          {(void *)(x->in + start * x->in_size), bytes},
                          {(void *)zeros, ((bytes + 15) & ~(size_t)15) - bytes},
                          {(void *)(x->args ? x->args : zeros), x->args_len}};
-  return mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
+  int rc = mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
+  if (staged.blk) {
+    if (rc == 0) {
+      entry *e = &p->tab[tab_find(p, id)];
+      e->blk = staged.blk;
+      e->blk_len = staged.blk_len;
+      e->blk_out = staged.blk_out;
+    } else {
+      mproc__stage_free(&p->stage, staged.blk, staged.blk_len); /* no worker saw it */
+    }
+  }
+  return rc;
 }
 
 /* Python's ceil(n / (4 * workers)), with chunks kept under CHUNK_BYTES_MAX so that the copies
@@ -1149,7 +1272,7 @@ static void abandon(mproc_pool *p, mproc_async *r) {
   if (!atomic_load(&r->ready)) {
     size_t count = r->is_map ? r->nchunks : 1;
     for (size_t i = 0; i < count; i++)
-      tab_delete(p, r->first_id + i);
+      tab_drop(p, r->first_id + i);
     if (r->feed) {
       r->feed = NULL;
       if (--p->feeding == 0 && p->state == POOL_CLOSED)
@@ -1275,6 +1398,14 @@ int mproc__pool_await(mproc_async *a, int64_t deadline) { return await(a, deadli
 void mproc__pool_lock(mproc_pool *p) { pthread_mutex_lock(&p->mu); }
 void mproc__pool_unlock(mproc_pool *p) { pthread_mutex_unlock(&p->mu); }
 int mproc__pool_nworkers(const mproc_pool *p) { return p->ctx.nworkers; }
+
+void mproc__pool_stage_usage(mproc_pool *p, size_t *live, size_t *retired, size_t *committed) {
+  pthread_mutex_lock(&p->mu);
+  *live = p->stage.live;
+  *retired = p->stage.retired;
+  *committed = p->stage.committed;
+  pthread_mutex_unlock(&p->mu);
+}
 int mproc__pool_owned(mproc_pool *p) { return check_pool(p); }
 
 int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err) {

@@ -163,6 +163,73 @@ Test(pool_faults, map_with_a_crashing_element) {
   th_end(s);
 }
 
+/* Big chunks cross through the pool's stage (a shared block the worker writes in place).
+ * A block whose worker died is set aside (the task may be delivered again) and freed once
+ * no worker can touch it; results stay exact throughout. */
+static int staged_misbehave(const void *in, void *out, const void *args) {
+  int64_t v = *(const int64_t *)in, bad = *(const int64_t *)args;
+  if (v == bad)
+    _exit(5);
+  if (v == -bad)
+    sleep_ms(30000);
+  *(int64_t *)out = 3 * v;
+  return 0;
+}
+
+static void expect_staged(mproc_pool *p, const int64_t *out, size_t n, size_t skip_from,
+                          size_t skip_to) {
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++)
+    if ((i < skip_from || i >= skip_to) && out[i] != 3 * (int64_t)i)
+      bad++;
+  cr_expect_eq(bad, 0, "%zu results wrong", bad);
+  size_t live, retired, committed;
+  mproc__pool_stage_usage(p, &live, &retired, &committed);
+  cr_expect_eq(live, 0);
+  cr_expect_gt(committed, 0, "nothing was staged");
+}
+
+static void clean_maps_free_the_stage(mproc_pool *p, const int64_t *in, int64_t *out, size_t n,
+                                      const mproc_map_opts *mo) {
+  size_t live, retired = 1, committed;
+  /* The set-aside blocks are freed when a map starts or ends with every worker idle. */
+  for (int i = 0; i < 200 && retired; i++) {
+    memset(out, 0, n * sizeof *out);
+    cr_assert_eq(mproc_pool_map(p, staged_misbehave, in, n, 8, out, 8, mo), 0);
+    expect_staged(p, out, n, 0, 0);
+    mproc__pool_stage_usage(p, &live, &retired, &committed);
+  }
+  cr_expect_eq(retired, 0, "set-aside blocks were never freed");
+}
+
+Test(pool_faults, staged_chunk_crash_and_timeout) {
+  th_scope s = th_begin();
+  size_t n = 65536, cs = 8192; /* 64 KiB in, 64 KiB out a chunk: staged */
+  int64_t *in = malloc(n * 8), *out = calloc(n, 8);
+  cr_assert(in && out);
+  for (size_t i = 0; i < n; i++)
+    in[i] = (int64_t)i;
+  int64_t crash_at = 40000, none = INT64_MAX;
+  for (int timeout = 0; timeout < 2; timeout++) {
+    mproc_pool *p = NULL;
+    mproc_pool_opts o = {.processes = 2, .task_timeout = timeout ? 0.3 : 0};
+    cr_assert_eq(mproc_pool_new(&p, &o), 0);
+    int64_t arg = timeout ? -crash_at : crash_at; /* -x: element x hangs */
+    mproc_map_opts mo = {.chunksize = cs, .args = &arg, .args_len = sizeof arg};
+    int want = timeout ? MPROC_EEXPIRED : MPROC_ECRASHED;
+    cr_expect_eq(mproc_pool_map(p, staged_misbehave, in, n, 8, out, 8, &mo), want);
+    size_t from = (size_t)crash_at / cs * cs;
+    expect_staged(p, out, n, from, from + cs);
+    mproc_map_opts clean = {.chunksize = cs, .args = &none, .args_len = sizeof none};
+    clean_maps_free_the_stage(p, in, out, n, &clean);
+    cr_expect(full_again(p, 2));
+    mproc_pool_free(p);
+  }
+  free(in);
+  free(out);
+  th_end(s);
+}
+
 static int sleeper(const void *arg, size_t len, mproc_result *res) {
   (void)len, (void)res;
   sleep_ms(*(const int *)arg);
