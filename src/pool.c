@@ -480,7 +480,7 @@ static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old, bo
 static int wait_results(mproc_pool *p, int64_t deadline, bool spin) {
   /* A result due within microseconds is waited for without the two mask syscalls; a
    * handler that runs in that instant is seen at the next wait. */
-  int64_t quick = spin ? mproc__now_ns() + QUICK_NS : 0;
+  int64_t quick = mproc__now_ns() + QUICK_NS;
   if (mproc__ring_wait_readable(p->ctx.results, deadline < quick ? deadline : quick) == 0)
     return 0;
   if (mproc__remaining_ns(deadline) == 0)
@@ -556,10 +556,11 @@ static int cond_wait_until(mproc_pool *p, int64_t deadline) {
   return pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 }
 
-/* Whether the collector may spin for a result (under p->mu). Not while every CPU has a
- * worker with a task: the spin would take a CPU from one of them, and the result it waits
- * for comes later by as much. (2 workers on 2 CPUs, map of 1M int64: the caller spent a
- * quarter of its time spinning.) */
+/* Whether the collector may spin long for a result (under p->mu). Not while every CPU has
+ * a worker with a task: the spin would take a CPU from one of them, and the result it waits
+ * for comes later by as much (2 workers on 2 CPUs, map of 1M int64: the caller spent a
+ * quarter of its time spinning). A few microseconds it always spins: results of short
+ * tasks come that quickly, and a sleep costs each of them a wake-up. */
 static bool may_spin(const mproc_pool *p) {
   size_t busy = p->tab_len < (size_t)p->ctx.nworkers ? p->tab_len : (size_t)p->ctx.nworkers;
   return busy < (size_t)p->ncpu;

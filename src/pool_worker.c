@@ -156,8 +156,7 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
   for (size_t i = 0; i < count; i++) {
     /* task_timeout applies to each element: the supervisor reads the latest start. */
     if (timed)
-      if (ctx->timeout_ns > 0)
-    atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
+      atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
     int rc = h->map(in + i * isz, out + i * osz, args);
     if (MPROC__UNLIKELY(rc != 0) && fail == UINT64_MAX) {
       fail = i;
