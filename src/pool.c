@@ -43,16 +43,57 @@ typedef struct entry {
   char *blk_out;
 } entry;
 
+/* How a map's n elements are cut: head chunks of cs elements, then the rest in chunks of
+ * tail_cs (all of cs when the caller chose the chunksize). */
+typedef struct chunk_plan {
+  size_t n, cs, head, tail_cs;
+} chunk_plan;
+
 /* One map call's input, for putting its chunks. */
 typedef struct map_args {
   mproc_map_fn fn;
   const char *in;
   char *out;
-  size_t in_size, out_size, n, chunksize;
+  size_t in_size, out_size, n;
+  chunk_plan plan;
   const void *args;
   size_t args_len;
   uint32_t flags; /* MPROC__MAP_IN_SHARED / _OUT_SHARED: that side crosses by address */
 } map_args;
+
+/* The chunksize chosen: Python's ceil(n / (4 * workers)), with chunks kept under
+ * CHUNK_BYTES_MAX so that the copies in and out of the rings stay in cache (bench:
+ * pool_map_256x1MiB). And the last workers * cs elements go in chunks a quarter that size:
+ * the workers then finish within a quarter chunk of each other instead of a whole one,
+ * which is most of what the pool lost to OpenMP's static split on CPU-bound work (bench:
+ * pool_cpu_speedup_2), and the caller's last copy out is shorter. */
+static chunk_plan plan_chunks(size_t n, size_t chosen, size_t in_size, size_t out_size,
+                              int workers) {
+  chunk_plan pl = {.n = n, .cs = chosen, .tail_cs = chosen};
+  if (!chosen) {
+    size_t w4 = 4 * (size_t)workers;
+    size_t cs = n / w4 + (n % w4 != 0);
+    size_t elem = in_size > out_size ? in_size : out_size;
+    size_t cap = CHUNK_BYTES_MAX / elem;
+    pl.cs = cs > cap ? cap : cs ? cs : 1;
+    pl.tail_cs = pl.cs / 4 ? pl.cs / 4 : 1;
+  }
+  size_t tail = (size_t)workers * pl.cs;
+  pl.head = n > tail ? (n - tail) / pl.cs : 0;
+  return pl;
+}
+
+static size_t plan_count(const chunk_plan *pl) {
+  size_t rest = pl->n - pl->head * pl->cs;
+  return pl->head + rest / pl->tail_cs + (rest % pl->tail_cs != 0);
+}
+
+static void chunk_span(const chunk_plan *pl, size_t c, size_t *start, size_t *count) {
+  size_t s = c < pl->head ? c * pl->cs : pl->head * pl->cs + (c - pl->head) * pl->tail_cs;
+  size_t want = c < pl->head ? pl->cs : pl->tail_cs;
+  *start = s;
+  *count = pl->n - s < want ? pl->n - s : want;
+}
 
 struct mproc_async {
   mproc_pool *pool; /* meaningful only while not ready */
@@ -66,7 +107,8 @@ struct mproc_async {
   _Alignas(max_align_t) char small_res[32]; /* handed out in place by imap: aligned */
   /* map_async */
   char *out;
-  size_t out_size, n, chunksize, nchunks, left, fail_index;
+  size_t out_size, n, nchunks, left, fail_index;
+  chunk_plan plan;
   uint64_t first_id;
   /* Chunks are put a window at a time while feed is set (map: the caller waits inside the
    * call anyway), so a big map never holds more than the window in the rings. */
@@ -310,9 +352,8 @@ static char *copy_msg(const char *msg, size_t len) {
 /* data: the chunk's output (data_len bytes), from the result message or the stage. */
 static void dispatch_map(mproc_async *a, const mproc__result_hdr *h, const char *msg,
                          const char *data, uint64_t data_len) {
-  size_t c = (size_t)(h->id - a->first_id);
-  size_t start = c * a->chunksize;
-  size_t count = a->n - start < a->chunksize ? a->n - start : a->chunksize;
+  size_t start, count;
+  chunk_span(&a->plan, (size_t)(h->id - a->first_id), &start, &count);
   if (data_len == (uint64_t)count * a->out_size && data_len)
     memcpy(a->out + start * a->out_size, data, data_len);
   a->done_items += count;
@@ -1024,8 +1065,8 @@ static bool stage_chunk(mproc_pool *p, const map_args *x, size_t start, size_t c
 
 static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
   map_args *x = arg;
-  size_t start = c * x->chunksize;
-  size_t count = x->n - start < x->chunksize ? x->n - start : x->chunksize;
+  size_t start, count;
+  chunk_span(&x->plan, c, &start, &count);
   mproc__task_hdr h = {.id = id,
                        .kind = MPROC__TASK_MAP,
                        .flags = x->flags,
@@ -1060,18 +1101,6 @@ static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
   return rc;
 }
 
-/* Python's ceil(n / (4 * workers)), with chunks kept under CHUNK_BYTES_MAX so that the copies
- * in and out of the rings stay in cache (bench: pool_map_256x1MiB). */
-static size_t auto_chunksize(size_t n, size_t in_size, size_t out_size, int workers) {
-  size_t w4 = 4 * (size_t)workers;
-  size_t cs = n / w4 + (n % w4 != 0);
-  size_t elem = in_size > out_size ? in_size : out_size;
-  size_t cap = CHUNK_BYTES_MAX / elem;
-  if (cs > cap)
-    cs = cap;
-  return cs ? cs : 1;
-}
-
 static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
                      void *out, size_t out_size, const mproc_map_opts *o) {
   int rc = check_pool(p);
@@ -1091,7 +1120,7 @@ static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, s
  * few enough that the rings stay small and their memory stays in cache. */
 static size_t feed_window(const mproc_pool *p, const map_args *x) {
   size_t elem = x->in_size > x->out_size ? x->in_size : x->out_size;
-  size_t bytes = x->chunksize > SIZE_MAX / elem ? SIZE_MAX : x->chunksize * elem;
+  size_t bytes = x->plan.cs > SIZE_MAX / elem ? SIZE_MAX : x->plan.cs * elem;
   size_t w = MAP_WINDOW_BYTES / (bytes ? bytes : 1), least = 2 * (size_t)p->ctx.nworkers + 1;
   return w > least ? w : least;
 }
@@ -1108,7 +1137,8 @@ static void feed_locked(mproc_pool *p, mproc_async *a) {
         tab_delete(p, id);
     }
     if (rc) {
-      size_t idx = a->sent * a->chunksize;
+      size_t idx, count;
+      chunk_span(&a->plan, a->sent, &idx, &count);
       if (idx < a->fail_index) {
         a->fail_index = idx;
         a->rc = rc;
@@ -1153,13 +1183,12 @@ static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc
     x->flags |= MPROC__MAP_OUT_SHARED;
   x->args = o ? o->args : NULL;
   x->args_len = o ? o->args_len : 0;
-  x->chunksize = o && o->chunksize ? o->chunksize : auto_chunksize(n, in_size, out_size,
-                                                                    p->ctx.nworkers);
+  x->plan = plan_chunks(n, o ? o->chunksize : 0, in_size, out_size, p->ctx.nworkers);
   a->is_map = true;
   a->out_size = out_size;
   a->n = n;
-  a->chunksize = x->chunksize;
-  a->nchunks = n / x->chunksize + (n % x->chunksize != 0);
+  a->plan = x->plan;
+  a->nchunks = plan_count(&x->plan);
   a->left = a->nchunks;
   a->fail_index = SIZE_MAX;
   a->window = windowed ? feed_window(p, x) : a->nchunks;

@@ -92,6 +92,56 @@ static int xor_elem(const void *in, void *out, const void *args) {
   return 0;
 }
 
+/* The automatic chunks (head chunks, then quarter-size ones for the last workers * cs
+ * elements) cover every element once, for every n around their boundaries. */
+static int add_index(const void *in, void *out, const void *args) {
+  (void)args;
+  *(int64_t *)out = *(const int64_t *)in + 1;
+  return 0;
+}
+
+static int fail_at(const void *in, void *out, const void *args) {
+  int64_t v = *(const int64_t *)in;
+  *(int64_t *)out = v;
+  return v == *(const int64_t *)args ? 7 : 0;
+}
+
+Test(pool, map_auto_chunks_cover_every_element) {
+  th_scope s = th_begin();
+  for (int w = 2; w <= 3; w++) {
+    mproc_pool *p = make_pool(w);
+    size_t sizes[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49,
+                      63, 64, 65, 99, 100, 101, 1000, 1001, 4095, 4096, 4097, 262143, 262145};
+    size_t most = 262145;
+    int64_t *in = malloc(most * 8), *out = malloc((most + 1) * 8);
+    cr_assert(in && out);
+    for (size_t i = 0; i < most; i++)
+      in[i] = (int64_t)i;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+      size_t n = sizes[k];
+      memset(out, 0xff, (most + 1) * 8);
+      cr_assert_eq(mproc_pool_map(p, add_index, in, n, 8, out, 8, NULL), 0);
+      size_t bad = 0;
+      for (size_t i = 0; i < n; i++)
+        bad += out[i] != (int64_t)i + 1;
+      cr_expect_eq(bad, 0, "n %zu, %d workers: %zu wrong", n, w, bad);
+      cr_expect_eq(out[n], -1, "n %zu: written past the end", n);
+      /* The failing element's index comes back exactly, in a head or a tail chunk. */
+      int64_t at = (int64_t)(n * 7 / 8);
+      mproc_map_opts mo = {.args = &at, .args_len = sizeof at};
+      mproc_async *a = NULL;
+      cr_assert_eq(mproc_pool_map_async(p, fail_at, in, n, 8, out, 8, &mo, &a), 0);
+      cr_expect_eq(mproc_async_get(a, NULL, NULL, MPROC_FOREVER), MPROC_ETASK);
+      cr_expect_eq(mproc_async_fail_index(a), (size_t)at, "n %zu", n);
+      mproc_async_free(a);
+    }
+    free(in);
+    free(out);
+    mproc_pool_free(p);
+  }
+  th_end(s);
+}
+
 /* ---- the map stage (big chunks cross through a shared block, not the rings) ---- */
 
 static void stage_usage(mproc_pool *p, size_t *live, size_t *retired, size_t *committed) {
