@@ -387,7 +387,8 @@ typedef struct mproc_pool_opts {
 } mproc_pool_opts;
 
 typedef struct mproc_map_opts {
-  size_t chunksize; /* 0: automatic */
+  size_t chunksize; /* 0: automatic (Python's ceil(n / (4 x workers)), at most 1 MiB, the
+                       last workers x chunksize elements in quarter-size chunks) */
   const void *args; /* copied to the workers once per call, passed to every fn call */
   size_t args_len;
 } mproc_map_opts;
