@@ -1,10 +1,12 @@
 /*
  * file_search: which files under a directory contain a keyword? One file per task.
  *
- * The parent walks the tree and submits one apply_async task per regular file (the task's
- * argument is "keyword\0path"); a worker counts the file's lines containing the keyword and
- * returns the count. The parent collects the results in order and prints the matches.
- * A file that cannot be read fails its own task (mproc_result_fail), never the search.
+ * The parent walks the tree, then streams one task per regular file through an ordered
+ * imap (the task's argument is "keyword\0path", built by a generator as room frees up, so
+ * a huge tree never has more than imap's buffersize tasks in flight); a worker counts the
+ * file's lines containing the keyword and returns the count. Results come back in file
+ * order. A file that cannot be read fails its own task (mproc_result_fail), never the
+ * search.
  *
  *   usage: file_search [DIR KEYWORD]
  *   With no arguments it searches a generated sample tree for "needle" (then removes it).
@@ -111,6 +113,28 @@ static void remove_tree(const char *dir, const struct list *files) {
   rmdir(dir);
 }
 
+/* imap's generator: the next file's "keyword\0path\0", in a buffer reused from call to call
+ * (imap copies the bytes before it asks again). */
+struct feed {
+  const char *keyword;
+  const struct list *files;
+  size_t next;
+  char buf[8192];
+};
+
+static int next_file(void *ctx, const void **item, size_t *len) {
+  struct feed *f = ctx;
+  if (f->next == f->files->n)
+    return 0;
+  const char *path = f->files->v[f->next++];
+  int n = snprintf(f->buf, sizeof f->buf, "%s%c%s", f->keyword, '\0', path);
+  if (n < 0 || (size_t)n >= sizeof f->buf)
+    return MPROC_EINVAL; /* stops the iteration with this error */
+  *item = f->buf;
+  *len = (size_t)n + 1;
+  return 1;
+}
+
 int main(int argc, char **argv) {
   char sample[] = "/tmp/file_search-XXXXXX";
   const char *dir = argc > 2 ? argv[1] : sample, *keyword = argc > 2 ? argv[2] : "needle";
@@ -137,44 +161,37 @@ int main(int argc, char **argv) {
     fprintf(stderr, "file_search: %s\n", mproc_strerror(rc));
     return 1;
   }
-  mproc_async **tasks = calloc(files.n + 1, sizeof *tasks);
-  if (!tasks)
-    return 1;
-  size_t klen = strlen(keyword) + 1;
-  for (size_t i = 0; i < files.n; i++) {
-    size_t plen = strlen(files.v[i]) + 1;
-    char *arg = malloc(klen + plen);
-    if (!arg)
-      break;
-    memcpy(arg, keyword, klen);
-    memcpy(arg + klen, files.v[i], plen);
-    rc = mproc_pool_apply_async(pool, count_matches, arg, klen + plen, &tasks[i]);
-    free(arg); /* copied by apply_async */
-    if (rc < 0)
-      fprintf(stderr, "file_search: submit %s: %s\n", files.v[i], mproc_strerror(rc));
-  }
-
+  struct feed feed = {.keyword = keyword, .files = &files};
+  mproc_imap *it = NULL;
+  rc = mproc_pool_imap_gen(pool, count_matches, next_file, &feed, NULL, &it);
   size_t matched = 0, failed = 0;
   int64_t lines = 0;
-  for (size_t i = 0; i < files.n; i++) {
-    void *res;
-    if (!tasks[i])
-      continue;
-    rc = mproc_async_get(tasks[i], &res, NULL, MPROC_FOREVER);
-    if (rc < 0) {
-      fprintf(stderr, "%s: %s (%s)\n", files.v[i], mproc_strerror(rc),
-              mproc_async_error(tasks[i]) ? mproc_async_error(tasks[i]) : "");
-      failed++;
-    } else {
-      int64_t n = *(int64_t *)res;
+  while (rc == 0) {
+    const void *res;
+    rc = mproc_imap_next(it, &res, NULL, MPROC_FOREVER);
+    if (rc == MPROC_EOF) {
+      rc = 0;
+      break;
+    }
+    const char *path = files.v[mproc_imap_index(it)];
+    if (rc == 0) {
+      int64_t n;
+      memcpy(&n, res, sizeof n); /* result bytes carry no alignment promise */
       if (n > 0)
-        printf("%s: %lld line%s\n", files.v[i], (long long)n, n == 1 ? "" : "s");
+        printf("%s: %lld line%s\n", path, (long long)n, n == 1 ? "" : "s");
       matched += n > 0;
       lines += n;
-      free(res);
+    } else if (rc == MPROC_ETASK || rc == MPROC_ECRASHED || rc == MPROC_EEXPIRED) {
+      /* This file's own task failed: the search goes on. */
+      fprintf(stderr, "%s: %s (%s)\n", path, mproc_strerror(rc),
+              mproc_imap_error(it) ? mproc_imap_error(it) : "");
+      failed++;
+      rc = 0;
     }
-    mproc_async_free(tasks[i]);
   }
+  if (rc < 0)
+    fprintf(stderr, "file_search: %s\n", mproc_strerror(rc));
+  mproc_imap_free(it);
   mproc_pool_close(pool);
   mproc_pool_join(pool);
   mproc_pool_free(pool);
@@ -188,6 +205,5 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < files.n; i++)
     free(files.v[i]);
   free(files.v);
-  free(tasks);
-  return 0;
+  return rc < 0 ? 1 : 0;
 }
