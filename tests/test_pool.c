@@ -247,6 +247,26 @@ Test(pool, map_stage_abandoned_chunks) {
   th_end(s);
 }
 
+Test(pool, map_stage_terminate_midway) {
+  th_scope s = th_begin();
+  mproc_pool *p = make_pool(2);
+  size_t n = (size_t)1 << 20;
+  int64_t *in = iota64(n), *out = calloc(n, sizeof *out);
+  cr_assert_not_null(out);
+  mproc_map_opts mo = {.chunksize = 16384}; /* staged */
+  mproc_async *a = NULL;
+  cr_assert_eq(mproc_pool_map_async(p, slow_square64, in, n, 8, out, 8, &mo, &a), 0);
+  sleep_ms(5);
+  cr_expect_eq(mproc_pool_terminate(p), 0);
+  cr_expect_eq(mproc_async_get(a, NULL, NULL, MPROC_FOREVER), MPROC_ECANCELLED);
+  cr_expect_eq(mproc_pool_map(p, square64, in, n, 8, out, 8, NULL), MPROC_ECLOSED);
+  mproc_async_free(a);
+  mproc_pool_free(p);
+  free(in);
+  free(out);
+  th_end(s);
+}
+
 Test(pool, map_element_sizes) {
   th_scope s = th_begin();
   const size_t sizes[] = {1, 3, 8, 64, 1000, 4096};
