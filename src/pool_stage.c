@@ -20,7 +20,6 @@
 #define STAGE_RESERVE ((size_t)64 << 30)
 #define STAGE_RESERVE_MIN ((size_t)64 << 20)
 #define STAGE_KEEP ((size_t)32 << 20)
-#define STAGE_ALIGN ((size_t)4096)
 
 struct mproc__stage_ext {
   size_t off, len;
@@ -74,7 +73,9 @@ void mproc__stage_destroy(mproc__stage *s) {
   s->base = NULL;
 }
 
-static size_t round_up(size_t len) { return (len + STAGE_ALIGN - 1) & ~(STAGE_ALIGN - 1); }
+/* Blocks are whole pages: commit and discard work on pages, and no two chunks share a
+ * cache line. */
+static size_t round_up(size_t len) { return mproc__page_round(len); }
 
 void *mproc__stage_alloc(mproc__stage *s, size_t len) {
   if (!s->base || len == 0 || len > s->reserved)
