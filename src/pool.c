@@ -33,15 +33,31 @@
 
 enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
 
-typedef struct entry {
-  uint64_t id; /* 0: free */
+/* A map chunk that crossed through the stage (pool_stage.c): its block, where the worker
+ * writes its output there (NULL: the output is not staged), and its AsyncResult (NULL once
+ * abandoned: an orphan, kept until its result says the worker is done with the block). */
+typedef struct staged {
   mproc_async *a;
-  /* A staged map chunk (pool_stage.c): its block, and where the worker writes its output
-   * there (NULL: the output is not staged). */
   char *blk;
   size_t blk_len;
   char *blk_out;
+} staged;
+
+/* 16 bytes, so that a group of 4 consecutive ids shares one cache line (see home). v is the
+ * AsyncResult, or a staged record with the low bit set. */
+typedef struct entry {
+  uint64_t id; /* 0: free */
+  uintptr_t v;
 } entry;
+
+static staged *entry_staged(const entry *e) {
+  return e->v & 1 ? (staged *)(e->v & ~(uintptr_t)1) : NULL;
+}
+
+static mproc_async *entry_async(const entry *e) {
+  staged *st = entry_staged(e);
+  return st ? st->a : (mproc_async *)e->v;
+}
 
 /* How a map's n elements are cut: head chunks of cs elements, then the rest in chunks of
  * tail_cs (all of cs when the caller chose the chunksize). */
@@ -215,7 +231,7 @@ static void tab_put(mproc_pool *p, entry e) {
 }
 
 static void tab_insert(mproc_pool *p, uint64_t id, mproc_async *a) {
-  tab_put(p, (entry){.id = id, .a = a});
+  tab_put(p, (entry){.id = id, .v = (uintptr_t)a});
 }
 
 static int tab_reserve(mproc_pool *p, size_t more) {
@@ -272,14 +288,15 @@ static bool workers_idle(mproc_pool *p) {
 }
 
 /* A staged chunk is settled: its block is free again when the worker that ran it posted
- * the result (it is done with it), and set aside otherwise. */
-static void stage_release(mproc_pool *p, const entry *e, bool worker_done) {
-  if (!e->blk)
+ * the result (it is done with it), and set aside otherwise. st is freed. */
+static void stage_release(mproc_pool *p, staged *st, bool worker_done) {
+  if (!st)
     return;
   if (worker_done)
-    mproc__stage_free(&p->stage, e->blk, e->blk_len);
+    mproc__stage_free(&p->stage, st->blk, st->blk_len);
   else
-    mproc__stage_retire(&p->stage, e->blk_len);
+    mproc__stage_retire(&p->stage, st->blk_len);
+  free(st);
   if (p->stage.retired && !p->stage.live && workers_idle(p))
     mproc__stage_reset(&p->stage);
 }
@@ -291,8 +308,9 @@ static void tab_drop(mproc_pool *p, uint64_t id) {
   size_t i = tab_find(p, id);
   if (i == SIZE_MAX)
     return;
-  if (p->tab[i].blk)
-    p->tab[i].a = NULL;
+  staged *st = entry_staged(&p->tab[i]);
+  if (st)
+    st->a = NULL;
   else
     tab_delete(p, id);
 }
@@ -382,8 +400,8 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   size_t i = tab_find(p, h.id);
   if (i == SIZE_MAX)
     return;
-  entry e = p->tab[i];
-  mproc_async *a = e.a;
+  staged *st = entry_staged(&p->tab[i]);
+  mproc_async *a = entry_async(&p->tab[i]);
   tab_delete(p, h.id);
   const char *text = (const char *)msg + sizeof h;
   const char *data = text + h.msg_len;
@@ -391,17 +409,17 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
    * from the supervisor, for a worker that died (whose task may be taken again). */
   bool worker_done = h.status == 0 || h.status == MPROC_ETASK;
   if (!a) {
-    stage_release(p, &e, worker_done); /* an orphan */
+    stage_release(p, st, worker_done); /* an orphan */
     return;
   }
   if (a->is_map) {
     uint64_t data_len = h.data_len;
-    if (e.blk_out) {
-      data = e.blk_out;
-      data_len = worker_done ? e.blk_len - (size_t)(e.blk_out - e.blk) : 0;
+    if (st && st->blk_out) {
+      data = st->blk_out;
+      data_len = worker_done ? st->blk_len - (size_t)(st->blk_out - st->blk) : 0;
     }
     dispatch_map(a, &h, text, data, data_len);
-    stage_release(p, &e, worker_done);
+    stage_release(p, st, worker_done);
     a->left--;
     if (a->cb.progress)
       cb_queue(p, a, EV_PROGRESS);
@@ -433,11 +451,14 @@ static void cancel_all(mproc_pool *p) {
   bool lost = p->sup_lost;
   const char *msg = lost ? lost_msg : cancelled_msg;
   for (size_t i = 0; i < p->tab_cap; i++) {
-    mproc_async *a = p->tab[i].a;
     if (!p->tab[i].id)
       continue;
-    if (p->tab[i].blk)
-      mproc__stage_retire(&p->stage, p->tab[i].blk_len); /* workers may be alive yet */
+    mproc_async *a = entry_async(&p->tab[i]);
+    staged *st = entry_staged(&p->tab[i]);
+    if (st) {
+      mproc__stage_retire(&p->stage, st->blk_len); /* workers may be alive yet */
+      free(st);
+    }
     if (!a || atomic_load(&a->ready))
       continue;
     if (!a->is_map || a->rc == 0) {
@@ -731,6 +752,9 @@ static void release(mproc_pool *p) {
   mproc__close(p->sup_fd);
   free(p->poll_wake);
   free(p->ctx.initargs);
+  for (size_t i = 0; i < p->tab_cap; i++)
+    if (p->tab[i].id)
+      free(entry_staged(&p->tab[i]));
   free(p->tab);
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->join_mu);
@@ -1038,18 +1062,21 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t le
 
 /* A big chunk whose input or output is not shared already gets a block of the stage: its
  * input copied there, its output written there by the worker. false: through the rings. */
-static bool stage_chunk(mproc_pool *p, const map_args *x, size_t start, size_t count,
-                        mproc__task_hdr *h, entry *e) {
+static staged *stage_chunk(mproc_pool *p, const map_args *x, size_t start, size_t count,
+                           mproc__task_hdr *h) {
   size_t in_bytes = x->flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
   size_t out_bytes = x->flags & MPROC__MAP_OUT_SHARED ? 0 : count * x->out_size;
   size_t out_off = (in_bytes + 63) & ~(size_t)63;
   if (in_bytes + out_bytes < STAGE_MIN_BYTES)
-    return false;
+    return NULL;
   if (p->stage.retired && !p->stage.live && workers_idle(p))
     mproc__stage_reset(&p->stage);
-  char *blk = mproc__stage_alloc(&p->stage, out_off + out_bytes);
-  if (!blk)
-    return false;
+  staged *st = malloc(sizeof *st);
+  char *blk = st ? mproc__stage_alloc(&p->stage, out_off + out_bytes) : NULL;
+  if (!blk) {
+    free(st);
+    return NULL;
+  }
   if (in_bytes) {
     memcpy(blk, x->in + start * x->in_size, in_bytes);
     h->in_ptr = blk;
@@ -1059,8 +1086,9 @@ static bool stage_chunk(mproc_pool *p, const map_args *x, size_t start, size_t c
     h->out_ptr = blk + out_off;
     h->flags |= MPROC__MAP_OUT_SHARED;
   }
-  *e = (entry){.blk = blk, .blk_len = out_off + out_bytes, .blk_out = out_bytes ? blk + out_off : NULL};
-  return true;
+  *st = (staged){.blk = blk, .blk_len = out_off + out_bytes,
+                 .blk_out = out_bytes ? blk + out_off : NULL};
+  return st;
 }
 
 static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
@@ -1080,23 +1108,20 @@ static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
     h.in_ptr = x->in + start * x->in_size;
   if (x->flags & MPROC__MAP_OUT_SHARED)
     h.out_ptr = x->out + start * x->out_size;
-  entry staged = {0};
-  stage_chunk(p, x, start, count, &h, &staged);
+  staged *st = stage_chunk(p, x, start, count, &h);
   size_t bytes = h.flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
   struct iovec iov[4] = {{&h, sizeof h},
                          {(void *)(x->in + start * x->in_size), bytes},
                          {(void *)zeros, ((bytes + 15) & ~(size_t)15) - bytes},
                          {(void *)(x->args ? x->args : zeros), x->args_len}};
   int rc = mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
-  if (staged.blk) {
-    if (rc == 0) {
-      entry *e = &p->tab[tab_find(p, id)];
-      e->blk = staged.blk;
-      e->blk_len = staged.blk_len;
-      e->blk_out = staged.blk_out;
-    } else {
-      mproc__stage_free(&p->stage, staged.blk, staged.blk_len); /* no worker saw it */
-    }
+  if (st && rc == 0) {
+    entry *e = &p->tab[tab_find(p, id)];
+    st->a = (mproc_async *)e->v;
+    e->v = (uintptr_t)st | 1;
+  } else if (st) {
+    mproc__stage_free(&p->stage, st->blk, st->blk_len); /* no worker saw it */
+    free(st);
   }
   return rc;
 }
