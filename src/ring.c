@@ -51,6 +51,7 @@
 /* Rings with a bigger area give it back as soon as they drain; smaller ones only once the
  * big messages stop (so a stream of large messages does not grow and shrink each time). */
 #define SHRINK_ALWAYS ((size_t)64 << 20)
+#define KEEP_DRAINS 64u
 #define COMMIT_STEP ((size_t)1 << 20)
 /* An unbounded ring holding this much waits up to PATIENT_SPINS pauses (~130 us) for readers
  * to free room before it grows again. */
@@ -105,6 +106,8 @@ struct ring_hdr {
   a64 c_wpos_seen; /* last wpos the consumers read (relaxed: also a lock-free hint) */
   uint64_t c_pending;   /* read_begin: position after the record being read */
   uint64_t c_last_rec;  /* size of the last record taken (shrink policy) */
+  bool c_kept;          /* pages beyond initial stayed committed at the last shrink */
+  uint32_t c_light_drains; /* drains since then that did not need them */
   journal cj;
   MPROC__ALIGNED a64 rpos;
   a64 items_got;
@@ -448,21 +451,33 @@ static int grow(mproc__ring *r, uint64_t w, size_t rec) {
   return 0;
 }
 
-/* With clock held, the ring just drained: give the area beyond initial back. plock is only
- * try-locked (clock is held, so waiting would invert the lock order). */
+/* With clock held, the ring just drained: the area goes back to initial. The pages this
+ * burst needed stay committed for the next one, which would otherwise fault every page in
+ * again (pool apply_async, batches of 100k tasks: 1.4-2.6 -> 2.2-3.2 M tasks/s): unless
+ * they are SHRINK_ALWAYS or more, and only until KEEP_DRAINS drains in a row have not
+ * needed them. plock is only try-locked (clock is held, so waiting would invert the lock
+ * order). */
 static void maybe_shrink(mproc__ring *r, uint64_t rp) {
   struct ring_hdr *h = r->h;
   size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
-  if (MPROC__LIKELY(cap <= h->initial))
+  if (MPROC__LIKELY(cap <= h->initial)) {
+    if (MPROC__LIKELY(!h->c_kept) || ++h->c_light_drains < KEEP_DRAINS)
+      return;
+  } else if (cap < SHRINK_ALWAYS && h->c_last_rec > h->initial / 4) {
     return;
-  if (cap < SHRINK_ALWAYS && h->c_last_rec > h->initial / 4)
-    return;
+  }
   if (atomic_load(&h->wpos) != rp || lock_side(r, true, 0) != 0)
     return;
   if (atomic_load(&h->wpos) == rp) {
+    cap = atomic_load(&h->cap);
+    size_t keep = cap > h->initial && cap < SHRINK_ALWAYS ? cap : h->initial;
     atomic_store(&h->cap, h->initial);
-    mproc__shared_discard(r->data + h->initial, h->committed - h->initial);
-    h->committed = h->initial;
+    if (h->committed > keep) {
+      mproc__shared_discard(r->data + keep, h->committed - keep);
+      h->committed = keep;
+    }
+    h->c_kept = keep > h->initial;
+    h->c_light_drains = 0;
   }
   unlock_side(r, true);
 }
@@ -709,6 +724,14 @@ uint64_t mproc__ring_total_put(mproc__ring *r) { return r ? atomic_load(&r->h->i
 size_t mproc__ring_capacity(mproc__ring *r) { return r ? atomic_load(&r->h->cap) : 0; }
 
 size_t mproc__ring_initial_capacity(mproc__ring *r) { return r ? r->h->initial : 0; }
+
+size_t mproc__ring_committed(mproc__ring *r) {
+  if (!r || lock_side(r, true, MPROC__NEVER) != 0)
+    return 0;
+  size_t c = r->h->committed;
+  unlock_side(r, true);
+  return c;
+}
 
 size_t mproc__ring_sleepers(mproc__ring *r) {
   if (!r)

@@ -83,6 +83,9 @@ int mproc__ring_wait_readable(mproc__ring *r, int64_t deadline);
  * backlog and shrinks back when drained). For tests and statistics. */
 size_t mproc__ring_capacity(mproc__ring *r);
 size_t mproc__ring_initial_capacity(mproc__ring *r);
+/* Bytes of the data area committed now: what a drained ring keeps for the next burst (up to
+ * 64 MiB, until 64 drains in a row have not needed it). For tests. */
+size_t mproc__ring_committed(mproc__ring *r);
 /* How many of the two wait words (getters', putters') are armed: someone may be asleep, and
  * the next put or get will make a wake-up syscall. 0 once wakers have passed. For tests. */
 size_t mproc__ring_sleepers(mproc__ring *r);

@@ -306,6 +306,49 @@ Test(ring, grows_for_big_messages_and_shrinks_back) {
   mproc__ring_free(r);
 }
 
+/* A drained ring keeps the pages its last burst needed (the next burst of the same size
+ * then faults nothing in), and gives them back after 64 drains in a row that did not. */
+Test(ring, keeps_a_bursts_pages_for_a_while) {
+  th_scope s = th_begin();
+  mproc__ring *r = make(0, 4096);
+  size_t init = mproc__ring_initial_capacity(r);
+  cr_assert_eq(mproc__ring_committed(r), init);
+  for (int burst = 0; burst < 3; burst++) {
+    for (unsigned i = 0; i < 4000; i++)
+      cr_assert_eq(mproc__ring_put(r, &i, sizeof i, 0), 0);
+    size_t grown = mproc__ring_capacity(r);
+    cr_assert_gt(grown, init);
+    for (unsigned i = 0; i < 4000; i++) {
+      unsigned v = ~0u;
+      void *b;
+      size_t n;
+      cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+      memcpy(&v, b, sizeof v);
+      free(b);
+      cr_assert_eq(v, i);
+    }
+    cr_assert_eq(mproc__ring_capacity(r), init);
+    cr_expect_eq(mproc__ring_committed(r), grown, "burst %d", burst);
+  }
+  /* Light use: one message at a time, drained each time. */
+  for (int i = 0; i < 63; i++) {
+    void *b;
+    size_t n;
+    cr_assert_eq(mproc__ring_put(r, "x", 1, 0), 0);
+    cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+    free(b);
+  }
+  cr_expect_gt(mproc__ring_committed(r), init);
+  void *b;
+  size_t n;
+  cr_assert_eq(mproc__ring_put(r, "x", 1, 0), 0);
+  cr_assert_eq(mproc__ring_get(r, &b, &n, 0), 0);
+  free(b);
+  cr_expect_eq(mproc__ring_committed(r), init);
+  mproc__ring_free(r);
+  th_end(s);
+}
+
 /* Several producers and consumers in child processes; every message once, intact, in order
  * per producer. Consumers report what they got through a shared table. */
 #define NP 3
