@@ -173,7 +173,8 @@ int mproc_wait(mproc_waitable *items, size_t n, double timeout);
 
 /* A queue lives in one shared mapping made by mproc_queue_new: a ring of messages whose data
  * area is a large MAP_NORESERVE reservation (about the machine's memory, at most 64 GiB of
- * address space), committed as the queue grows and given back when it drains. So a message
+ * address space), committed as the queue grows and given back when it drains (what its last
+ * backlog needed, below 64 MiB, stays until 64 drains in a row have not needed it). So a message
  * of any size goes through whole, in one piece; a put returns once the message is in shared
  * memory (no reader needed for the putter to exit); only maxsize (in items) makes a put wait
  * (an unbounded queue holding megabytes may pause a put ~0.1 ms for readers to free room
