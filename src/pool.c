@@ -1,6 +1,7 @@
 /*
  * Pool and AsyncResult, the caller's side: submission onto the task ring, collection from
- * the result ring, and the process-local table that routes each result to its AsyncResult.
+ * the result ring, and the process-local table that routes each result to its AsyncResult
+ * (map's chunks are pool_map.c's; the structures are in pool_caller.h).
  *
  * No thread is started here. Results are collected inside mproc calls (get, wait, map,
  * join): one caller thread at a time is the collector (p->collecting); the others wait on
@@ -8,7 +9,7 @@
  * Lock order: the result ring's read side, then p->mu.
  */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "pool_caller.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -23,156 +24,7 @@
 #define MAX_PROCESSES 4096
 #define COLLECT_BATCH 256
 #define RING_INITIAL_BYTES ((size_t)64 << 10)
-#define MAP_WINDOW_BYTES ((size_t)8 << 20)
-#define CHUNK_BYTES_MAX ((size_t)1 << 20)
 #define SUPERVISOR_CHECK_NS (200 * 1000000)
-#define ZERO_COPY_MIN_BYTES ((size_t)256 << 10)
-/* Chunks smaller than this go through the rings: the stage saves the worker two copies, and
- * small ones cost it little. */
-#define STAGE_MIN_BYTES ((size_t)64 << 10)
-
-enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
-
-/* A map chunk that crossed through the stage (pool_stage.c): its block, where the worker
- * writes its output there (NULL: the output is not staged), and its AsyncResult (NULL once
- * abandoned: an orphan, kept until its result says the worker is done with the block). */
-typedef struct staged {
-  mproc_async *a;
-  char *blk;
-  size_t blk_len;
-  char *blk_out;
-} staged;
-
-/* 16 bytes, so that a group of 4 consecutive ids shares one cache line (see home). v is the
- * AsyncResult, or a staged record with the low bit set. */
-typedef struct entry {
-  uint64_t id; /* 0: free */
-  uintptr_t v;
-} entry;
-
-static staged *entry_staged(const entry *e) {
-  return e->v & 1 ? (staged *)(e->v & ~(uintptr_t)1) : NULL;
-}
-
-static mproc_async *entry_async(const entry *e) {
-  staged *st = entry_staged(e);
-  return st ? st->a : (mproc_async *)e->v;
-}
-
-/* How a map's n elements are cut: head chunks of cs elements, then the rest in chunks of
- * tail_cs (all of cs when the caller chose the chunksize). */
-typedef struct chunk_plan {
-  size_t n, cs, head, tail_cs;
-} chunk_plan;
-
-/* One map call's input, for putting its chunks. */
-typedef struct map_args {
-  mproc_map_fn fn;
-  const char *in;
-  char *out;
-  size_t in_size, out_size, n;
-  chunk_plan plan;
-  const void *args;
-  size_t args_len;
-  uint32_t flags; /* MPROC__MAP_IN_SHARED / _OUT_SHARED: that side crosses by address */
-} map_args;
-
-/* The chunksize chosen: Python's ceil(n / (4 * workers)), with chunks kept under
- * CHUNK_BYTES_MAX so that the copies in and out of the rings stay in cache (bench:
- * pool_map_256x1MiB). And the last workers * cs elements go in chunks a quarter that size:
- * the workers then finish within a quarter chunk of each other instead of a whole one,
- * which is most of what the pool lost to OpenMP's static split on CPU-bound work (bench:
- * pool_cpu_speedup_2), and the caller's last copy out is shorter. */
-static chunk_plan plan_chunks(size_t n, size_t chosen, size_t in_size, size_t out_size,
-                              int workers) {
-  chunk_plan pl = {.n = n, .cs = chosen, .tail_cs = chosen};
-  if (!chosen) {
-    size_t w4 = 4 * (size_t)workers;
-    size_t cs = n / w4 + (n % w4 != 0);
-    size_t elem = in_size > out_size ? in_size : out_size;
-    size_t cap = CHUNK_BYTES_MAX / elem;
-    pl.cs = cs > cap ? cap : cs ? cs : 1;
-    pl.tail_cs = pl.cs / 4 ? pl.cs / 4 : 1;
-  }
-  size_t tail = (size_t)workers * pl.cs;
-  pl.head = n > tail ? (n - tail) / pl.cs : 0;
-  return pl;
-}
-
-static size_t plan_count(const chunk_plan *pl) {
-  size_t rest = pl->n - pl->head * pl->cs;
-  return pl->head + rest / pl->tail_cs + (rest % pl->tail_cs != 0);
-}
-
-static void chunk_span(const chunk_plan *pl, size_t c, size_t *start, size_t *count) {
-  size_t s = c < pl->head ? c * pl->cs : pl->head * pl->cs + (c - pl->head) * pl->tail_cs;
-  size_t want = c < pl->head ? pl->cs : pl->tail_cs;
-  *start = s;
-  *count = pl->n - s < want ? pl->n - s : want;
-}
-
-struct mproc_async {
-  mproc_pool *pool; /* meaningful only while not ready */
-  _Atomic bool ready;
-  int rc;
-  char *err;
-  void *res; /* the result: small ones in small_res, bigger ones from malloc */
-  size_t len;
-  bool is_map;
-  bool hand_over; /* apply: the caller takes a malloc'd result as it is */
-  _Alignas(max_align_t) char small_res[32]; /* handed out in place by imap: aligned */
-  /* map_async */
-  char *out;
-  size_t out_size, n, nchunks, left, fail_index;
-  chunk_plan plan;
-  uint64_t first_id;
-  /* Chunks are put a window at a time while feed is set (map: the caller waits inside the
-   * call anyway), so a big map never holds more than the window in the rings. */
-  const map_args *feed;
-  size_t sent, window;
-  /* pool_imap.c's hook: runs under p->mu in the collecting thread as a becomes ready. */
-  void (*on_ready)(mproc_async *a, void *arg);
-  void *on_ready_arg;
-  /* Callbacks (the _ex calls): queued on p->cb_head as events happen, run by run_callbacks
-   * outside p->mu in the caller's thread that is inside an mproc call. */
-  mproc_async_opts cb;
-  size_t done_items; /* map: elements whose chunk came back */
-  unsigned events;   /* EV_* not yet delivered */
-  bool queued;
-  mproc_async *cb_next;
-};
-
-enum { EV_DONE = 1u, EV_PROGRESS = 2u };
-
-struct mproc_pool {
-  mproc__pool_ctx ctx;
-  pid_t owner;
-  pid_t sup_pid;
-  int sup_fd;
-  int ncpu; /* CPUs this process may use */
-  mproc__stage stage;
-  bool sup_reaped;
-  bool sup_lost; /* the supervisor died on its own (killed from outside) */
-  bool sup_seen_dead; /* the collector saw its pidfd readable */
-  pthread_mutex_t join_mu; /* one thread waits for the supervisor's exit */
-  pthread_mutex_t mu;      /* everything below */
-  pthread_cond_t cv;
-  int state;
-  bool collecting;
-  int feeding; /* map calls with chunks still to put: close waits for them */
-  uint64_t next_id;
-  entry *tab;
-  size_t tab_cap, tab_len;
-  /* Callbacks and the descriptor (mproc_pool_fileno / mproc_pool_poll). */
-  mproc_async *cb_head, *cb_tail;
-  _Atomic size_t cb_queued;
-  _Atomic bool fd_wanted;
-  mproc_async *poll_wake; /* set after every batch collected, for mproc_pool_poll */
-  /* imap iterators that may still submit after close (counted in feeding too); join cuts
-   * them off (epoch + 1), so that the task ring closes and the workers can finish. */
-  int imap_feeders;
-  unsigned feed_epoch;
-};
 
 static const char cancelled_msg[] = "the pool was terminated before the task finished";
 static const char lost_msg[] = "the pool's supervisor process died before the task finished";
@@ -196,7 +48,7 @@ static pid_t self_pid(void) {
 
 /* A pool is driven from the process that made it: its results are routed in that
  * process's memory (a forked child gets MPROC_ESTATE). */
-static int check_pool(const mproc_pool *p) {
+int mproc__pool_check(const mproc_pool *p) {
   if (!p)
     return MPROC_EINVAL;
   return p->owner == self_pid() ? 0 : MPROC_ESTATE;
@@ -211,7 +63,7 @@ static size_t home(const mproc_pool *p, uint64_t id) {
   return (size_t)((group << 2) | (id & 3)) & (p->tab_cap - 1);
 }
 
-static size_t tab_find(const mproc_pool *p, uint64_t id) {
+size_t mproc__tab_find(const mproc_pool *p, uint64_t id) {
   if (!p->tab_cap)
     return SIZE_MAX;
   for (size_t i = home(p, id);; i = (i + 1) & (p->tab_cap - 1)) {
@@ -230,11 +82,11 @@ static void tab_put(mproc_pool *p, entry e) {
   p->tab_len++;
 }
 
-static void tab_insert(mproc_pool *p, uint64_t id, mproc_async *a) {
+void mproc__tab_insert(mproc_pool *p, uint64_t id, mproc_async *a) {
   tab_put(p, (entry){.id = id, .v = (uintptr_t)a});
 }
 
-static int tab_reserve(mproc_pool *p, size_t more) {
+int mproc__tab_reserve(mproc_pool *p, size_t more) {
   if ((p->tab_len + more) * 2 <= p->tab_cap)
     return 0;
   size_t cap = p->tab_cap ? p->tab_cap : 64;
@@ -259,8 +111,8 @@ static int tab_reserve(mproc_pool *p, size_t more) {
 }
 
 /* Removes id, shifting later entries of its probe run back (no tombstones). */
-static void tab_delete(mproc_pool *p, uint64_t id) {
-  size_t i = tab_find(p, id), mask = p->tab_cap - 1;
+void mproc__tab_delete(mproc_pool *p, uint64_t id) {
+  size_t i = mproc__tab_find(p, id), mask = p->tab_cap - 1;
   if (i == SIZE_MAX)
     return;
   for (size_t j = (i + 1) & mask; p->tab[j].id; j = (j + 1) & mask) {
@@ -276,48 +128,23 @@ static void tab_delete(mproc_pool *p, uint64_t id) {
   p->tab_len--;
 }
 
-/* Whether no worker holds a task or can still take one: then no worker touches the stage. */
-static bool workers_idle(mproc_pool *p) {
-  if (mproc__ring_count(p->ctx.tasks) != 0)
-    return false;
-  /* After the count: a worker sets its task_id before it consumes the task. */
-  for (int i = 0; i < p->ctx.nworkers; i++)
-    if (atomic_load(&p->ctx.sh->slots[i].task_id) != 0)
-      return false;
-  return true;
-}
-
-/* A staged chunk is settled: its block is free again when the worker that ran it posted
- * the result (it is done with it), and set aside otherwise. st is freed. */
-static void stage_release(mproc_pool *p, staged *st, bool worker_done) {
-  if (!st)
-    return;
-  if (worker_done)
-    mproc__stage_free(&p->stage, st->blk, st->blk_len);
-  else
-    mproc__stage_retire(&p->stage, st->blk_len);
-  free(st);
-  if (p->stage.retired && !p->stage.live && workers_idle(p))
-    mproc__stage_reset(&p->stage);
-}
-
 /* Forgets a task whose result nobody will wait for; a worker may still run it. A staged
  * chunk stays in the table without its AsyncResult (an orphan), so that its result, which
  * says the worker is done with the block, frees the block. */
 static void tab_drop(mproc_pool *p, uint64_t id) {
-  size_t i = tab_find(p, id);
+  size_t i = mproc__tab_find(p, id);
   if (i == SIZE_MAX)
     return;
   staged *st = entry_staged(&p->tab[i]);
   if (st)
     st->a = NULL;
   else
-    tab_delete(p, id);
+    mproc__tab_delete(p, id);
 }
 
 /* ---- completion (under p->mu) ---- */
 
-static void cb_queue(mproc_pool *p, mproc_async *a, unsigned ev) {
+void mproc__pool_cb_queue(mproc_pool *p, mproc_async *a, unsigned ev) {
   a->events |= ev;
   if (a->queued)
     return;
@@ -349,16 +176,16 @@ static void cb_unqueue(mproc_pool *p, mproc_async *a) {
   a->events = 0;
 }
 
-static void finish(mproc_pool *p, mproc_async *a, int rc) {
+void mproc__pool_finish(mproc_pool *p, mproc_async *a, int rc) {
   a->rc = rc;
   atomic_store_explicit(&a->ready, true, memory_order_release);
   if (a->on_ready)
     a->on_ready(a, a->on_ready_arg);
   if (a->cb.callback || a->cb.error_callback)
-    cb_queue(p, a, EV_DONE);
+    mproc__pool_cb_queue(p, a, EV_DONE);
 }
 
-static char *copy_msg(const char *msg, size_t len) {
+char *mproc__pool_copy_msg(const char *msg, size_t len) {
   char *m = malloc(len + 1);
   if (m) {
     memcpy(m, msg, len);
@@ -367,26 +194,6 @@ static char *copy_msg(const char *msg, size_t len) {
   return m;
 }
 
-/* data: the chunk's output (data_len bytes), from the result message or the stage. */
-static void dispatch_map(mproc_async *a, const mproc__result_hdr *h, const char *msg,
-                         const char *data, uint64_t data_len) {
-  size_t start, count;
-  chunk_span(&a->plan, (size_t)(h->id - a->first_id), &start, &count);
-  if (data_len == (uint64_t)count * a->out_size && data_len)
-    memcpy(a->out + start * a->out_size, data, data_len);
-  a->done_items += count;
-  if (h->status != 0) {
-    size_t idx = start + (h->fail_index < count ? (size_t)h->fail_index : 0);
-    if (idx < a->fail_index) {
-      a->fail_index = idx;
-      a->rc = h->status;
-      free(a->err);
-      a->err = copy_msg(msg, h->msg_len);
-    }
-  }
-}
-
-static void feed_locked(mproc_pool *p, mproc_async *a);
 
 /* Routes one result message to its AsyncResult; unknown ids (freed, or a second delivery of
  * a task whose first reader died) are dropped. */
@@ -397,36 +204,16 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   memcpy(&h, msg, sizeof h);
   if (sizeof h + (uint64_t)h.msg_len + h.data_len > len)
     return;
-  size_t i = tab_find(p, h.id);
+  size_t i = mproc__tab_find(p, h.id);
   if (i == SIZE_MAX)
     return;
   staged *st = entry_staged(&p->tab[i]);
   mproc_async *a = entry_async(&p->tab[i]);
-  tab_delete(p, h.id);
+  mproc__tab_delete(p, h.id);
   const char *text = (const char *)msg + sizeof h;
   const char *data = text + h.msg_len;
-  /* 0 and MPROC_ETASK come from the worker once it has run the whole chunk; the others
-   * from the supervisor, for a worker that died (whose task may be taken again). */
-  bool worker_done = h.status == 0 || h.status == MPROC_ETASK;
-  if (!a) {
-    stage_release(p, st, worker_done); /* an orphan */
-    return;
-  }
-  if (a->is_map) {
-    uint64_t data_len = h.data_len;
-    if (st && st->blk_out) {
-      data = st->blk_out;
-      data_len = worker_done ? st->blk_len - (size_t)(st->blk_out - st->blk) : 0;
-    }
-    dispatch_map(a, &h, text, data, data_len);
-    stage_release(p, st, worker_done);
-    a->left--;
-    if (a->cb.progress)
-      cb_queue(p, a, EV_PROGRESS);
-    if (a->feed)
-      feed_locked(p, a);
-    if (a->left == 0 && !atomic_load(&a->ready))
-      finish(p, a, a->rc);
+  if (st || a->is_map) {
+    mproc__map_dispatch(p, a, st, &h, text, data);
     return;
   }
   int rc = h.status;
@@ -440,9 +227,9 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
       rc = MPROC_ENOMEM;
     }
   } else {
-    a->err = copy_msg(text, h.msg_len);
+    a->err = mproc__pool_copy_msg(text, h.msg_len);
   }
-  finish(p, a, rc);
+  mproc__pool_finish(p, a, rc);
 }
 
 /* Every unfinished AsyncResult fails: MPROC_ECANCELLED after terminate, MPROC_ECRASHED when
@@ -455,15 +242,13 @@ static void cancel_all(mproc_pool *p) {
       continue;
     mproc_async *a = entry_async(&p->tab[i]);
     staged *st = entry_staged(&p->tab[i]);
-    if (st) {
-      mproc__stage_retire(&p->stage, st->blk_len); /* workers may be alive yet */
-      free(st);
-    }
+    if (st)
+      mproc__map_staged_drop(p, st); /* its worker may be alive yet */
     if (!a || atomic_load(&a->ready))
       continue;
     if (!a->is_map || a->rc == 0) {
       free(a->err);
-      a->err = copy_msg(msg, strlen(msg));
+      a->err = mproc__pool_copy_msg(msg, strlen(msg));
       a->rc = lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
       if (a->is_map)
         a->fail_index = a->fail_index == SIZE_MAX ? 0 : a->fail_index;
@@ -472,7 +257,7 @@ static void cancel_all(mproc_pool *p) {
       a->feed = NULL;
       p->feeding--;
     }
-    finish(p, a, a->rc);
+    mproc__pool_finish(p, a, a->rc);
   }
   if (p->tab)
     memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
@@ -673,9 +458,7 @@ static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
  * they run one after another, in the order queued. */
 static _Thread_local bool in_callbacks;
 
-static int run_callbacks(mproc_pool *p);
 static void cut_feeders(mproc_pool *p);
-static void abandon(mproc_pool *p, mproc_async *r);
 
 /* After every wait: the callbacks due, and the descriptor kept truthful (readable while
  * results or callbacks wait) for a caller that watches it. */
@@ -683,7 +466,7 @@ static void after_wait(mproc_pool *p) {
   if (in_callbacks)
     return; /* the outer call does it when they are done */
   if (atomic_load_explicit(&p->cb_queued, memory_order_relaxed))
-    run_callbacks(p);
+    mproc__pool_run_callbacks(p);
   if (atomic_load_explicit(&p->fd_wanted, memory_order_relaxed)) {
     atomic_store(&p->ctx.sh->notify_armed, 1);
     if (mproc__ring_wait_readable(p->ctx.results, 0) == 0 || atomic_load(&p->cb_queued))
@@ -869,7 +652,7 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
 }
 
 int mproc_pool_close(mproc_pool *p) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   pthread_mutex_lock(&p->mu);
@@ -885,7 +668,7 @@ int mproc_pool_close(mproc_pool *p) {
 }
 
 int mproc_pool_join(mproc_pool *p) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   pthread_mutex_lock(&p->mu);
@@ -904,12 +687,12 @@ int mproc_pool_join(mproc_pool *p) {
   if (p->state == POOL_CLOSED)
     p->state = POOL_JOINED;
   pthread_mutex_unlock(&p->mu);
-  run_callbacks(p);
+  mproc__pool_run_callbacks(p);
   return 0;
 }
 
 int mproc_pool_terminate(mproc_pool *p) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   pthread_mutex_lock(&p->mu);
@@ -919,7 +702,7 @@ int mproc_pool_terminate(mproc_pool *p) {
   atomic_fetch_or(&p->ctx.sh->flags, MPROC__FLAG_TERMINATE);
   mproc__eventfd_signal(p->ctx.ctl_fd);
   settle(p);
-  run_callbacks(p);
+  mproc__pool_run_callbacks(p);
   return 0;
 }
 
@@ -931,7 +714,7 @@ void mproc_pool_free(mproc_pool *p) {
     pthread_mutex_lock(&p->mu);
     cancel_all(p);
     pthread_mutex_unlock(&p->mu);
-    run_callbacks(p); /* none stays queued: an AsyncResult freed later must not look here */
+    mproc__pool_run_callbacks(p); /* none stays queued: an AsyncResult freed later must not look here */
   }
   /* In a forked child only this process's view goes: the pool's processes are the owner's. */
   release(p);
@@ -960,17 +743,17 @@ int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max) {
 /* Takes ids [first, first + total) for a, registers the first count of them and puts their
  * messages (made by put). Under p->mu. On failure no id stays registered (messages already
  * put run for nothing). */
-static int submit_locked(mproc_pool *p, mproc_async *a, size_t total, size_t count,
+int mproc__pool_submit(mproc_pool *p, mproc_async *a, size_t total, size_t count,
                          int (*put)(mproc_pool *, uint64_t, size_t, void *), void *arg) {
   if (p->state != POOL_RUNNING)
     return MPROC_ECLOSED;
-  int rc = tab_reserve(p, count);
+  int rc = mproc__tab_reserve(p, count);
   if (rc)
     return rc;
   uint64_t first = p->next_id + 1;
   size_t i = 0;
   for (; i < count; i++) {
-    tab_insert(p, first + i, a);
+    mproc__tab_insert(p, first + i, a);
     if ((rc = put(p, first + i, i, arg)) != 0)
       break;
   }
@@ -986,7 +769,7 @@ static int submit_locked(mproc_pool *p, mproc_async *a, size_t total, size_t cou
 }
 
 /* A base for empty iovecs (never NULL) and for padding. */
-static const char zeros[16];
+const char mproc__pool_zeros[16];
 
 typedef struct apply_args {
   mproc_task_fn fn;
@@ -998,20 +781,20 @@ static int put_apply(mproc_pool *p, uint64_t id, size_t i, void *arg) {
   (void)i;
   apply_args *x = arg;
   mproc__task_hdr h = {.id = id, .kind = MPROC__TASK_APPLY, .task = x->fn};
-  struct iovec iov[2] = {{&h, sizeof h}, {(void *)(x->arg ? x->arg : zeros), x->len}};
+  struct iovec iov[2] = {{&h, sizeof h}, {(void *)(x->arg ? x->arg : mproc__pool_zeros), x->len}};
   return mproc__ring_putv(p->ctx.tasks, iov, 2, MPROC__NEVER);
 }
 
 static int apply_submit(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
                         mproc_async *a) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   if (!fn || (!arg && len) || len > (size_t)PTRDIFF_MAX)
     return MPROC_EINVAL;
   apply_args x = {fn, arg, len};
   pthread_mutex_lock(&p->mu);
-  rc = submit_locked(p, a, 1, 1, put_apply, &x);
+  rc = mproc__pool_submit(p, a, 1, 1, put_apply, &x);
   pthread_mutex_unlock(&p->mu);
   return rc;
 }
@@ -1040,7 +823,7 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t le
   if (rc)
     return rc;
   if ((rc = await(&a, MPROC__NEVER)) != 0) {
-    abandon(p, &a);
+    mproc__pool_abandon(p, &a);
     return rc;
   }
   rc = a.rc;
@@ -1058,217 +841,6 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t le
 }
 
 /* ---- map ---- */
-
-
-/* A big chunk whose input or output is not shared already gets a block of the stage: its
- * input copied there, its output written there by the worker. false: through the rings. */
-static staged *stage_chunk(mproc_pool *p, const map_args *x, size_t start, size_t count,
-                           mproc__task_hdr *h) {
-  size_t in_bytes = x->flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
-  size_t out_bytes = x->flags & MPROC__MAP_OUT_SHARED ? 0 : count * x->out_size;
-  size_t out_off = (in_bytes + 63) & ~(size_t)63;
-  if (in_bytes + out_bytes < STAGE_MIN_BYTES)
-    return NULL;
-  if (p->stage.retired && !p->stage.live && workers_idle(p))
-    mproc__stage_reset(&p->stage);
-  staged *st = malloc(sizeof *st);
-  char *blk = st ? mproc__stage_alloc(&p->stage, out_off + out_bytes) : NULL;
-  if (!blk) {
-    free(st);
-    return NULL;
-  }
-  if (in_bytes) {
-    memcpy(blk, x->in + start * x->in_size, in_bytes);
-    h->in_ptr = blk;
-    h->flags |= MPROC__MAP_IN_SHARED;
-  }
-  if (out_bytes) {
-    h->out_ptr = blk + out_off;
-    h->flags |= MPROC__MAP_OUT_SHARED;
-  }
-  *st = (staged){.blk = blk, .blk_len = out_off + out_bytes,
-                 .blk_out = out_bytes ? blk + out_off : NULL};
-  return st;
-}
-
-static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
-  map_args *x = arg;
-  size_t start, count;
-  chunk_span(&x->plan, c, &start, &count);
-  mproc__task_hdr h = {.id = id,
-                       .kind = MPROC__TASK_MAP,
-                       .flags = x->flags,
-                       .map = x->fn,
-                       .in_size = x->in_size,
-                       .out_size = x->out_size,
-                       .count = count,
-                       .args_len = x->args_len,
-                       .start = start};
-  if (x->flags & MPROC__MAP_IN_SHARED)
-    h.in_ptr = x->in + start * x->in_size;
-  if (x->flags & MPROC__MAP_OUT_SHARED)
-    h.out_ptr = x->out + start * x->out_size;
-  staged *st = stage_chunk(p, x, start, count, &h);
-  size_t bytes = h.flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
-  struct iovec iov[4] = {{&h, sizeof h},
-                         {(void *)(x->in + start * x->in_size), bytes},
-                         {(void *)zeros, ((bytes + 15) & ~(size_t)15) - bytes},
-                         {(void *)(x->args ? x->args : zeros), x->args_len}};
-  int rc = mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
-  if (st && rc == 0) {
-    entry *e = &p->tab[tab_find(p, id)];
-    st->a = (mproc_async *)e->v;
-    e->v = (uintptr_t)st | 1;
-  } else if (st) {
-    mproc__stage_free(&p->stage, st->blk, st->blk_len); /* no worker saw it */
-    free(st);
-  }
-  return rc;
-}
-
-static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
-                     void *out, size_t out_size, const mproc_map_opts *o) {
-  int rc = check_pool(p);
-  if (rc)
-    return rc;
-  if (!fn || in_size == 0 || (n && !in) || (n && out_size && !out))
-    return MPROC_EINVAL;
-  if (o && !o->args && o->args_len)
-    return MPROC_EINVAL;
-  size_t lim = (size_t)PTRDIFF_MAX / 2;
-  if (in_size > lim || out_size > lim || (n && (n > lim / in_size || (out_size && n > lim / out_size))))
-    return MPROC_EINVAL;
-  return 0;
-}
-
-/* The chunks in flight at once for map (not map_async): enough to keep every worker busy,
- * few enough that the rings stay small and their memory stays in cache. */
-static size_t feed_window(const mproc_pool *p, const map_args *x) {
-  size_t elem = x->in_size > x->out_size ? x->in_size : x->out_size;
-  size_t bytes = x->plan.cs > SIZE_MAX / elem ? SIZE_MAX : x->plan.cs * elem;
-  size_t w = MAP_WINDOW_BYTES / (bytes ? bytes : 1), least = 2 * (size_t)p->ctx.nworkers + 1;
-  return w > least ? w : least;
-}
-
-/* Puts the next chunks of a windowed map as earlier ones come back. Under p->mu. A chunk
- * that cannot be put fails with the rest of the unsent ones. */
-static void feed_locked(mproc_pool *p, mproc_async *a) {
-  while (a->sent < a->nchunks && a->sent - (a->nchunks - a->left) < a->window) {
-    uint64_t id = a->first_id + a->sent;
-    int rc = p->state == POOL_TERMINATED ? MPROC_ECANCELLED : tab_reserve(p, 1);
-    if (rc == 0) {
-      tab_insert(p, id, a);
-      if ((rc = put_chunk(p, id, a->sent, (void *)a->feed)) != 0)
-        tab_delete(p, id);
-    }
-    if (rc) {
-      size_t idx, count;
-      chunk_span(&a->plan, a->sent, &idx, &count);
-      if (idx < a->fail_index) {
-        a->fail_index = idx;
-        a->rc = rc;
-      }
-      a->left -= a->nchunks - a->sent;
-      a->sent = a->nchunks;
-      break;
-    }
-    a->sent++;
-  }
-  if (a->sent == a->nchunks && a->feed) {
-    a->feed = NULL;
-    if (--p->feeding == 0 && p->state == POOL_CLOSED)
-      mproc__ring_close(p->ctx.tasks);
-  }
-}
-
-/* Whether [addr, addr + len) is memory the workers share at the same address: a shared
- * mapping of the caller that the supervisor (whose memory every worker copies) maps at the
- * same place, from the same object. Worth the look only for big data. */
-static bool shared_with_workers(mproc_pool *p, const void *addr, size_t len) {
-  if (len < ZERO_COPY_MIN_BYTES)
-    return false;
-  mproc__mapping_id mine, theirs;
-  if (mproc__shared_mapping_find(0, addr, len, &mine) != 0 ||
-      mproc__shared_mapping_find(p->sup_pid, addr, len, &theirs) != 0)
-    return false;
-  return mine.start == theirs.start && mine.dev == theirs.dev &&
-         mine.inode == theirs.inode && mine.offset == theirs.offset;
-}
-
-/* x must live until a is ready when windowed (map: the caller's frame). */
-static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc_async *a,
-                      bool windowed) {
-  int rc = check_map(p, x->fn, x->in, x->n, x->in_size, a->out, x->out_size, o);
-  if (rc)
-    return rc;
-  size_t n = x->n, in_size = x->in_size, out_size = x->out_size;
-  if (shared_with_workers(p, x->in, n * in_size))
-    x->flags |= MPROC__MAP_IN_SHARED;
-  if (out_size && shared_with_workers(p, x->out, n * out_size))
-    x->flags |= MPROC__MAP_OUT_SHARED;
-  x->args = o ? o->args : NULL;
-  x->args_len = o ? o->args_len : 0;
-  x->plan = plan_chunks(n, o ? o->chunksize : 0, in_size, out_size, p->ctx.nworkers);
-  a->is_map = true;
-  a->out_size = out_size;
-  a->n = n;
-  a->plan = x->plan;
-  a->nchunks = plan_count(&x->plan);
-  a->left = a->nchunks;
-  a->fail_index = SIZE_MAX;
-  a->window = windowed ? feed_window(p, x) : a->nchunks;
-  a->sent = a->window < a->nchunks ? a->window : a->nchunks;
-  pthread_mutex_lock(&p->mu);
-  if (n == 0) {
-    rc = p->state == POOL_RUNNING ? 0 : MPROC_ECLOSED;
-    if (rc == 0)
-      finish(p, a, 0);
-  } else {
-    rc = submit_locked(p, a, a->nchunks, a->sent, put_chunk, x);
-    if (rc == 0 && a->sent < a->nchunks) {
-      a->feed = x;
-      p->feeding++;
-    }
-  }
-  pthread_mutex_unlock(&p->mu);
-  return rc;
-}
-
-int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
-                         size_t in_size, void *out, size_t out_size, const mproc_map_opts *opts,
-                         mproc_async **r) {
-  if (!r)
-    return MPROC_EINVAL;
-  *r = NULL;
-  mproc_async *a = calloc(1, sizeof *a);
-  if (!a)
-    return MPROC_ENOMEM;
-  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
-  a->out = out;
-  int rc = map_submit(p, &x, opts, a, false);
-  if (rc) {
-    free(a);
-    return rc;
-  }
-  *r = a;
-  return 0;
-}
-
-int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
-                   void *out, size_t out_size, const mproc_map_opts *opts) {
-  mproc_async a = {.out = out};
-  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
-  int rc = map_submit(p, &x, opts, &a, true);
-  if (rc)
-    return rc;
-  if ((rc = await(&a, MPROC__NEVER)) != 0) {
-    abandon(p, &a);
-    free(a.err);
-    return rc;
-  }
-  free(a.err);
-  return a.rc;
-}
 
 /* ---- AsyncResult ---- */
 
@@ -1322,7 +894,7 @@ size_t mproc_async_fail_index(mproc_async *r) {
 }
 
 /* Forgets r's tasks (their results will be dropped) and its callbacks. */
-static void abandon(mproc_pool *p, mproc_async *r) {
+void mproc__pool_abandon(mproc_pool *p, mproc_async *r) {
   pthread_mutex_lock(&p->mu);
   if (!atomic_load(&r->ready)) {
     size_t count = r->is_map ? r->nchunks : 1;
@@ -1342,7 +914,7 @@ void mproc_async_free(mproc_async *r) {
   if (!r)
     return;
   if (r->pool && (!atomic_load(&r->ready) || r->queued))
-    abandon(r->pool, r);
+    mproc__pool_abandon(r->pool, r);
   free(r->err);
   if (r->res != r->small_res)
     free(r->res);
@@ -1352,7 +924,7 @@ void mproc_async_free(mproc_async *r) {
 /* ---- hooks for pool_imap.c ---- */
 
 int mproc__pool_feed_begin(mproc_pool *p, unsigned *epoch) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   pthread_mutex_lock(&p->mu);
@@ -1393,13 +965,13 @@ static int submit_fed(mproc_pool *p, mproc_async *a, apply_args *x, unsigned epo
   bool open = p->state == POOL_RUNNING || (p->state == POOL_CLOSED && epoch == p->feed_epoch);
   if (!open)
     return MPROC_ECLOSED;
-  int rc = tab_reserve(p, 1);
+  int rc = mproc__tab_reserve(p, 1);
   if (rc)
     return rc;
   uint64_t id = p->next_id + 1;
-  tab_insert(p, id, a);
+  mproc__tab_insert(p, id, a);
   if ((rc = put_apply(p, id, 0, x)) != 0) {
-    tab_delete(p, id);
+    mproc__tab_delete(p, id);
     return rc;
   }
   p->next_id++;
@@ -1411,7 +983,7 @@ static int submit_fed(mproc_pool *p, mproc_async *a, apply_args *x, unsigned epo
 int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
                              void (*on_ready)(mproc_async *, void *), void *hook_arg,
                              unsigned epoch, mproc_async **r) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   if (!fn || (!arg && len) || len > (size_t)PTRDIFF_MAX)
@@ -1454,14 +1026,7 @@ void mproc__pool_lock(mproc_pool *p) { pthread_mutex_lock(&p->mu); }
 void mproc__pool_unlock(mproc_pool *p) { pthread_mutex_unlock(&p->mu); }
 int mproc__pool_nworkers(const mproc_pool *p) { return p->ctx.nworkers; }
 
-void mproc__pool_stage_usage(mproc_pool *p, size_t *live, size_t *retired, size_t *committed) {
-  pthread_mutex_lock(&p->mu);
-  *live = p->stage.live;
-  *retired = p->stage.retired;
-  *committed = p->stage.committed;
-  pthread_mutex_unlock(&p->mu);
-}
-int mproc__pool_owned(mproc_pool *p) { return check_pool(p); }
+int mproc__pool_owned(mproc_pool *p) { return mproc__pool_check(p); }
 
 int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err) {
   *res = a->res;
@@ -1473,7 +1038,7 @@ int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const
 /* ---- callbacks and the descriptor ---- */
 
 /* Runs the queued callbacks, in order, outside p->mu. Returns how many ran. */
-static int run_callbacks(mproc_pool *p) {
+int mproc__pool_run_callbacks(mproc_pool *p) {
   if (in_callbacks)
     return 0;
   in_callbacks = true;
@@ -1527,59 +1092,8 @@ int mproc_pool_apply_async_ex(mproc_pool *p, mproc_task_fn fn, const void *arg, 
   return 0;
 }
 
-int mproc_pool_map_async_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
-                            size_t in_size, void *out, size_t out_size,
-                            const mproc_map_opts *opts, const mproc_async_opts *cb,
-                            mproc_async **r) {
-  if (!r)
-    return MPROC_EINVAL;
-  *r = NULL;
-  mproc_async *a = calloc(1, sizeof *a);
-  if (!a)
-    return MPROC_ENOMEM;
-  if (cb)
-    a->cb = *cb;
-  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
-  a->out = out;
-  int rc = map_submit(p, &x, opts, a, false);
-  if (rc) {
-    free(a);
-    return rc;
-  }
-  if (n == 0 && (a->cb.callback || a->cb.error_callback)) {
-    pthread_mutex_lock(&p->mu);
-    a->pool = p;
-    cb_queue(p, a, EV_DONE);
-    pthread_mutex_unlock(&p->mu);
-  }
-  *r = a;
-  return 0;
-}
-
-int mproc_pool_map_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
-                      void *out, size_t out_size, const mproc_map_opts *opts,
-                      const mproc_async_opts *cb) {
-  mproc_async a = {.out = out};
-  if (cb)
-    a.cb = *cb;
-  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
-  int rc = map_submit(p, &x, opts, &a, true);
-  if (rc)
-    return rc;
-  if (n == 0) {
-    run_callbacks(p); /* queued by the immediate finish */
-    abandon(p, &a);
-    return 0;
-  }
-  if ((rc = await(&a, MPROC__NEVER)) == 0)
-    run_callbacks(p); /* a lives in this frame: its callbacks run before the return */
-  abandon(p, &a);
-  free(a.err);
-  return rc ? rc : a.rc;
-}
-
 int mproc_pool_fileno(mproc_pool *p) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   atomic_store(&p->fd_wanted, true);
@@ -1588,7 +1102,7 @@ int mproc_pool_fileno(mproc_pool *p) {
 }
 
 int mproc_pool_poll(mproc_pool *p, double timeout) {
-  int rc = check_pool(p);
+  int rc = mproc__pool_check(p);
   if (rc)
     return rc;
   int64_t deadline = mproc__deadline(timeout);
@@ -1603,7 +1117,7 @@ int mproc_pool_poll(mproc_pool *p, double timeout) {
   atomic_store(&p->poll_wake->ready, false);
   rc = await_locked(p, p->poll_wake, due ? 0 : deadline);
   pthread_mutex_unlock(&p->mu);
-  int n = run_callbacks(p);
+  int n = mproc__pool_run_callbacks(p);
   after_wait(p);
   return rc == 0 || rc == MPROC_ETIMEDOUT ? n : rc;
 }

@@ -1,0 +1,397 @@
+/*
+ * map and map_async, the caller's side: how the input is cut into chunks (chunk_plan), how a
+ * chunk crosses (by address when in/out are shared with the workers already, through the
+ * stage when big, else through the rings), the window of chunks a map keeps in flight, and
+ * what comes back. Under p->mu unless said otherwise.
+ */
+#define _GNU_SOURCE
+#include "pool_caller.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAP_WINDOW_BYTES ((size_t)8 << 20)
+#define CHUNK_BYTES_MAX ((size_t)1 << 20)
+#define ZERO_COPY_MIN_BYTES ((size_t)256 << 10)
+/* Chunks smaller than this go through the rings: the stage saves the worker two copies, and
+ * small ones cost it little. */
+#define STAGE_MIN_BYTES ((size_t)64 << 10)
+
+/* The chunksize chosen: Python's ceil(n / (4 * workers)), with chunks kept under
+ * CHUNK_BYTES_MAX so that the copies in and out of the rings stay in cache (bench:
+ * pool_map_256x1MiB). And the last workers * cs elements go in chunks a quarter that size:
+ * the workers then finish within a quarter chunk of each other instead of a whole one,
+ * which is most of what the pool lost to OpenMP's static split on CPU-bound work (bench:
+ * pool_cpu_speedup_2), and the caller's last copy out is shorter. */
+static chunk_plan plan_chunks(size_t n, size_t chosen, size_t in_size, size_t out_size,
+                              int workers) {
+  chunk_plan pl = {.n = n, .cs = chosen, .tail_cs = chosen};
+  if (!chosen) {
+    size_t w4 = 4 * (size_t)workers;
+    size_t cs = n / w4 + (n % w4 != 0);
+    size_t elem = in_size > out_size ? in_size : out_size;
+    size_t cap = CHUNK_BYTES_MAX / elem;
+    pl.cs = cs > cap ? cap : cs ? cs : 1;
+    pl.tail_cs = pl.cs / 4 ? pl.cs / 4 : 1;
+  }
+  size_t tail = (size_t)workers * pl.cs;
+  pl.head = n > tail ? (n - tail) / pl.cs : 0;
+  return pl;
+}
+
+static size_t plan_count(const chunk_plan *pl) {
+  size_t rest = pl->n - pl->head * pl->cs;
+  return pl->head + rest / pl->tail_cs + (rest % pl->tail_cs != 0);
+}
+
+static void chunk_span(const chunk_plan *pl, size_t c, size_t *start, size_t *count) {
+  size_t s = c < pl->head ? c * pl->cs : pl->head * pl->cs + (c - pl->head) * pl->tail_cs;
+  size_t want = c < pl->head ? pl->cs : pl->tail_cs;
+  *start = s;
+  *count = pl->n - s < want ? pl->n - s : want;
+}
+
+/* Whether no worker holds a task or can still take one: then no worker touches the stage. */
+static bool workers_idle(mproc_pool *p) {
+  if (mproc__ring_count(p->ctx.tasks) != 0)
+    return false;
+  /* After the count: a worker sets its task_id before it consumes the task. */
+  for (int i = 0; i < p->ctx.nworkers; i++)
+    if (atomic_load(&p->ctx.sh->slots[i].task_id) != 0)
+      return false;
+  return true;
+}
+
+/* A staged chunk is settled: its block is free again when the worker that ran it posted
+ * the result (it is done with it), and set aside otherwise. st is freed. */
+static void stage_release(mproc_pool *p, staged *st, bool worker_done) {
+  if (!st)
+    return;
+  if (worker_done)
+    mproc__stage_free(&p->stage, st->blk, st->blk_len);
+  else
+    mproc__stage_retire(&p->stage, st->blk_len);
+  free(st);
+  if (p->stage.retired && !p->stage.live && workers_idle(p))
+    mproc__stage_reset(&p->stage);
+}
+
+/* data: the chunk's output (data_len bytes), from the result message or the stage. */
+static void chunk_result(mproc_async *a, const mproc__result_hdr *h, const char *msg,
+                         const char *data, uint64_t data_len) {
+  size_t start, count;
+  chunk_span(&a->plan, (size_t)(h->id - a->first_id), &start, &count);
+  if (data_len == (uint64_t)count * a->out_size && data_len)
+    memcpy(a->out + start * a->out_size, data, data_len);
+  a->done_items += count;
+  if (h->status != 0) {
+    size_t idx = start + (h->fail_index < count ? (size_t)h->fail_index : 0);
+    if (idx < a->fail_index) {
+      a->fail_index = idx;
+      a->rc = h->status;
+      free(a->err);
+      a->err = mproc__pool_copy_msg(msg, h->msg_len);
+    }
+  }
+}
+
+static void feed_locked(mproc_pool *p, mproc_async *a);
+
+void mproc__map_dispatch(mproc_pool *p, mproc_async *a, staged *st, const mproc__result_hdr *h,
+                         const char *text, const char *data) {
+  /* 0 and MPROC_ETASK come from the worker once it has run the whole chunk; the others
+   * from the supervisor, for a worker that died (whose task may be taken again). */
+  bool worker_done = h->status == 0 || h->status == MPROC_ETASK;
+  if (!a) {
+    stage_release(p, st, worker_done); /* an orphan */
+    return;
+  }
+  uint64_t data_len = h->data_len;
+  if (st && st->blk_out) {
+    data = st->blk_out;
+    data_len = worker_done ? st->blk_len - (size_t)(st->blk_out - st->blk) : 0;
+  }
+  chunk_result(a, h, text, data, data_len);
+  stage_release(p, st, worker_done);
+  a->left--;
+  if (a->cb.progress)
+    mproc__pool_cb_queue(p, a, EV_PROGRESS);
+  if (a->feed)
+    feed_locked(p, a);
+  if (a->left == 0 && !atomic_load(&a->ready))
+    mproc__pool_finish(p, a, a->rc);
+}
+
+void mproc__map_staged_drop(mproc_pool *p, staged *st) {
+  mproc__stage_retire(&p->stage, st->blk_len);
+  free(st);
+}
+
+/* A big chunk whose input or output is not shared already gets a block of the stage: its
+ * input copied there, its output written there by the worker. NULL: through the rings. */
+static staged *stage_chunk(mproc_pool *p, const map_args *x, size_t start, size_t count,
+                           mproc__task_hdr *h) {
+  size_t in_bytes = x->flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
+  size_t out_bytes = x->flags & MPROC__MAP_OUT_SHARED ? 0 : count * x->out_size;
+  size_t out_off = (in_bytes + 63) & ~(size_t)63;
+  if (in_bytes + out_bytes < STAGE_MIN_BYTES)
+    return NULL;
+  if (p->stage.retired && !p->stage.live && workers_idle(p))
+    mproc__stage_reset(&p->stage);
+  staged *st = malloc(sizeof *st);
+  char *blk = st ? mproc__stage_alloc(&p->stage, out_off + out_bytes) : NULL;
+  if (!blk) {
+    free(st);
+    return NULL;
+  }
+  if (in_bytes) {
+    memcpy(blk, x->in + start * x->in_size, in_bytes);
+    h->in_ptr = blk;
+    h->flags |= MPROC__MAP_IN_SHARED;
+  }
+  if (out_bytes) {
+    h->out_ptr = blk + out_off;
+    h->flags |= MPROC__MAP_OUT_SHARED;
+  }
+  *st = (staged){.blk = blk, .blk_len = out_off + out_bytes,
+                 .blk_out = out_bytes ? blk + out_off : NULL};
+  return st;
+}
+
+static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
+  map_args *x = arg;
+  size_t start, count;
+  chunk_span(&x->plan, c, &start, &count);
+  mproc__task_hdr h = {.id = id,
+                       .kind = MPROC__TASK_MAP,
+                       .flags = x->flags,
+                       .map = x->fn,
+                       .in_size = x->in_size,
+                       .out_size = x->out_size,
+                       .count = count,
+                       .args_len = x->args_len,
+                       .start = start};
+  if (x->flags & MPROC__MAP_IN_SHARED)
+    h.in_ptr = x->in + start * x->in_size;
+  if (x->flags & MPROC__MAP_OUT_SHARED)
+    h.out_ptr = x->out + start * x->out_size;
+  staged *st = stage_chunk(p, x, start, count, &h);
+  size_t bytes = h.flags & MPROC__MAP_IN_SHARED ? 0 : count * x->in_size;
+  struct iovec iov[4] = {{&h, sizeof h},
+                         {(void *)(x->in + start * x->in_size), bytes},
+                         {(void *)mproc__pool_zeros, ((bytes + 15) & ~(size_t)15) - bytes},
+                         {(void *)(x->args ? x->args : mproc__pool_zeros), x->args_len}};
+  int rc = mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
+  if (st && rc == 0) {
+    entry *e = &p->tab[mproc__tab_find(p, id)];
+    st->a = (mproc_async *)e->v;
+    e->v = (uintptr_t)st | 1;
+  } else if (st) {
+    mproc__stage_free(&p->stage, st->blk, st->blk_len); /* no worker saw it */
+    free(st);
+  }
+  return rc;
+}
+
+static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                     void *out, size_t out_size, const mproc_map_opts *o) {
+  int rc = mproc__pool_check(p);
+  if (rc)
+    return rc;
+  if (!fn || in_size == 0 || (n && !in) || (n && out_size && !out))
+    return MPROC_EINVAL;
+  if (o && !o->args && o->args_len)
+    return MPROC_EINVAL;
+  size_t lim = (size_t)PTRDIFF_MAX / 2;
+  if (in_size > lim || out_size > lim || (n && (n > lim / in_size || (out_size && n > lim / out_size))))
+    return MPROC_EINVAL;
+  return 0;
+}
+
+/* The chunks in flight at once for map (not map_async): enough to keep every worker busy,
+ * few enough that the rings stay small and their memory stays in cache. */
+static size_t feed_window(const mproc_pool *p, const map_args *x) {
+  size_t elem = x->in_size > x->out_size ? x->in_size : x->out_size;
+  size_t bytes = x->plan.cs > SIZE_MAX / elem ? SIZE_MAX : x->plan.cs * elem;
+  size_t w = MAP_WINDOW_BYTES / (bytes ? bytes : 1), least = 2 * (size_t)p->ctx.nworkers + 1;
+  return w > least ? w : least;
+}
+
+/* Puts the next chunks of a windowed map as earlier ones come back. Under p->mu. A chunk
+ * that cannot be put fails with the rest of the unsent ones. */
+static void feed_locked(mproc_pool *p, mproc_async *a) {
+  while (a->sent < a->nchunks && a->sent - (a->nchunks - a->left) < a->window) {
+    uint64_t id = a->first_id + a->sent;
+    int rc = p->state == POOL_TERMINATED ? MPROC_ECANCELLED : mproc__tab_reserve(p, 1);
+    if (rc == 0) {
+      mproc__tab_insert(p, id, a);
+      if ((rc = put_chunk(p, id, a->sent, (void *)a->feed)) != 0)
+        mproc__tab_delete(p, id);
+    }
+    if (rc) {
+      size_t idx, count;
+      chunk_span(&a->plan, a->sent, &idx, &count);
+      if (idx < a->fail_index) {
+        a->fail_index = idx;
+        a->rc = rc;
+      }
+      a->left -= a->nchunks - a->sent;
+      a->sent = a->nchunks;
+      break;
+    }
+    a->sent++;
+  }
+  if (a->sent == a->nchunks && a->feed) {
+    a->feed = NULL;
+    if (--p->feeding == 0 && p->state == POOL_CLOSED)
+      mproc__ring_close(p->ctx.tasks);
+  }
+}
+
+/* Whether [addr, addr + len) is memory the workers share at the same address: a shared
+ * mapping of the caller that the supervisor (whose memory every worker copies) maps at the
+ * same place, from the same object. Worth the look only for big data. */
+static bool shared_with_workers(mproc_pool *p, const void *addr, size_t len) {
+  if (len < ZERO_COPY_MIN_BYTES)
+    return false;
+  mproc__mapping_id mine, theirs;
+  if (mproc__shared_mapping_find(0, addr, len, &mine) != 0 ||
+      mproc__shared_mapping_find(p->sup_pid, addr, len, &theirs) != 0)
+    return false;
+  return mine.start == theirs.start && mine.dev == theirs.dev &&
+         mine.inode == theirs.inode && mine.offset == theirs.offset;
+}
+
+/* x must live until a is ready when windowed (map: the caller's frame). */
+static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc_async *a,
+                      bool windowed) {
+  int rc = check_map(p, x->fn, x->in, x->n, x->in_size, a->out, x->out_size, o);
+  if (rc)
+    return rc;
+  size_t n = x->n, in_size = x->in_size, out_size = x->out_size;
+  if (shared_with_workers(p, x->in, n * in_size))
+    x->flags |= MPROC__MAP_IN_SHARED;
+  if (out_size && shared_with_workers(p, x->out, n * out_size))
+    x->flags |= MPROC__MAP_OUT_SHARED;
+  x->args = o ? o->args : NULL;
+  x->args_len = o ? o->args_len : 0;
+  x->plan = plan_chunks(n, o ? o->chunksize : 0, in_size, out_size, p->ctx.nworkers);
+  a->is_map = true;
+  a->out_size = out_size;
+  a->n = n;
+  a->plan = x->plan;
+  a->nchunks = plan_count(&x->plan);
+  a->left = a->nchunks;
+  a->fail_index = SIZE_MAX;
+  a->window = windowed ? feed_window(p, x) : a->nchunks;
+  a->sent = a->window < a->nchunks ? a->window : a->nchunks;
+  pthread_mutex_lock(&p->mu);
+  if (n == 0) {
+    rc = p->state == POOL_RUNNING ? 0 : MPROC_ECLOSED;
+    if (rc == 0)
+      mproc__pool_finish(p, a, 0);
+  } else {
+    rc = mproc__pool_submit(p, a, a->nchunks, a->sent, put_chunk, x);
+    if (rc == 0 && a->sent < a->nchunks) {
+      a->feed = x;
+      p->feeding++;
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
+                         size_t in_size, void *out, size_t out_size, const mproc_map_opts *opts,
+                         mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
+  a->out = out;
+  int rc = map_submit(p, &x, opts, a, false);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                   void *out, size_t out_size, const mproc_map_opts *opts) {
+  mproc_async a = {.out = out};
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
+  int rc = map_submit(p, &x, opts, &a, true);
+  if (rc)
+    return rc;
+  if ((rc = mproc__pool_await(&a, MPROC__NEVER)) != 0) {
+    mproc__pool_abandon(p, &a);
+    free(a.err);
+    return rc;
+  }
+  free(a.err);
+  return a.rc;
+}
+
+int mproc_pool_map_async_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
+                            size_t in_size, void *out, size_t out_size,
+                            const mproc_map_opts *opts, const mproc_async_opts *cb,
+                            mproc_async **r) {
+  if (!r)
+    return MPROC_EINVAL;
+  *r = NULL;
+  mproc_async *a = calloc(1, sizeof *a);
+  if (!a)
+    return MPROC_ENOMEM;
+  if (cb)
+    a->cb = *cb;
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
+  a->out = out;
+  int rc = map_submit(p, &x, opts, a, false);
+  if (rc) {
+    free(a);
+    return rc;
+  }
+  if (n == 0 && (a->cb.callback || a->cb.error_callback)) {
+    pthread_mutex_lock(&p->mu);
+    a->pool = p;
+    mproc__pool_cb_queue(p, a, EV_DONE);
+    pthread_mutex_unlock(&p->mu);
+  }
+  *r = a;
+  return 0;
+}
+
+int mproc_pool_map_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
+                      void *out, size_t out_size, const mproc_map_opts *opts,
+                      const mproc_async_opts *cb) {
+  mproc_async a = {.out = out};
+  if (cb)
+    a.cb = *cb;
+  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
+  int rc = map_submit(p, &x, opts, &a, true);
+  if (rc)
+    return rc;
+  if (n == 0) {
+    mproc__pool_run_callbacks(p); /* queued by the immediate finish */
+    mproc__pool_abandon(p, &a);
+    return 0;
+  }
+  if ((rc = mproc__pool_await(&a, MPROC__NEVER)) == 0)
+    mproc__pool_run_callbacks(p); /* a lives in this frame: its callbacks run before the return */
+  mproc__pool_abandon(p, &a);
+  free(a.err);
+  return rc ? rc : a.rc;
+}
+
+void mproc__pool_stage_usage(mproc_pool *p, size_t *live, size_t *retired, size_t *committed) {
+  pthread_mutex_lock(&p->mu);
+  *live = p->stage.live;
+  *retired = p->stage.retired;
+  *committed = p->stage.committed;
+  pthread_mutex_unlock(&p->mu);
+}
