@@ -42,6 +42,8 @@ int mproc__futex_wake(_Atomic uint32_t *addr, int n);
 
 /* A short pause for spin loops (the CPU's pause instruction). */
 void mproc__cpu_relax(void);
+/* Gives the CPU to another runnable thread, if one waits for it (sched_yield). */
+void mproc__yield(void);
 
 /* ---- robust process-shared mutex ---- */
 

@@ -105,6 +105,8 @@ void mproc__cpu_relax(void) {
 #endif
 }
 
+void mproc__yield(void) { sched_yield(); }
+
 /* ---- thread id, cached per thread and reset in a forked child ---- */
 
 static __thread pid_t cached_tid;
