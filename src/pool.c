@@ -1,7 +1,8 @@
 /*
- * Pool and AsyncResult, the caller's side: submission onto the task ring, collection from
- * the result ring, and the process-local table that routes each result to its AsyncResult
- * (map's chunks are pool_map.c's; the structures are in pool_caller.h).
+ * Pool and AsyncResult, the caller's side: making and ending a pool, submission onto the
+ * task ring, the process-local table that routes each result to its AsyncResult, and the
+ * AsyncResult and callback calls. Collecting and routing results is pool_collect.c's, map's
+ * chunks pool_map.c's; the structures are in pool_caller.h.
  *
  * No thread is started here. Results are collected inside mproc calls (get, wait, map,
  * join): one caller thread at a time is the collector (p->collecting); the others wait on
@@ -22,12 +23,7 @@
 #include <unistd.h>
 
 #define MAX_PROCESSES 4096
-#define COLLECT_BATCH 256
 #define RING_INITIAL_BYTES ((size_t)64 << 10)
-#define SUPERVISOR_CHECK_NS (200 * 1000000)
-
-static const char cancelled_msg[] = "the pool was terminated before the task finished";
-static const char lost_msg[] = "the pool's supervisor process died before the task finished";
 
 /* getpid() is a system call; submission asks on every task. A fork resets the cache. */
 static _Atomic pid_t cached_pid;
@@ -194,265 +190,7 @@ char *mproc__pool_copy_msg(const char *msg, size_t len) {
   return m;
 }
 
-
-/* Routes one result message to its AsyncResult; unknown ids (freed, or a second delivery of
- * a task whose first reader died) are dropped. */
-static void dispatch(mproc_pool *p, const void *msg, size_t len) {
-  mproc__result_hdr h;
-  if (len < sizeof h)
-    return;
-  memcpy(&h, msg, sizeof h);
-  if (sizeof h + (uint64_t)h.msg_len + h.data_len > len)
-    return;
-  size_t i = mproc__tab_find(p, h.id);
-  if (i == SIZE_MAX)
-    return;
-  staged *st = entry_staged(&p->tab[i]);
-  mproc_async *a = entry_async(&p->tab[i]);
-  mproc__tab_delete(p, h.id);
-  const char *text = (const char *)msg + sizeof h;
-  const char *data = text + h.msg_len;
-  if (st || a->is_map) {
-    mproc__map_dispatch(p, a, st, &h, text, data);
-    return;
-  }
-  int rc = h.status;
-  if (rc == 0) {
-    bool small = h.data_len <= sizeof a->small_res && !a->hand_over;
-    a->res = small ? a->small_res : malloc(h.data_len ? h.data_len : 1);
-    if (a->res) {
-      memcpy(a->res, data, h.data_len);
-      a->len = h.data_len;
-    } else {
-      rc = MPROC_ENOMEM;
-    }
-  } else {
-    a->err = mproc__pool_copy_msg(text, h.msg_len);
-  }
-  mproc__pool_finish(p, a, rc);
-}
-
-/* Every unfinished AsyncResult fails: MPROC_ECANCELLED after terminate, MPROC_ECRASHED when
- * the supervisor died under a running pool. */
-static void cancel_all(mproc_pool *p) {
-  bool lost = p->sup_lost;
-  const char *msg = lost ? lost_msg : cancelled_msg;
-  for (size_t i = 0; i < p->tab_cap; i++) {
-    if (!p->tab[i].id)
-      continue;
-    mproc_async *a = entry_async(&p->tab[i]);
-    staged *st = entry_staged(&p->tab[i]);
-    if (st)
-      mproc__map_staged_drop(p, st); /* its worker may be alive yet */
-    if (!a || atomic_load(&a->ready))
-      continue;
-    if (!a->is_map || a->rc == 0) {
-      free(a->err);
-      a->err = mproc__pool_copy_msg(msg, strlen(msg));
-      a->rc = lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
-      if (a->is_map)
-        a->fail_index = a->fail_index == SIZE_MAX ? 0 : a->fail_index;
-    }
-    if (a->feed) {
-      a->feed = NULL;
-      p->feeding--;
-    }
-    mproc__pool_finish(p, a, a->rc);
-  }
-  if (p->tab)
-    memset(p->tab, 0, p->tab_cap * sizeof *p->tab);
-  p->tab_len = 0;
-}
-
-/* ---- collection ---- */
-
-#define SPIN_NS 50000
-#define QUICK_NS 3000
-
-/* Whether a signal with a handler of the caller's came while blocked (still pending). */
-static bool handler_pending(const sigset_t *old) {
-  sigset_t pend;
-  if (sigpending(&pend) != 0)
-    return false;
-  for (int sig = 1; sig < NSIG; sig++) {
-    struct sigaction sa;
-    if (sigismember(&pend, sig) == 1 && !sigismember(old, sig) &&
-        sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN)
-      return true;
-  }
-  return false;
-}
-
-/* With signals blocked: a short look at the ring, then a sleep in ppoll on notify_fd (which
- * the workers signal when armed) with the caller's mask back, atomically: a handler that
- * runs then interrupts it, one whose signal came before is delivered there at once. */
-/* Whether the collector's sleep also watches the supervisor's pidfd (set by the collector
- * only, so a dead supervisor whose pool is being terminated is not reported in a loop). */
-static bool watch_supervisor(const mproc_pool *p) {
-  return p->sup_fd >= 0 && !p->sup_reaped && !p->sup_seen_dead;
-}
-
-static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old, bool spin) {
-  mproc__ring *r = p->ctx.results;
-  int64_t soon = mproc__now_ns() + SPIN_NS;
-  if (spin && mproc__ring_wait_readable(r, deadline < soon ? deadline : soon) == 0)
-    return 0;
-  for (;;) {
-    atomic_store(&p->ctx.sh->notify_armed, 1);
-    if (mproc__ring_wait_readable(r, 0) == 0)
-      return 0;
-    /* The supervisor's pidfd turns readable when it dies: a supervisor killed from
-     * outside is noticed at once, with no periodic check. */
-    struct pollfd pf[2] = {{.fd = p->ctx.notify_fd, .events = POLLIN},
-                           {.fd = p->sup_fd, .events = POLLIN}};
-    nfds_t nfds = watch_supervisor(p) ? 2 : 1;
-    int64_t left = mproc__remaining_ns(deadline);
-    struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
-    int n = ppoll(pf, nfds, deadline == MPROC__NEVER ? NULL : &ts, old);
-    if (n < 0 && errno == EINTR)
-      return -EINTR;
-    if (n > 0 && nfds == 2 && pf[1].revents)
-      return -ESRCH;
-    if (n > 0)
-      mproc__eventfd_drain(p->ctx.notify_fd);
-    else if (mproc__remaining_ns(deadline) == 0)
-      return -ETIMEDOUT;
-  }
-}
-
-/* Waits until the result ring has a message (or is closed): 0, -ETIMEDOUT, or -EINTR when
- * a signal handler of the caller's ran meanwhile (Ctrl-C: blocking calls return). Futex
- * waits never tell (they restart), hence the blocked signals and ppoll; the synchronous
- * ones stay open, so a fault still kills at once. spin: see may_spin. */
-static int wait_results(mproc_pool *p, int64_t deadline, bool spin) {
-  /* A result due within microseconds is waited for without the two mask syscalls; a
-   * handler that runs in that instant is seen at the next wait. */
-  int64_t quick = mproc__now_ns() + QUICK_NS;
-  if (mproc__ring_wait_readable(p->ctx.results, deadline < quick ? deadline : quick) == 0)
-    return 0;
-  if (mproc__remaining_ns(deadline) == 0)
-    return -ETIMEDOUT;
-  sigset_t all, old;
-  sigfillset(&all);
-  sigdelset(&all, SIGSEGV);
-  sigdelset(&all, SIGBUS);
-  sigdelset(&all, SIGFPE);
-  sigdelset(&all, SIGILL);
-  sigdelset(&all, SIGTRAP);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  int rc = wait_blocked(p, deadline, &old, spin);
-  if (rc != -EINTR && handler_pending(&old))
-    rc = -EINTR; /* it came during the look: delivered below, reported now */
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return rc;
-}
-
-/* Takes results off the ring until the deadline brings one, then whatever else is there.
- * Called by the collector without p->mu. 0, -ETIMEDOUT, MPROC_ECLOSED, -EINTR, or -ESRCH
- * when the supervisor died. */
-static int collect(mproc_pool *p, int64_t deadline, bool spin) {
-  mproc__ring_msg m;
-  int rc = wait_results(p, deadline, spin);
-  if (rc == 0)
-    rc = mproc__ring_read_begin(p->ctx.results, &m, 0);
-  if (rc == -ETIMEDOUT)
-    return mproc__remaining_ns(deadline) ? 0 : rc;
-  if (rc < 0)
-    return rc;
-  pthread_mutex_lock(&p->mu);
-  for (int n = 0;; n++) {
-    dispatch(p, m.data, m.len);
-    mproc__ring_read_end(p->ctx.results, &m, true);
-    /* Only the collector reads this ring, so a no-wait read under p->mu cannot deadlock. */
-    if (n == COLLECT_BATCH || mproc__ring_read_begin(p->ctx.results, &m, 0) != 0)
-      break;
-  }
-  if (p->poll_wake)
-    atomic_store(&p->poll_wake->ready, true);
-  pthread_cond_broadcast(&p->cv);
-  pthread_mutex_unlock(&p->mu);
-  return 0;
-}
-
-/* A supervisor that died without being asked to (the collector's check, between slices):
- * closing the result ring lets the collector drain it and then fail what is left. */
-static void check_supervisor(mproc_pool *p) {
-  if (p->sup_fd < 0 || mproc__poll_fd(p->sup_fd, POLLIN, 0, NULL) != 1)
-    return;
-  if (atomic_load(&p->ctx.sh->flags) & MPROC__FLAG_TERMINATE)
-    return;
-  pthread_mutex_lock(&p->mu);
-  /* Closed, it exits on its own once every task is done; then nothing is left to lose. */
-  bool lost = p->state == POOL_RUNNING || p->state == POOL_CLOSED;
-  if (lost) {
-    p->sup_lost = true;
-    if (p->state == POOL_RUNNING)
-      p->state = POOL_TERMINATED; /* later submissions: MPROC_ECLOSED */
-  }
-  pthread_mutex_unlock(&p->mu);
-  if (lost) {
-    mproc__ring_close(p->ctx.tasks);
-    mproc__ring_close(p->ctx.results);
-  }
-}
-
-static int cond_wait_until(mproc_pool *p, int64_t deadline) {
-  if (deadline == MPROC__NEVER)
-    return pthread_cond_wait(&p->cv, &p->mu);
-  struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
-  return pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-}
-
-/* Whether the collector may spin long for a result (under p->mu). Not while every CPU has
- * a worker with a task: the spin would take a CPU from one of them, and the result it waits
- * for comes later by as much (2 workers on 2 CPUs, map of 1M int64: the caller spent a
- * quarter of its time spinning). A few microseconds it always spins: results of short
- * tasks come that quickly, and a sleep costs each of them a wake-up. */
-static bool may_spin(const mproc_pool *p) {
-  size_t busy = p->tab_len < (size_t)p->ctx.nworkers ? p->tab_len : (size_t)p->ctx.nworkers;
-  return busy < (size_t)p->ncpu;
-}
-
-/* Waits (under p->mu) until a is ready (a NULL: until the ring is drained and closed) or
- * the deadline, collecting meanwhile. 0 or MPROC_ETIMEDOUT. */
-static int await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
-  while (!(a && atomic_load(&a->ready))) {
-    if (p->collecting) {
-      if (cond_wait_until(p, deadline) == ETIMEDOUT && !(a && atomic_load(&a->ready)))
-        return MPROC_ETIMEDOUT;
-      continue;
-    }
-    p->collecting = true;
-    bool spin = may_spin(p);
-    pthread_mutex_unlock(&p->mu);
-    /* Without the supervisor's pidfd to watch, long waits go in slices so that a
-     * supervisor killed from outside is still noticed. */
-    int64_t until = deadline;
-    if (!watch_supervisor(p) && deadline - mproc__now_ns() > SUPERVISOR_CHECK_NS)
-      until = mproc__now_ns() + SUPERVISOR_CHECK_NS;
-    int rc = collect(p, until, spin);
-    if (rc == -ESRCH) {
-      p->sup_seen_dead = true; /* seen once; from now on the slices above look again */
-      check_supervisor(p);
-      rc = 0;
-    } else if (rc == -ETIMEDOUT && deadline > until) {
-      check_supervisor(p);
-      rc = 0;
-    }
-    pthread_mutex_lock(&p->mu);
-    p->collecting = false;
-    pthread_cond_broadcast(&p->cv);
-    if (rc == MPROC_ECLOSED) {
-      cancel_all(p); /* the supervisor is gone: nothing more will come */
-      return 0;
-    }
-    if (rc == -ETIMEDOUT && !(a && atomic_load(&a->ready)))
-      return MPROC_ETIMEDOUT;
-    if (rc < 0 && rc != -ETIMEDOUT)
-      return rc;
-  }
-  return 0;
-}
+/* ---- waiting ---- */
 
 /* Set while this thread runs callbacks: an mproc call inside a callback runs no others, so
  * they run one after another, in the order queued. */
@@ -480,7 +218,7 @@ static int await(mproc_async *a, int64_t deadline) {
     return 0;
   mproc_pool *p = a->pool;
   pthread_mutex_lock(&p->mu);
-  int rc = await_locked(p, a, deadline);
+  int rc = mproc__pool_await_locked(p, a, deadline);
   pthread_mutex_unlock(&p->mu);
   after_wait(p);
   return rc;
@@ -506,7 +244,7 @@ static void settle(mproc_pool *p) {
   mproc__ring_close(p->ctx.results);
   mproc__ring_close(p->ctx.tasks);
   pthread_mutex_lock(&p->mu);
-  while (await_locked(p, NULL, MPROC__NEVER) == -EINTR)
+  while (mproc__pool_await_locked(p, NULL, MPROC__NEVER) == -EINTR)
     ; /* free and terminate finish whatever the signals */
   pthread_mutex_unlock(&p->mu);
 }
@@ -712,7 +450,7 @@ void mproc_pool_free(mproc_pool *p) {
   if (p->owner == self_pid()) {
     mproc_pool_terminate(p);
     pthread_mutex_lock(&p->mu);
-    cancel_all(p);
+    mproc__pool_cancel_all(p);
     pthread_mutex_unlock(&p->mu);
     mproc__pool_run_callbacks(p); /* none stays queued: an AsyncResult freed later must not look here */
   }
@@ -1115,7 +853,7 @@ int mproc_pool_poll(mproc_pool *p, double timeout) {
   p->poll_wake->pool = p;
   bool due = atomic_load(&p->cb_queued) > 0 || mproc__ring_wait_readable(p->ctx.results, 0) == 0;
   atomic_store(&p->poll_wake->ready, false);
-  rc = await_locked(p, p->poll_wake, due ? 0 : deadline);
+  rc = mproc__pool_await_locked(p, p->poll_wake, due ? 0 : deadline);
   pthread_mutex_unlock(&p->mu);
   int n = mproc__pool_run_callbacks(p);
   after_wait(p);

@@ -1,6 +1,7 @@
 /*
  * The caller's side of a pool, shared by pool.c (making and ending a pool, submission,
- * collection, AsyncResult) and pool_map.c (map: chunks, the stage, windowed feeding).
+ * AsyncResult, callbacks), pool_collect.c (waiting for results and routing them) and
+ * pool_map.c (map: chunks, the stage, windowed feeding).
  * Everything here is the owner process's memory, used under p->mu unless said otherwise.
  */
 #ifndef MPROC_POOL_CALLER_H
@@ -143,6 +144,16 @@ int mproc__pool_run_callbacks(mproc_pool *p);
 void mproc__pool_abandon(mproc_pool *p, mproc_async *a);
 char *mproc__pool_copy_msg(const char *msg, size_t len);
 extern const char mproc__pool_zeros[16];
+
+/* ---- pool_collect.c, for pool.c ---- */
+
+/* Waits (under p->mu, which it lets go while collecting) until a is ready (a NULL: until the
+ * result ring is drained and closed) or the deadline, collecting meanwhile. 0,
+ * MPROC_ETIMEDOUT or -EINTR (a handler of the caller's ran). */
+int mproc__pool_await_locked(mproc_pool *p, mproc_async *a, int64_t deadline);
+/* Every unfinished AsyncResult fails: MPROC_ECANCELLED after terminate, MPROC_ECRASHED when
+ * the supervisor died under a running pool. Under p->mu. */
+void mproc__pool_cancel_all(mproc_pool *p);
 
 /* ---- pool_map.c, for pool.c ---- */
 
