@@ -113,8 +113,6 @@ int mproc_lock_new(mproc_lock **out, bool recursive) {
   return 0;
 }
 
-/* Acquires l: one try, then (unless timeout is 0) a bounded spin, then a futex sleep.
- * The fast path reads no clock. */
 /* A spinning waiter reads the lock word only every LOCK_GAP pauses (~1 us). Each read
  * pulls the line out of the holder's cache, so its next acquire misses; and a waiter that
  * checks often grabs the lock in the holder's short free window between release and
@@ -122,6 +120,8 @@ int mproc_lock_new(mproc_lock **out, bool recursive) {
  * incrementing a counter: gap 1 gives 1.8e7 ops/s, gap 32 gives 4.4e7. */
 enum { LOCK_GAP = 32 };
 
+/* Acquires l: one try, then (unless timeout is 0) a bounded spin, then a futex sleep.
+ * The fast path reads no clock. */
 static int lock_take(mproc_lock *l, double timeout) {
   /* Look before the CAS: a failed CAS still takes the line from the holder. An RLock may
    * be this thread's own, which only the try can tell. */
