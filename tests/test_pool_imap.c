@@ -176,6 +176,7 @@ static void failures_case(size_t chunksize, bool unordered) {
   mproc_imap *it = NULL;
   cr_assert_eq(mproc_pool_imap_gen(p, triple_task, counter, &g, &o, &it), 0);
   int n = 0;
+  bool seen[100] = {0};
   for (;;) {
     const void *res;
     size_t len;
@@ -185,6 +186,8 @@ static void failures_case(size_t chunksize, bool unordered) {
     size_t i = mproc_imap_index(it);
     if (!unordered)
       cr_assert_eq(i, (size_t)n);
+    cr_assert(i < 100 && !seen[i], "item %zu twice or out of range", i);
+    seen[i] = true;
     if (i % 7 == 3) {
       cr_assert_eq(rc, MPROC_ETASK, "item %zu: %d", i, rc);
       char want[64];

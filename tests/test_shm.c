@@ -126,8 +126,11 @@ struct rendezvous {
 };
 
 static int attach_late_child(struct rendezvous *r) {
-  while (atomic_load(&r->ready) == 0)
-    mproc__futex_wait(&r->ready, 0, mproc__deadline(10));
+  int64_t deadline = mproc__deadline(10);
+  while (atomic_load(&r->ready) == 0 && mproc__remaining_ns(deadline) > 0)
+    mproc__futex_wait(&r->ready, 0, deadline);
+  if (atomic_load(&r->ready) == 0)
+    return 3; /* the parent failed before it published the name */
   mproc_shm *s;
   if (mproc_shm_attach(&s, r->name) != 0)
     return 1;

@@ -77,7 +77,12 @@ static int hold_then_release(mproc_lock *l, _Atomic uint32_t *flag) {
     return 1;
   atomic_store(flag, 1);
   mproc__futex_wake(flag, 1);
-  th_sleep_us(50 * 1000);
+  /* Held until the parent has seen it taken; then a little longer, so that its acquire
+   * below blocks. */
+  int64_t deadline = mproc__deadline(10);
+  while (atomic_load(flag) != 2 && mproc__remaining_ns(deadline) > 0)
+    mproc__futex_wait(flag, 1, deadline);
+  th_sleep_us(20 * 1000);
   return mproc_lock_release(l) == 0 ? 0 : 2;
 }
 
@@ -89,8 +94,13 @@ Test(lock, blocked_acquire_gets_it_when_released) {
   pid_t pid = fork();
   if (pid == 0)
     _exit(hold_then_release(l, flag));
-  while (atomic_load(flag) == 0)
-    mproc__futex_wait(flag, 0, mproc__deadline(1));
+  int64_t deadline = mproc__deadline(10);
+  while (atomic_load(flag) == 0 && mproc__remaining_ns(deadline) > 0)
+    mproc__futex_wait(flag, 0, deadline);
+  cr_assert_eq(atomic_load(flag), 1, "the child never took the lock");
+  cr_assert_eq(mproc_lock_acquire(l, 0), MPROC_EAGAIN);
+  atomic_store(flag, 2);
+  mproc__futex_wake(flag, 1);
   cr_assert_eq(mproc_lock_acquire(l, 10.0), 0);
   cr_assert_eq(mproc_lock_release(l), 0);
   cr_assert_eq(th_exitcode(pid), 0);

@@ -103,6 +103,7 @@ Test(pool_faults, crashing_tasks_fail_alone, .init = shared_setup, .fini = share
     int rc = mproc_async_get(a[i], &r, NULL, MPROC_FOREVER);
     if (kind_of(i) == OK) {
       cr_expect_eq(rc, 0, "task %d: %d", i, rc);
+      cr_expect_not_null(r, "task %d: no result", i);
       if (r)
         cr_expect_eq(*(int64_t *)r, (int64_t)i * i);
     } else {
