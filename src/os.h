@@ -27,6 +27,8 @@
 int64_t mproc__now_ns(void);
 /* timeout < 0: MPROC__NEVER; 0: 0 (past); else now + timeout. */
 int64_t mproc__deadline(double timeout);
+/* The same, counted from now (a clock reading the caller already has). */
+int64_t mproc__deadline_from(int64_t now, double timeout);
 /* ns left until deadline (0 if past, INT64_MAX for MPROC__NEVER). */
 int64_t mproc__remaining_ns(int64_t deadline);
 /* Milliseconds for poll(2): -1 for NEVER, rounded up so a wait never ends early. */
@@ -61,7 +63,6 @@ int mproc__mutex_lock(mproc__mutex *m, int64_t deadline);
 int mproc__mutex_unlock(mproc__mutex *m);
 /* Whether the calling thread holds m (for recursive mutexes too). */
 bool mproc__mutex_held(mproc__mutex *m);
-void mproc__mutex_destroy(mproc__mutex *m);
 /* One attempt, never blocks and never reads the clock: 0; MPROC_EOWNERDEAD (held now);
  * -EBUSY when someone (this thread included, for a plain mutex) holds it. */
 int mproc__mutex_trylock(mproc__mutex *m);
@@ -127,6 +128,8 @@ int mproc__exitcode(int status);
 void mproc__ignore_sigpipe(void);
 /* Gettid. */
 pid_t mproc__gettid(void);
+/* getpid(), cached; reset in a forked child. */
+pid_t mproc__getpid(void);
 /* Fills buf with len bytes from the kernel's CSPRNG: 0 or -errno. */
 int mproc__random_bytes(void *buf, size_t len);
 

@@ -34,6 +34,10 @@ int64_t mproc__now_ns(void) {
 }
 
 int64_t mproc__deadline(double timeout) {
+  return mproc__deadline_from(timeout > 0 && timeout <= 9.0e9 ? mproc__now_ns() : 0, timeout);
+}
+
+int64_t mproc__deadline_from(int64_t now, double timeout) {
   if (timeout < 0 || timeout != timeout)
     return MPROC__NEVER;
   if (timeout == 0)
@@ -41,7 +45,7 @@ int64_t mproc__deadline(double timeout) {
   /* Beyond ~292 years the sum overflows: treat it as forever. */
   if (timeout > 9.0e9)
     return MPROC__NEVER;
-  return mproc__now_ns() + (int64_t)(timeout * 1e9);
+  return now + (int64_t)(timeout * 1e9);
 }
 
 int64_t mproc__remaining_ns(int64_t deadline) {
@@ -107,13 +111,18 @@ void mproc__cpu_relax(void) {
 
 void mproc__yield(void) { sched_yield(); }
 
-/* ---- thread id, cached per thread and reset in a forked child ---- */
+/* ---- thread and process ids, cached and reset in a forked child ---- */
 
 static __thread pid_t cached_tid;
 static atomic_uint fork_generation;
 static __thread unsigned cached_generation;
+static _Atomic pid_t cached_pid;
 
-static void atfork_child(void) { atomic_fetch_add(&fork_generation, 1); }
+/* In the child only the forking thread exists: nothing races with these. */
+static void atfork_child(void) {
+  atomic_fetch_add(&fork_generation, 1);
+  atomic_store(&cached_pid, 0);
+}
 
 __attribute__((constructor)) static void os_init(void) {
   pthread_atfork(NULL, NULL, atfork_child);
@@ -126,6 +135,15 @@ pid_t mproc__gettid(void) {
     cached_generation = gen;
   }
   return cached_tid;
+}
+
+pid_t mproc__getpid(void) {
+  pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+  if (pid == 0) {
+    pid = getpid();
+    atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
+  }
+  return pid;
 }
 
 /* ---- robust mutex ---- */
@@ -150,7 +168,7 @@ int mproc__mutex_lock(mproc__mutex *m, int64_t deadline) {
     rc = pthread_mutex_lock(&m->m);
   } else {
     rc = pthread_mutex_trylock(&m->m);
-    if (rc == EBUSY && deadline > mproc__now_ns()) {
+    if (rc == EBUSY && deadline > 0 && deadline > mproc__now_ns()) {
       struct timespec ts = to_timespec(deadline);
       rc = pthread_mutex_clocklock(&m->m, CLOCK_MONOTONIC, &ts);
     }
@@ -189,7 +207,6 @@ bool mproc__mutex_held(mproc__mutex *m) {
   return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
 }
 
-void mproc__mutex_destroy(mproc__mutex *m) { (void)m; /* shared: others may still use it */ }
 
 int mproc__mutex_trylock(mproc__mutex *m) {
   switch (pthread_mutex_trylock(&m->m)) {

@@ -25,29 +25,12 @@
 #define MAX_PROCESSES 4096
 #define RING_INITIAL_BYTES ((size_t)64 << 10)
 
-/* getpid() is a system call; submission asks on every task. A fork resets the cache. */
-static _Atomic pid_t cached_pid;
-static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
-
-static void pid_forget(void) { atomic_store(&cached_pid, 0); }
-static void pid_hook(void) { pthread_atfork(NULL, NULL, pid_forget); }
-
-static pid_t self_pid(void) {
-  pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
-  if (MPROC__UNLIKELY(pid == 0)) {
-    pthread_once(&pid_once, pid_hook);
-    pid = getpid();
-    atomic_store(&cached_pid, pid);
-  }
-  return pid;
-}
-
 /* A pool is driven from the process that made it: its results are routed in that
  * process's memory (a forked child gets MPROC_ESTATE). */
 int mproc__pool_check(const mproc_pool *p) {
   if (!p)
     return MPROC_EINVAL;
-  return p->owner == self_pid() ? 0 : MPROC_ESTATE;
+  return p->owner == mproc__getpid() ? 0 : MPROC_ESTATE;
 }
 
 /* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
@@ -296,7 +279,7 @@ static int init_locals(mproc_pool *p) {
   p->sup_fd = -1;
   p->ctx.ctl_fd = -1;
   p->ctx.notify_fd = -1;
-  p->owner = self_pid();
+  p->owner = mproc__getpid();
   return 0;
 }
 
@@ -447,7 +430,7 @@ int mproc_pool_terminate(mproc_pool *p) {
 void mproc_pool_free(mproc_pool *p) {
   if (!p)
     return;
-  if (p->owner == self_pid()) {
+  if (p->owner == mproc__getpid()) {
     mproc_pool_terminate(p);
     pthread_mutex_lock(&p->mu);
     mproc__pool_cancel_all(p);

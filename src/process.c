@@ -114,7 +114,7 @@ static mproc_process *reg_get(size_t i) {
 
 /* ---- reaping ---- */
 
-static bool owned(const mproc_process *p) { return p->owner == getpid(); }
+static bool owned(const mproc_process *p) { return p->owner == mproc__getpid(); }
 
 /* 1 when p is reaped now (or was reaped by someone else), 0 while it runs, or -errno. */
 static int reap(mproc_process *p, int flags) {
@@ -411,9 +411,9 @@ void mproc_process_free(mproc_process *p) {
     return;
   if (p->state == P_RUNNING && owned(p) && reap(p, WNOHANG) == 0) {
     kill(p->pid, SIGKILL);
-    if (reap(p, 0) < 0)
-      reg_remove(p);
+    reap(p, 0);
   }
+  reg_remove(p); /* whatever reap could do: the registry must not keep freed memory */
   mproc__close(p->pidfd);
   free(p->name);
   free(p->ident);

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 #include "ring.h"
+#include "shm.h"
 
 #include <stdlib.h>
 
@@ -28,7 +29,6 @@ typedef struct queue_shared {
 struct mproc_queue {
   mproc__ring *ring;
   queue_shared *s; /* joinable only */
-  bool joinable;
 };
 
 int mproc_queue_new(mproc_queue **q, const mproc_queue_opts *opts) {
@@ -44,8 +44,7 @@ int mproc_queue_new(mproc_queue **q, const mproc_queue_opts *opts) {
     free(nq);
     return rc;
   }
-  nq->joinable = opts && opts->joinable;
-  if (nq->joinable && !(nq->s = mproc__shared_map(mproc__page_size()))) {
+  if (opts && opts->joinable && !(nq->s = mproc__shared_alloc(sizeof *nq->s))) {
     mproc__ring_free(nq->ring);
     free(nq);
     return MPROC_ENOMEM;
@@ -59,7 +58,7 @@ void mproc_queue_free(mproc_queue *q) {
     return;
   mproc__ring_free(q->ring);
   if (q->s)
-    mproc__shared_unmap(q->s, mproc__page_size());
+    mproc__shared_free(q->s, sizeof *q->s);
   free(q);
 }
 
@@ -97,7 +96,7 @@ int mproc_queue_close(mproc_queue *q) {
 }
 
 int mproc_queue_task_done(mproc_queue *q) {
-  if (!q || !q->joinable)
+  if (!q || !q->s)
     return MPROC_EINVAL;
   queue_shared *s = q->s;
   uint64_t d = atomic_load(&s->done);
@@ -122,7 +121,7 @@ static bool all_done(mproc_queue *q) {
 }
 
 int mproc_queue_join(mproc_queue *q, double timeout) {
-  if (!q || !q->joinable)
+  if (!q || !q->s)
     return MPROC_EINVAL;
   queue_shared *s = q->s;
   int64_t deadline = mproc__deadline(timeout);

@@ -45,7 +45,6 @@
 
 #define PAD_BIT (UINT64_C(1) << 63)
 #define REC_HDR 8u
-#define RING_MAGIC UINT64_C(0x6d70726f6372696e) /* "mprocrin" */
 #define DEFAULT_INITIAL ((size_t)256 << 10)
 #define MIN_INITIAL ((size_t)4096)
 /* Rings with a bigger area give it back as soon as they drain; smaller ones only once the
@@ -84,11 +83,9 @@ typedef struct journal {
 } journal;
 
 struct ring_hdr {
-  uint64_t magic;
   size_t reserve;   /* bytes of the data area's address space */
   size_t initial;   /* cap at creation and after a shrink */
   size_t max_items; /* 0: unbounded */
-  size_t data_off;  /* from the header to the data area */
   /* Changed only with both locks held. */
   _Atomic size_t cap;
   a32 closed;
@@ -181,14 +178,12 @@ int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
   if (rc) {
     mproc__shared_unmap(p, r->map_len);
     free(r);
-    return rc == -ENOMEM ? MPROC_ENOMEM : rc;
+    return rc;
   }
-  h->magic = RING_MAGIC;
   h->reserve = reserve;
   h->initial = initial;
   h->committed = initial;
   h->max_items = opts ? opts->max_items : 0;
-  h->data_off = hdr_len;
   atomic_store(&h->cap, initial);
   *out = r;
   return 0;
@@ -595,8 +590,6 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
     if (rc < 0)
       return rc;
     rc = wait_writable(r, rpos_seen, deadline);
-    if (rc == -ETIMEDOUT)
-      return rc;
     if (rc < 0)
       return rc;
   }

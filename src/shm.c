@@ -270,7 +270,7 @@ void *mproc__shared_alloc(size_t size) {
   uint32_t block = BLOCK_MIN;
   while (block < size)
     block <<= 1;
-  pid_t me = getpid();
+  pid_t me = mproc__getpid();
   void *p = NULL;
   pthread_mutex_lock(&arena_mu);
   for (chunk *c = chunks; c && !p; c = c->next)
@@ -303,7 +303,7 @@ void mproc__shared_free(void *p, size_t size) {
     mproc__shared_unmap(p, mproc__page_round(size));
     return;
   }
-  pid_t me = getpid();
+  pid_t me = mproc__getpid();
   pthread_mutex_lock(&arena_mu);
   chunk **link = &chunks;
   while (*link && !((char *)p >= (*link)->base && (char *)p < (*link)->base + CHUNK_SIZE))
@@ -327,7 +327,6 @@ void mproc__shared_free(void *p, size_t size) {
 
 struct mproc_array {
   uint32_t magic;
-  bool has_lock;
   size_t elem_size, n;
   size_t alloc_len;
   size_t data_off;
@@ -360,7 +359,6 @@ int mproc_array_new(mproc_array **out, size_t elem_size, size_t n, const void *i
   a->n = n;
   a->alloc_len = alloc_len;
   a->data_off = data_off;
-  a->has_lock = with_lock;
   if (with_lock) {
     a->lock = (mproc_lock *)((char *)a + lock_off);
     int rc = mproc__lock_init(a->lock, true, true);

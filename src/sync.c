@@ -147,11 +147,12 @@ static int lock_take(mproc_lock *l, double timeout) {
       }
     }
   }
+  /* The timeout counts from the call, the spin included. */
   int64_t t1 = mproc__now_ns();
-  rc = mproc__mutex_lock(&l->m, mproc__deadline(timeout));
+  rc = mproc__mutex_lock(&l->m, mproc__deadline_from(t0, timeout));
   if (rc == 0 || rc == MPROC_EOWNERDEAD)
     spin_slept(&l->spin, n, t0, t1);
-  return rc == -ETIMEDOUT ? MPROC_ETIMEDOUT : rc;
+  return rc; /* -ETIMEDOUT is MPROC_ETIMEDOUT */
 }
 
 int mproc_lock_acquire(mproc_lock *l, double timeout) {
@@ -166,12 +167,20 @@ int mproc_lock_release(mproc_lock *l) {
   return mproc__mutex_unlock(&l->m);
 }
 
+/* Releases every level of a (possibly recursive) lock held by this thread; returns how
+ * many there were. */
+static unsigned lock_release_all(mproc_lock *l) {
+  unsigned depth = 0;
+  while (mproc__mutex_held(&l->m) && mproc__mutex_unlock(&l->m) == 0)
+    depth++;
+  return depth;
+}
+
 void mproc__lock_drop(mproc_lock *l) {
   /* A mutex this thread holds is on its robust list, which the kernel walks when the thread
    * exits: left there unmapped, it would stop that walk and other robust mutexes would not
    * be recovered. And no one else could ever take it. So let go of it first. */
-  while (mproc__mutex_held(&l->m) && mproc__mutex_unlock(&l->m) == 0)
-    ;
+  (void)lock_release_all(l);
 }
 
 void mproc_lock_free(mproc_lock *l) {
@@ -264,7 +273,7 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
     }
   }
   int64_t t1 = mproc__now_ns();
-  int rc = sem_sleep(s, mproc__deadline(timeout));
+  int rc = sem_sleep(s, mproc__deadline_from(t0, timeout));
   if (rc == 0)
     spin_slept(&s->spin, n, t0, t1);
   return rc;
@@ -386,7 +395,7 @@ int mproc_event_wait(mproc_event *e, double timeout) {
     }
   }
   int64_t t1 = mproc__now_ns();
-  int rc = event_sleep(e, seen, mproc__deadline(timeout));
+  int rc = event_sleep(e, seen, mproc__deadline_from(t0, timeout));
   if (rc == 0)
     spin_slept(&e->spin, n, t0, t1);
   return rc;
@@ -601,15 +610,6 @@ int mproc_cond_release(mproc_cond *c) {
   if (!cond_ok(c))
     return MPROC_EINVAL;
   return mproc__mutex_unlock(&c->lock->m);
-}
-
-/* Releases every level of a (possibly recursive) lock held by this thread; returns how
- * many there were. */
-static unsigned lock_release_all(mproc_lock *l) {
-  unsigned depth = 0;
-  while (mproc__mutex_held(&l->m) && mproc__mutex_unlock(&l->m) == 0)
-    depth++;
-  return depth;
 }
 
 /* Takes the lock back to depth levels, however long it takes (Python does the same). */
