@@ -91,9 +91,13 @@ int mproc__tab_reserve(mproc_pool *p, size_t more) {
 
 /* Removes id, shifting later entries of its probe run back (no tombstones). */
 void mproc__tab_delete(mproc_pool *p, uint64_t id) {
-  size_t i = mproc__tab_find(p, id), mask = p->tab_cap - 1;
-  if (i == SIZE_MAX)
-    return;
+  size_t i = mproc__tab_find(p, id);
+  if (i != SIZE_MAX)
+    mproc__tab_delete_at(p, i);
+}
+
+void mproc__tab_delete_at(mproc_pool *p, size_t i) {
+  size_t mask = p->tab_cap - 1;
   for (size_t j = (i + 1) & mask; p->tab[j].id; j = (j + 1) & mask) {
     size_t k = home(p, p->tab[j].id);
     /* Move j into the hole at i unless its home lies cyclically in (i, j]. */
@@ -118,7 +122,7 @@ static void tab_drop(mproc_pool *p, uint64_t id) {
   if (st)
     st->a = NULL;
   else
-    mproc__tab_delete(p, id);
+    mproc__tab_delete_at(p, i);
 }
 
 /* ---- completion (under p->mu) ---- */
@@ -157,11 +161,13 @@ static void cb_unqueue(mproc_pool *p, mproc_async *a) {
 
 void mproc__pool_finish(mproc_pool *p, mproc_async *a, int rc) {
   a->rc = rc;
-  atomic_store_explicit(&a->ready, true, memory_order_release);
   if (a->on_ready)
     a->on_ready(a, a->on_ready_arg);
   if (a->cb.callback || a->cb.error_callback)
     mproc__pool_cb_queue(p, a, EV_DONE);
+  /* Last: a thread that sees ready without p->mu may free a at once, so a must already be
+   * queued (mproc_async_free then takes it off the queue). */
+  atomic_store_explicit(&a->ready, true, memory_order_release);
 }
 
 char *mproc__pool_copy_msg(const char *msg, size_t len) {
@@ -400,9 +406,8 @@ int mproc_pool_join(mproc_pool *p) {
   cut_feeders(p);
   /* Interruptible (Ctrl-C): the supervisor exits once every task is done. */
   struct pollfd pf = {.fd = p->sup_fd, .events = POLLIN};
-  while (p->sup_fd >= 0 && !p->sup_reaped && poll(&pf, 1, -1) < 0)
-    if (errno == EINTR)
-      return -EINTR;
+  if (p->sup_fd >= 0 && !p->sup_reaped && poll(&pf, 1, -1) < 0 && errno == EINTR)
+    return -EINTR; /* any other failure: settle below waits for the supervisor anyway */
   settle(p);
   pthread_mutex_lock(&p->mu);
   if (p->state == POOL_CLOSED)
@@ -471,7 +476,10 @@ int mproc__pool_submit(mproc_pool *p, mproc_async *a, size_t total, size_t count
   int rc = mproc__tab_reserve(p, count);
   if (rc)
     return rc;
+  /* The ids are used up even if a put fails below: the tasks put before it still run, and
+   * their results must not reach a later submission that got the same ids. */
   uint64_t first = p->next_id + 1;
+  p->next_id += total;
   size_t i = 0;
   for (; i < count; i++) {
     mproc__tab_insert(p, first + i, a);
@@ -483,7 +491,6 @@ int mproc__pool_submit(mproc_pool *p, mproc_async *a, size_t total, size_t count
       tab_drop(p, first + j);
     return rc;
   }
-  p->next_id += total;
   a->pool = p;
   a->first_id = first;
   return 0;
@@ -522,19 +529,7 @@ static int apply_submit(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t
 
 int mproc_pool_apply_async(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
                            mproc_async **r) {
-  if (!r)
-    return MPROC_EINVAL;
-  *r = NULL;
-  mproc_async *a = calloc(1, sizeof *a);
-  if (!a)
-    return MPROC_ENOMEM;
-  int rc = apply_submit(p, fn, arg, len, a);
-  if (rc) {
-    free(a);
-    return rc;
-  }
-  *r = a;
-  return 0;
+  return mproc_pool_apply_async_ex(p, fn, arg, len, NULL, r);
 }
 
 int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len, void **res,
@@ -545,6 +540,8 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t le
     return rc;
   if ((rc = await(&a, MPROC__NEVER)) != 0) {
     mproc__pool_abandon(p, &a);
+    free(a.res); /* another collector may have finished it meanwhile */
+    free(a.err);
     return rc;
   }
   rc = a.rc;

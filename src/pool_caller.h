@@ -129,6 +129,8 @@ int mproc__pool_check(const mproc_pool *p);
 size_t mproc__tab_find(const mproc_pool *p, uint64_t id);
 void mproc__tab_insert(mproc_pool *p, uint64_t id, mproc_async *a);
 void mproc__tab_delete(mproc_pool *p, uint64_t id);
+/* The same, for the slot i that mproc__tab_find gave (no second look-up). */
+void mproc__tab_delete_at(mproc_pool *p, size_t i);
 /* Room for more entries: 0 or MPROC_ENOMEM. */
 int mproc__tab_reserve(mproc_pool *p, size_t more);
 /* Gives a the ids of total tasks and puts the first count (put(p, id, i, arg)); on failure

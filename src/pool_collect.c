@@ -37,7 +37,7 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
     return;
   staged *st = entry_staged(&p->tab[i]);
   mproc_async *a = entry_async(&p->tab[i]);
-  mproc__tab_delete(p, h.id);
+  mproc__tab_delete_at(p, i);
   const char *text = (const char *)msg + sizeof h;
   const char *data = text + h.msg_len;
   if (st || a->is_map) {

@@ -406,7 +406,7 @@ void mproc_imap_free(mproc_imap *it) {
   if (it->feeding)
     mproc__pool_feed_end(it->p, it->epoch);
   /* Each free removes the chunk from the pool under its mutex: its hook cannot run after. */
-  for (size_t i = 0; i < it->nslots; i++)
+  for (size_t i = 0; it->slots && i < it->nslots; i++) /* slots NULL: made without memory */
     if (it->slots[i].used)
       mproc_async_free(it->slots[i].a);
   mproc__pool_sentinel_free(it->wake);

@@ -288,8 +288,10 @@ static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc
   pthread_mutex_lock(&p->mu);
   if (n == 0) {
     rc = p->state == POOL_RUNNING ? 0 : MPROC_ECLOSED;
-    if (rc == 0)
+    if (rc == 0) {
+      a->pool = p; /* for its callbacks' queue, which finish joins */
       mproc__pool_finish(p, a, 0);
+    }
   } else {
     rc = mproc__pool_submit(p, a, a->nchunks, a->sent, put_chunk, x);
     if (rc == 0 && a->sent < a->nchunks) {
@@ -304,37 +306,12 @@ static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc
 int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
                          size_t in_size, void *out, size_t out_size, const mproc_map_opts *opts,
                          mproc_async **r) {
-  if (!r)
-    return MPROC_EINVAL;
-  *r = NULL;
-  mproc_async *a = calloc(1, sizeof *a);
-  if (!a)
-    return MPROC_ENOMEM;
-  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
-  a->out = out;
-  int rc = map_submit(p, &x, opts, a, false);
-  if (rc) {
-    free(a);
-    return rc;
-  }
-  *r = a;
-  return 0;
+  return mproc_pool_map_async_ex(p, fn, in, n, in_size, out, out_size, opts, NULL, r);
 }
 
 int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, size_t in_size,
                    void *out, size_t out_size, const mproc_map_opts *opts) {
-  mproc_async a = {.out = out};
-  map_args x = {.fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n};
-  int rc = map_submit(p, &x, opts, &a, true);
-  if (rc)
-    return rc;
-  if ((rc = mproc__pool_await(&a, MPROC__NEVER)) != 0) {
-    mproc__pool_abandon(p, &a);
-    free(a.err);
-    return rc;
-  }
-  free(a.err);
-  return a.rc;
+  return mproc_pool_map_ex(p, fn, in, n, in_size, out, out_size, opts, NULL);
 }
 
 int mproc_pool_map_async_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
@@ -355,12 +332,6 @@ int mproc_pool_map_async_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size
   if (rc) {
     free(a);
     return rc;
-  }
-  if (n == 0 && (a->cb.callback || a->cb.error_callback)) {
-    pthread_mutex_lock(&p->mu);
-    a->pool = p;
-    mproc__pool_cb_queue(p, a, EV_DONE);
-    pthread_mutex_unlock(&p->mu);
   }
   *r = a;
   return 0;
