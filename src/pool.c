@@ -826,11 +826,10 @@ int mproc_pool_poll(mproc_pool *p, double timeout) {
   int64_t deadline = mproc__deadline(timeout);
   mproc__eventfd_drain(p->ctx.notify_fd); /* what it announced is looked at below */
   pthread_mutex_lock(&p->mu);
-  if (!p->poll_wake && !(p->poll_wake = calloc(1, sizeof *p->poll_wake))) {
+  if (!p->poll_wake && !(p->poll_wake = mproc__pool_sentinel_new(p))) {
     pthread_mutex_unlock(&p->mu);
     return MPROC_ENOMEM;
   }
-  p->poll_wake->pool = p;
   bool due = atomic_load(&p->cb_queued) > 0 || mproc__ring_wait_readable(p->ctx.results, 0) == 0;
   atomic_store(&p->poll_wake->ready, false);
   rc = mproc__pool_await_locked(p, p->poll_wake, due ? 0 : deadline);

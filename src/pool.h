@@ -145,8 +145,9 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx);
  * Never returns. */
 _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot, const sigset_t *orig_mask);
 
-/* Posts a failure result (pool_worker.c; used by the supervisor for dead workers). */
-int mproc__pool_post_failure(mproc__ring *results, uint64_t id, int status, uint64_t fail_index,
+/* Posts a failure result and tells the caller (pool_worker.c; used by the supervisor for
+ * dead workers). */
+int mproc__pool_post_failure(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_index,
                              const char *msg);
 
 /* For tests: the supervisor's pid, and the live workers' pids (returns how many). */
@@ -184,11 +185,12 @@ int mproc__pool_owned(mproc_pool *p);
 int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err);
 
 /* A result of one's own, for running task functions inside a task (imap chunks). */
+/* msg[0..len) as a malloc'd string; NULL without memory. */
+char *mproc__pool_copy_msg(const char *msg, size_t len);
 mproc_result *mproc__result_new(void);
 /* Empties it for the next call. */
 void mproc__result_reset(mproc_result *r);
 void mproc__result_view(const mproc_result *r, const void **data, size_t *len,
                         const char **msg, size_t *msg_len);
-void mproc__result_free(mproc_result *r);
 
 #endif /* MPROC_POOL_H */

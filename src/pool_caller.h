@@ -144,7 +144,6 @@ void mproc__pool_cb_queue(mproc_pool *p, mproc_async *a, unsigned ev);
 int mproc__pool_run_callbacks(mproc_pool *p);
 /* Forgets a's unfinished tasks (their results are dropped). Not under p->mu. */
 void mproc__pool_abandon(mproc_pool *p, mproc_async *a);
-char *mproc__pool_copy_msg(const char *msg, size_t len);
 extern const char mproc__pool_zeros[16];
 
 /* ---- pool_collect.c, for pool.c ---- */

@@ -309,11 +309,7 @@ static void release_cur(mproc_imap *it) {
 
 static void set_err(mproc_imap *it, const char *msg, size_t len) {
   free(it->err);
-  it->err = NULL;
-  if (msg && (it->err = malloc(len + 1)) != NULL) {
-    memcpy(it->err, msg, len);
-    it->err[len] = 0;
-  }
+  it->err = msg ? mproc__pool_copy_msg(msg, len) : NULL;
 }
 
 /* The current chunk's next item. */

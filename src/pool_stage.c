@@ -73,14 +73,13 @@ void mproc__stage_destroy(mproc__stage *s) {
   s->base = NULL;
 }
 
-/* Blocks are whole pages: commit and discard work on pages, and no two chunks share a
- * cache line. */
-static size_t round_up(size_t len) { return mproc__page_round(len); }
+/* Blocks are whole pages (mproc__page_round): commit and discard work on pages, and no two
+ * chunks share a cache line. */
 
 void *mproc__stage_alloc(mproc__stage *s, size_t len) {
   if (!s->base || len == 0 || len > s->reserved)
     return NULL;
-  len = round_up(len);
+  len = mproc__page_round(len);
   mproc__stage_ext **link = &s->free;
   while (*link && (*link)->len < len)
     link = &(*link)->next;
@@ -115,7 +114,7 @@ static void trim(mproc__stage *s) {
 
 void mproc__stage_free(mproc__stage *s, void *p, size_t len) {
   size_t off = (size_t)((char *)p - s->base);
-  len = round_up(len);
+  len = mproc__page_round(len);
   s->live--;
   mproc__stage_ext *prev = NULL, *next = s->free;
   while (next && next->off < off) {
@@ -150,7 +149,7 @@ void mproc__stage_free(mproc__stage *s, void *p, size_t len) {
 
 void mproc__stage_retire(mproc__stage *s, size_t len) {
   s->live--;
-  s->retired += round_up(len);
+  s->retired += mproc__page_round(len);
 }
 
 void mproc__stage_reset(mproc__stage *s) {

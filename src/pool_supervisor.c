@@ -100,8 +100,7 @@ static void fail_held_task(sup *s, mproc__pool_slot *slot, pid_t pid, int status
   } else {
     snprintf(msg, sizeof msg, "%s while running the task", why);
   }
-  mproc__pool_post_failure(s->ctx->results, id, code, atomic_load(&slot->progress), msg);
-  mproc__pool_notify(s->ctx);
+  mproc__pool_post_failure(s->ctx, id, code, atomic_load(&slot->progress), msg);
 }
 
 static void replace(sup *s, int i) {
@@ -226,8 +225,7 @@ static void drain_broken(sup *s) {
     mproc__ring_read_end(s->ctx->tasks, &m, true);
     if (!whole)
       continue;
-    mproc__pool_post_failure(s->ctx->results, h.id, MPROC_ECRASHED, 0, s->broken_msg);
-    mproc__pool_notify(s->ctx);
+    mproc__pool_post_failure(s->ctx, h.id, MPROC_ECRASHED, 0, s->broken_msg);
   }
   if (rc == MPROC_ECLOSED)
     s->closed_seen = true;

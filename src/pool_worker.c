@@ -101,13 +101,15 @@ static void set_msg(mproc_result *res, const char *fmt, ...) {
   va_end(ap);
 }
 
-int mproc__pool_post_failure(mproc__ring *results, uint64_t id, int status, uint64_t fail_index,
+int mproc__pool_post_failure(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_index,
                              const char *msg) {
   mproc__result_hdr h = {.id = id, .status = status, .fail_index = fail_index};
   size_t len = msg ? strlen(msg) : 0;
   h.msg_len = (uint32_t)(len > MPROC__POOL_MSG_MAX ? MPROC__POOL_MSG_MAX : len);
   struct iovec iov[2] = {{&h, sizeof h}, {(void *)(msg ? msg : ""), h.msg_len}};
-  return mproc__ring_putv(results, iov, 2, MPROC__NEVER);
+  int rc = mproc__ring_putv(ctx->results, iov, 2, MPROC__NEVER);
+  mproc__pool_notify(ctx);
+  return rc;
 }
 
 /* Posts the task's outcome: data on success (or always, for map chunks). */
@@ -120,9 +122,10 @@ static void post(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_in
                          {h.data_len ? res->buf : (char *)&h, h.data_len}};
   int rc = mproc__ring_putv(ctx->results, iov, 3, MPROC__NEVER);
   if (rc == MPROC_ENOMEM)
-    mproc__pool_post_failure(ctx->results, id, MPROC_ETASK, fail_index,
+    mproc__pool_post_failure(ctx, id, MPROC_ETASK, fail_index,
                              "the task's result did not fit in shared memory");
-  mproc__pool_notify(ctx);
+  else
+    mproc__pool_notify(ctx);
 }
 
 static void run_apply(mproc__pool_ctx *ctx, const mproc__task_hdr *h, const char *arg,
@@ -145,9 +148,8 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
   if (out && out_shared)
     out = h->out_ptr;
   if (!out) {
-    mproc__pool_post_failure(ctx->results, h->id, MPROC_ETASK, 0,
+    mproc__pool_post_failure(ctx, h->id, MPROC_ETASK, 0,
                              "the worker ran out of memory for the chunk's results");
-    mproc__pool_notify(ctx);
     return;
   }
   uint64_t fail = UINT64_MAX;
@@ -206,9 +208,8 @@ static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_h
   *len = m.len - sizeof *h;
   if (reserve(in, in_cap, *len) < 0) {
     mproc__ring_read_end(ctx->tasks, &m, true);
-    mproc__pool_post_failure(ctx->results, h->id, MPROC_ETASK, 0,
+    mproc__pool_post_failure(ctx, h->id, MPROC_ETASK, 0,
                              "the worker ran out of memory for the task's argument");
-    mproc__pool_notify(ctx);
     return 0;
   }
   memcpy(*in, (const char *)m.data + sizeof *h, *len);
@@ -241,8 +242,7 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset
       if (atomic_load(&slot->start_ns) + ctx->timeout_ns < atomic_load(&ctx->sh->sup_deadline))
         mproc__eventfd_signal(ctx->ctl_fd);
     }
-    res.len = 0;
-    res.has_msg = false;
+    mproc__result_reset(&res);
     if (kind == MPROC__TASK_APPLY)
       run_apply(ctx, &h, in, len, &res);
     else if (kind == MPROC__TASK_MAP)
@@ -271,14 +271,6 @@ void mproc__result_view(const mproc_result *r, const void **data, size_t *len,
   *len = r->len;
   *msg = r->has_msg && r->msg ? r->msg : NULL;
   *msg_len = *msg ? r->msg_len : 0;
-}
-
-void mproc__result_free(mproc_result *r) {
-  if (!r)
-    return;
-  free(r->buf);
-  free(r->msg);
-  free(r);
 }
 
 void mproc__pool_notify(mproc__pool_ctx *ctx) {
