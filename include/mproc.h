@@ -395,7 +395,8 @@ typedef struct mproc_map_opts {
 } mproc_map_opts;
 
 /* Starts the workers (and runs the initializer) now. Initializer failing in the first
- * workers: MPROC_ETASK, and nothing is left behind. */
+ * workers: MPROC_ETASK; a first worker dying while it starts: MPROC_ECRASHED; no process to
+ * be had: -EAGAIN. In each case nothing is left behind. */
 int mproc_pool_new(mproc_pool **p, const mproc_pool_opts *opts);
 /* Runs fn(arg) in a worker and waits: 0 and *res (malloc'd, caller frees; res may be NULL),
  * or the task's error code. */

@@ -330,7 +330,7 @@ static int wait_boot(mproc_pool *p) {
     if (b == MPROC__BOOT_OK)
       return 0;
     if (b == MPROC__BOOT_FAILED)
-      return MPROC_ETASK;
+      return atomic_load(&sh->boot_rc);
     /* A slice, so a supervisor that died without a word is noticed too. */
     mproc__futex_wait(&sh->boot, MPROC__BOOT_WAIT, mproc__now_ns() + 50 * 1000000);
     if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT &&

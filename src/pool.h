@@ -88,7 +88,7 @@ typedef struct mproc__pool_shared {
   /* The supervisor's next wake-up for a task_timeout: a worker starting a task pokes it
    * only when that task's deadline comes sooner (with many tasks, rarely). */
   _Atomic int64_t sup_deadline;
-  char boot_msg[256];
+  _Atomic int32_t boot_rc; /* BOOT_FAILED: mproc_pool_new's error (set before boot) */
   mproc__pool_slot slots[];
 } mproc__pool_shared;
 

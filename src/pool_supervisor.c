@@ -115,15 +115,10 @@ static void replace(sup *s, int i) {
   }
 }
 
-static _Noreturn void boot_failed(sup *s, mproc__pool_slot *slot, pid_t pid, int status) {
+/* The pool cannot start: mproc_pool_new returns rc. */
+static _Noreturn void boot_failed(sup *s, int rc) {
   mproc__pool_shared *sh = s->ctx->sh;
-  char why[200];
-  describe(why, sizeof why, pid, status);
-  if (atomic_load(&slot->state) == MPROC__SLOT_INIT_FAILED)
-    snprintf(sh->boot_msg, sizeof sh->boot_msg,
-             "the pool's initializer failed in worker pid %d", (int)pid);
-  else
-    snprintf(sh->boot_msg, sizeof sh->boot_msg, "%s while starting", why);
+  atomic_store(&sh->boot_rc, rc);
   atomic_store(&sh->boot, MPROC__BOOT_FAILED);
   mproc__futex_wake(&sh->boot, INT32_MAX);
   kill_all_and_exit(s, 0);
@@ -140,7 +135,8 @@ static void on_death(sup *s, pid_t pid, int status) {
   atomic_store(&slot->pid, 0);
   s->live--;
   if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT)
-    boot_failed(s, slot, pid, status);
+    boot_failed(s, atomic_load(&slot->state) == MPROC__SLOT_INIT_FAILED ? MPROC_ETASK
+                                                                        : MPROC_ECRASHED);
   uint32_t state = atomic_load(&slot->state);
   atomic_store(&slot->state, MPROC__SLOT_EMPTY);
   switch (state) {
@@ -286,12 +282,8 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
   if (caller_gone(&s))
     _exit(0);
   for (int i = 0; i < ctx->nworkers; i++)
-    if (!spawn(&s, i)) {
-      snprintf(ctx->sh->boot_msg, sizeof ctx->sh->boot_msg, "could not fork a worker");
-      atomic_store(&ctx->sh->boot, MPROC__BOOT_FAILED);
-      mproc__futex_wake(&ctx->sh->boot, INT32_MAX);
-      kill_all_and_exit(&s, 0);
-    }
+    if (!spawn(&s, i))
+      boot_failed(&s, -EAGAIN); /* fork's error for a process limit or no memory */
   for (;;) {
     if (caller_gone(&s) || (atomic_load(&ctx->sh->flags) & MPROC__FLAG_TERMINATE))
       kill_all_and_exit(&s, 0);

@@ -303,6 +303,20 @@ Test(pool_faults, initializer_fails_at_start) {
   th_end(s);
 }
 
+static int init_crashes(const void *args, size_t len) {
+  (void)args, (void)len;
+  abort();
+}
+
+Test(pool_faults, initializer_crashes_at_start) {
+  th_scope s = th_begin();
+  mproc_pool *p = (mproc_pool *)1;
+  mproc_pool_opts o = {.processes = 2, .initializer = init_crashes};
+  cr_expect_eq(mproc_pool_new(&p, &o), MPROC_ECRASHED);
+  cr_expect_null(p);
+  th_end(s);
+}
+
 /* Succeeds in the first worker only. */
 static int init_once(const void *args, size_t len) {
   (void)args, (void)len;
