@@ -86,7 +86,7 @@ static int grow(char **buf, size_t *cap, size_t need) {
     return 0;
   size_t c = *cap ? *cap : 4096;
   while (c < need)
-    c *= 2;
+    c = c > SIZE_MAX / 2 ? need : c * 2; /* doubling would wrap: take just what is needed */
   char *b = realloc(*buf, c);
   if (!b)
     return MPROC_ENOMEM;
