@@ -62,16 +62,25 @@ void mproc_queue_free(mproc_queue *q) {
   free(q);
 }
 
+/* A timed call tries without a deadline first: the clock is read only when it must wait. */
+static int64_t first_try(double timeout) { return timeout > 0 ? 0 : mproc__deadline(timeout); }
+
 int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, double timeout) {
   if (!q || (len && !buf))
     return MPROC_EINVAL;
-  return mproc__take_rc(mproc__ring_put(q->ring, buf, len, mproc__deadline(timeout)), timeout);
+  int rc = mproc__ring_put(q->ring, buf, len, first_try(timeout));
+  if (rc == -ETIMEDOUT && timeout > 0)
+    rc = mproc__ring_put(q->ring, buf, len, mproc__deadline(timeout));
+  return mproc__take_rc(rc, timeout);
 }
 
 int mproc_queue_get(mproc_queue *q, void **buf, size_t *len, double timeout) {
   if (!q || !buf)
     return MPROC_EINVAL;
-  return mproc__take_rc(mproc__ring_get(q->ring, buf, len, mproc__deadline(timeout)), timeout);
+  int rc = mproc__ring_get(q->ring, buf, len, first_try(timeout));
+  if (rc == -ETIMEDOUT && timeout > 0)
+    rc = mproc__ring_get(q->ring, buf, len, mproc__deadline(timeout));
+  return mproc__take_rc(rc, timeout);
 }
 
 long mproc_queue_qsize(mproc_queue *q) {
