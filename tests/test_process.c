@@ -84,7 +84,7 @@ Test(process, terminate_kill_interrupt) {
                                    mproc_process_interrupt};
   int sigs[] = {SIGTERM, SIGKILL, SIGINT};
   for (size_t i = 0; i < 3; i++) {
-    mproc_process *p = started(sleep_forever, NULL, false);
+    mproc_process *p = started(sleep_forever, NULL, true); /* daemon: dies with a failed test */
     cr_assert_eq(fns[i](p), 0);
     cr_assert_eq(exit_of(p), -sigs[i]);
     cr_assert_eq(fns[i](p), 0, "signalling an ended process is 0");
@@ -139,7 +139,8 @@ Test(process, join_timeouts_without_pidfd) {
 Test(process, is_alive_transitions) {
   th_scope s = th_begin();
   mproc_process *p = NULL;
-  cr_assert_eq(mproc_process_new(&p, sleep_forever, NULL, NULL), 0);
+  mproc_process_opts daemon = {.daemon = true}; /* dies with a failed test */
+  cr_assert_eq(mproc_process_new(&p, sleep_forever, NULL, &daemon), 0);
   cr_assert(!mproc_process_is_alive(p));
   cr_assert_eq(mproc_process_pid(p), 0);
   cr_assert_eq(mproc_process_sentinel(p), -1);
@@ -148,9 +149,10 @@ Test(process, is_alive_transitions) {
   cr_assert_gt(mproc_process_pid(p), 0);
   cr_assert_geq(mproc_process_sentinel(p), 0);
   mproc_process_terminate(p);
-  /* is_alive reaps: poll it until the child is gone. */
-  while (mproc_process_is_alive(p))
+  /* is_alive reaps: poll it until the child is gone (bounded: a failure is a message). */
+  for (int i = 0; i < 10000 && mproc_process_is_alive(p); i++)
     nap_ms(1);
+  cr_assert(!mproc_process_is_alive(p), "SIGTERM did not end the child");
   int code;
   cr_assert_eq(mproc_process_exitcode(p, &code), 0);
   cr_assert_eq(code, -SIGTERM);

@@ -84,7 +84,7 @@ Test(queue, maxsize_nowait_and_blocking) {
   cr_assert_eq(mproc_queue_put(q, "c", 1, 0.05), MPROC_ETIMEDOUT);
   cr_assert_geq(mproc__now_ns() - t0, 50000000);
   /* A big message counts as one item too, and the byte capacity never blocks it. */
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0) {
     size_t big = 3u << 20;
     unsigned char *m = malloc(big);
@@ -129,13 +129,13 @@ Test(queue, close_and_drain) {
   th_scope s = th_begin();
   mproc_queue *q = qmake(0, false);
   /* A getter blocked on the empty queue is woken by a close made in another process. */
-  pid_t getter = fork();
+  pid_t getter = th_fork_tied();
   if (getter == 0) {
     void *b;
     _exit(mproc_queue_get(q, &b, NULL, MPROC_FOREVER) == MPROC_ECLOSED ? 0 : 1);
   }
   usleep(30000);
-  pid_t closer = fork();
+  pid_t closer = th_fork_tied();
   if (closer == 0)
     _exit(mproc_queue_close(q) == 0 ? 0 : 1);
   cr_expect_eq(th_exitcode(closer), 0);
@@ -177,7 +177,7 @@ Test(queue, join_and_task_done) {
   cr_assert_eq(mproc_queue_join(q, 0.02), MPROC_ETIMEDOUT);
   pid_t kids[2];
   for (int k = 0; k < 2; k++) {
-    if ((kids[k] = fork()) == 0) {
+    if ((kids[k] = th_fork_tied()) == 0) {
       for (;;) {
         void *b;
         int rc = mproc_queue_get(q, &b, NULL, 0.2);
@@ -218,7 +218,7 @@ Test(queue, producers_consumers_exact) {
   _Atomic int *bad = mproc__shared_map(4096);
   pid_t kids[NP + NC];
   for (unsigned p = 0; p < NP; p++) {
-    if ((kids[p] = fork()) == 0) {
+    if ((kids[p] = th_fork_tied()) == 0) {
       unsigned char buf[MAXLEN];
       for (unsigned i = 0; i < PER; i++) {
         size_t len = qlen(p, i, MAXLEN);
@@ -230,7 +230,7 @@ Test(queue, producers_consumers_exact) {
     }
   }
   for (int c = 0; c < NC; c++) {
-    if ((kids[NP + c] = fork()) == 0) {
+    if ((kids[NP + c] = th_fork_tied()) == 0) {
       int last[NP] = {-1, -1, -1};
       for (;;) {
         void *b;
@@ -277,7 +277,7 @@ Test(queue, message_of_256_mib) {
   th_scope s = th_begin();
   mproc_queue *q = qmake(0, false);
   size_t big = (size_t)256 << 20;
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0) {
     unsigned char *m = malloc(big);
     if (!m)
@@ -384,7 +384,7 @@ Test(queue, threads_share_a_handle) {
 Test(queue, nowait_put_while_another_copies) {
   th_scope s = th_begin();
   mproc_queue *q = qmake(0, false);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0) {
     size_t big = (size_t)64 << 20;
     char *m = calloc(1, big);

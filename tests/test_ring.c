@@ -153,7 +153,7 @@ Test(ring, wait_readable) {
   cr_assert_eq(mproc__ring_get(r, &b, NULL, 0), 0);
   free(b);
   /* A child wakes a parent asleep in wait_readable. */
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0) {
     usleep(50000);
     _exit(mproc__ring_put(r, "y", 1, MPROC__NEVER) == 0 ? 0 : 1);
@@ -198,7 +198,7 @@ Test(ring, blocked_putter_woken_by_get) {
   th_scope s = th_begin();
   mproc__ring *r = make(1, 0);
   cr_assert_eq(mproc__ring_put(r, "a", 1, 0), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(mproc__ring_put(r, "b", 1, MPROC__NEVER) == 0 ? 0 : 1);
   usleep(30000);
@@ -221,7 +221,7 @@ Test(ring, close_drains_then_refuses) {
   cr_assert_eq(mproc__ring_put(r, "a", 1, 0), 0);
   /* A putter blocked on a full ring, and (below) a getter blocked on an empty one, are both
    * woken by close. */
-  pid_t putter = fork();
+  pid_t putter = th_fork_tied();
   if (putter == 0)
     _exit(mproc__ring_put(r, "b", 1, MPROC__NEVER) == MPROC_ECLOSED ? 0 : 1);
   usleep(30000);
@@ -239,7 +239,7 @@ Test(ring, close_drains_then_refuses) {
   mproc__ring_free(r);
 
   r = make(0, 0);
-  pid_t getter = fork();
+  pid_t getter = th_fork_tied();
   if (getter == 0) {
     void *x;
     _exit(mproc__ring_get(r, &x, NULL, MPROC__NEVER) == MPROC_ECLOSED ? 0 : 1);
@@ -362,7 +362,7 @@ Test(ring, many_producers_many_consumers) {
   _Atomic int *bad = mproc__shared_map(4096);
   pid_t kids[NP + NC];
   for (unsigned p = 0; p < NP; p++) {
-    if ((kids[p] = fork()) == 0) {
+    if ((kids[p] = th_fork_tied()) == 0) {
       unsigned char buf[300];
       for (unsigned i = 0; i < PER; i++) {
         size_t len = msg_len8(p, i, 300);
@@ -374,7 +374,7 @@ Test(ring, many_producers_many_consumers) {
     }
   }
   for (unsigned c = 0; c < NC; c++) {
-    if ((kids[NP + c] = fork()) == 0) {
+    if ((kids[NP + c] = th_fork_tied()) == 0) {
       int last[NP];
       for (int p = 0; p < NP; p++)
         last[p] = -1;
@@ -455,7 +455,7 @@ Test(ring, killed_inside_put_or_get) {
   th_scope s = th_begin();
   mproc__ring *r = make(0, 4096);
   for (int round = 0; round < 30; round++) {
-    pid_t pid = fork();
+    pid_t pid = th_fork_tied();
     if (pid == 0) {
       unsigned char buf[2000];
       for (unsigned i = 0;; i++) {
@@ -499,7 +499,7 @@ Test(ring, sleepers_killed_cost_one_wake) {
   mproc__ring *r = make(1, 0);
   pid_t kids[3];
   for (int k = 0; k < 2; k++) {
-    if ((kids[k] = fork()) == 0) {
+    if ((kids[k] = th_fork_tied()) == 0) {
       void *b;
       mproc__ring_get(r, &b, NULL, MPROC__NEVER);
       _exit(1);
@@ -515,7 +515,7 @@ Test(ring, sleepers_killed_cost_one_wake) {
   cr_assert_eq(mproc__ring_sleepers(r), 1);
   cr_assert_eq(mproc__ring_put(r, "x", 1, 0), 0);
   cr_assert_eq(mproc__ring_sleepers(r), 0);
-  if ((kids[2] = fork()) == 0) {
+  if ((kids[2] = th_fork_tied()) == 0) {
     mproc__ring_put(r, "y", 1, MPROC__NEVER); /* full: sleeps */
     _exit(1);
   }

@@ -62,7 +62,7 @@ Test(lock, other_process_cannot_take_or_release) {
     mproc_lock *l;
     cr_assert_eq(mproc_lock_new(&l, rec), 0);
     cr_assert_eq(mproc_lock_acquire(l, MPROC_FOREVER), 0);
-    pid_t pid = fork();
+    pid_t pid = th_fork_tied();
     if (pid == 0)
       _exit(try_from_child(l));
     cr_assert_eq(th_exitcode(pid), 0);
@@ -91,7 +91,7 @@ Test(lock, blocked_acquire_gets_it_when_released) {
   mproc_lock *l;
   cr_assert_eq(mproc_lock_new(&l, false), 0);
   _Atomic uint32_t *flag = th_shared(4096);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(hold_then_release(l, flag));
   int64_t deadline = mproc__deadline(10);
@@ -134,7 +134,7 @@ static void exact_counter(bool recursive) {
   cr_assert_eq(mproc_lock_new(&c->lock, recursive), 0);
   pid_t pids[NPROC];
   for (int i = 0; i < NPROC; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(lock_incrementer(c));
   for (int i = 0; i < NPROC; i++)
     cr_expect_eq(th_exitcode(pids[i]), 0);
@@ -213,7 +213,7 @@ Test(sem, concurrency_never_above_value) {
   cr_assert_eq(mproc_sem_new(&t->sem, 2, true), 0);
   pid_t pids[6];
   for (int i = 0; i < 6; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(sem_worker(t));
   for (int i = 0; i < 6; i++)
     cr_expect_eq(th_exitcode(pids[i]), 0);
@@ -241,7 +241,7 @@ Test(sem, ping_pong_between_processes) {
   mproc_sem **s = th_shared(4096);
   cr_assert_eq(mproc_sem_new(&s[0], 0, false), 0);
   cr_assert_eq(mproc_sem_new(&s[1], 0, false), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(sem_ping(s));
   for (int i = 0; i < 2000; i++) {
@@ -302,7 +302,7 @@ Test(event, wakes_every_waiting_process) {
     cr_assert_eq(mproc_event_new(&t->done[i]), 0);
   pid_t pids[N];
   for (int i = 0; i < N; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(event_waiter(t, i));
   while (atomic_load(&t->started) < N)
     th_sleep_us(1 * 1000);
@@ -401,7 +401,7 @@ static void handover(mproc_lock *lock) {
   th_scope sc = th_begin();
   struct handover *h = th_shared(sizeof *h);
   cr_assert_eq(mproc_cond_new(&h->cond, lock), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(consumer(h));
   for (int i = 0; i < NVALUES; i++) {
@@ -459,7 +459,7 @@ static int locked_read(mproc_cond *c, int *field) {
  * it, so when we hold the lock and see n, all n are waiting. */
 static void start_waiters(struct notifytest *t, pid_t *pids, int n) {
   for (int i = 0; i < n; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(notify_waiter(t));
   while (locked_read(t->cond, &t->ready) < n)
     th_sleep_us(1000);
@@ -524,7 +524,7 @@ Test(cond, timed_out_waiter_is_not_counted_by_notify) {
   cr_assert_eq(mproc_cond_acquire(t->cond, 0), 0);
   cr_assert_eq(mproc_cond_wait(t->cond, 0.01), MPROC_ETIMEDOUT);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(notify_waiter(t));
   while (locked_read(t->cond, &t->ready) < 1)
@@ -565,7 +565,7 @@ Test(barrier, indices_distinct_every_round) {
   cr_assert_eq(mproc_barrier_new(&t->b, BPROC), 0);
   pid_t pids[BPROC];
   for (int i = 0; i < BPROC; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(barrier_worker(t, i));
   for (int i = 0; i < BPROC; i++)
     cr_expect_eq(th_exitcode(pids[i]), 0);
@@ -603,7 +603,7 @@ Test(barrier, timeout_breaks_until_reset) {
   cr_assert_eq(mproc_barrier_wait(b, 1), MPROC_ESTATE);
   cr_assert_eq(mproc_barrier_wait(b, 0), MPROC_ESTATE);
   cr_assert_eq(mproc_barrier_reset(b), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(barrier_once(b));
   int mine = mproc_barrier_wait(b, 30);
@@ -627,7 +627,7 @@ Test(barrier, waiters_see_estate_when_another_times_out) {
   th_scope sc = th_begin();
   mproc_barrier *b;
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(barrier_once(b));
   wait_asleep(pid);
@@ -641,7 +641,7 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
   th_scope sc = th_begin();
   mproc_barrier *b;
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(barrier_once(b));
   wait_asleep(pid);
@@ -649,7 +649,7 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
   cr_assert_eq(th_exitcode(pid), 1);
   cr_assert_eq(mproc_barrier_wait(b, 1), MPROC_ESTATE);
   cr_assert_eq(mproc_barrier_reset(b), 0);
-  pid = fork();
+  pid = th_fork_tied();
   if (pid == 0)
     _exit(barrier_once(b));
   wait_asleep(pid);
@@ -658,7 +658,7 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
   /* usable again, with fresh indices */
   pid_t p2[2];
   for (int i = 0; i < 2; i++)
-    if ((p2[i] = fork()) == 0)
+    if ((p2[i] = th_fork_tied()) == 0)
       _exit(barrier_once(b));
   int mine = mproc_barrier_wait(b, 30);
   int sum = mine;
@@ -682,7 +682,7 @@ Test(lock, free_by_its_holder_releases_it_for_the_others) {
   cr_assert_eq(mproc_lock_new(&l, true), 0);
   cr_assert_eq(mproc_lock_acquire(l, 0), 0);
   cr_assert_eq(mproc_lock_acquire(l, 0), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(acquire_after_free(l));
   mproc_lock_free(l); /* the child's view stays valid */
@@ -731,7 +731,7 @@ Test(lock, exact_counter_threads_and_processes) {
   th_scope sc = th_begin();
   struct threaded *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_lock_new(&t->lock, false), 0);
-  pid_t pid = fork();
+  pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(threads_in_process(t));
   cr_assert_eq(threads_in_process(t), 0);
@@ -835,9 +835,9 @@ Test(cond, bounded_buffer_many_producers_and_consumers) {
   cr_assert_eq(mproc_cond_new(&b->not_full, b->lock), 0);
   pid_t pids[2 * PC];
   for (int i = 0; i < PC; i++) {
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(producer(b, i));
-    if ((pids[PC + i] = fork()) == 0)
+    if ((pids[PC + i] = th_fork_tied()) == 0)
       _exit(consumer_n(b));
   }
   for (int i = 0; i < 2 * PC; i++)
@@ -879,7 +879,7 @@ Test(barrier, more_processes_than_parties) {
   cr_assert_eq(mproc_barrier_new(&t->b, 2), 0);
   pid_t pids[4];
   for (int i = 0; i < 4; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(overbooked_worker(t));
   while (atomic_load(&t->count[0]) < 300)
     th_sleep_us(1 * 1000);
@@ -924,7 +924,7 @@ Test(cond, notify_exact_under_churn) {
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[XW];
   for (int i = 0; i < XW; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(exact_waiter(t));
   int granted = 0, step = 0;
   int64_t deadline = mproc__deadline(60);

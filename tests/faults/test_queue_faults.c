@@ -57,7 +57,7 @@ Test(queue_faults, consumer_killed_while_blocked) {
   th_scope s = th_begin();
   mproc_queue *q = NULL;
   cr_assert_eq(mproc_queue_new(&q, NULL), 0);
-  pid_t victim = fork();
+  pid_t victim = th_fork_tied();
   if (victim == 0) {
     void *b;
     mproc_queue_get(q, &b, NULL, MPROC_FOREVER);
@@ -66,7 +66,7 @@ Test(queue_faults, consumer_killed_while_blocked) {
   th_sleep_us(30000);
   kill(victim, SIGKILL);
   cr_assert_eq(th_exitcode(victim), -SIGKILL);
-  pid_t other = fork();
+  pid_t other = th_fork_tied();
   if (other == 0) {
     void *b;
     size_t n;
@@ -96,7 +96,7 @@ Test(queue_faults, producers_killed_mid_put) {
   for (int round = 0; round < 50; round++) {
     pid_t kids[2];
     for (unsigned p = 0; p < 2; p++)
-      if ((kids[p] = fork()) == 0)
+      if ((kids[p] = th_fork_tied()) == 0)
         producer(q, p);
     int last[2] = {-1, -1};
     int64_t until = mproc__now_ns() + 2000000 + rand() % 8000000;
@@ -157,7 +157,7 @@ Test(queue_faults, consumers_killed_mid_get) {
     }
     pid_t kids[2];
     for (int c = 0; c < 2; c++) {
-      if ((kids[c] = fork()) == 0) {
+      if ((kids[c] = th_fork_tied()) == 0) {
         for (;;) {
           void *b;
           size_t n;
@@ -210,7 +210,7 @@ Test(queue_faults, join_after_producers_killed) {
   mproc_queue_opts o = {.maxsize = 16, .joinable = true};
   cr_assert_eq(mproc_queue_new(&q, &o), 0);
   for (int round = 0; round < 20; round++) {
-    pid_t pid = fork();
+    pid_t pid = th_fork_tied();
     if (pid == 0)
       producer(q, 0);
     int64_t until = mproc__now_ns() + 1000000 + rand() % 4000000;

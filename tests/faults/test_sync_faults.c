@@ -46,7 +46,7 @@ static void kill_holder_rounds(mproc_lock *lock, int rounds) {
   unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
   int dead_holders = 0;
   for (int round = 0; round < rounds; round++) {
-    pid_t pid = fork();
+    pid_t pid = th_fork_tied();
     if (pid == 0)
       increment_forever(r);
     th_sleep_us(rand_r(&seed) % 1500);
@@ -106,7 +106,7 @@ Test(sync_faults, blocked_acquirer_gets_ownerdead_when_holder_killed) {
     mproc_lock *l;
     cr_assert_eq(mproc_lock_new(&l, rec), 0);
     _Atomic uint32_t *flag = th_shared(4096);
-    pid_t pid = fork();
+    pid_t pid = th_fork_tied();
     if (pid == 0)
       _exit(hold_and_die(l, flag));
     while (atomic_load(flag) == 0)
@@ -156,7 +156,7 @@ Test(sync_faults, notify_skips_a_killed_waiter) {
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
   pid_t pids[N];
   for (int i = 0; i < N; i++)
-    if ((pids[i] = fork()) == 0)
+    if ((pids[i] = th_fork_tied()) == 0)
       _exit(cond_waiter(t));
   while (locked_read(t->cond, &t->ready) < N)
     th_sleep_us(1000);
@@ -200,12 +200,12 @@ Test(sync_faults, cond_waiter_reacquires_with_ownerdead) {
   th_scope sc = th_begin();
   struct condtest *t = th_shared(sizeof *t);
   cr_assert_eq(mproc_cond_new(&t->cond, NULL), 0);
-  pid_t w = fork();
+  pid_t w = th_fork_tied();
   if (w == 0)
     _exit(wait_expect_ownerdead(t));
   while (locked_read(t->cond, &t->ready) < 1)
     th_sleep_us(1000);
-  pid_t h = fork();
+  pid_t h = th_fork_tied();
   if (h == 0)
     _exit(notify_and_die(t));
   cr_assert_eq(th_exitcode(h), -SIGKILL);
@@ -229,7 +229,7 @@ Test(sync_faults, slots_of_killed_waiters_are_reclaimed) {
   for (int round = 0; round < 3; round++) {
     pid_t pids[N];
     for (int i = 0; i < N; i++)
-      if ((pids[i] = fork()) == 0)
+      if ((pids[i] = th_fork_tied()) == 0)
         _exit(cond_wait_forever(c));
     for (int i = 0; i < N; i++)
       wait_asleep(pids[i]);
@@ -277,7 +277,7 @@ Test(sync_faults, condition_survives_random_kills, .timeout = 120) {
   for (int round = 0; round < 100; round++) {
     pid_t p[2];
     for (int i = 0; i < 2; i++)
-      if ((p[i] = fork()) == 0)
+      if ((p[i] = th_fork_tied()) == 0)
         cond_churn(t->cond);
     th_sleep_us(rand_r(&seed) % 2000);
     for (int i = 0; i < 2; i++) {
@@ -289,7 +289,7 @@ Test(sync_faults, condition_survives_random_kills, .timeout = 120) {
     cr_assert_eq(mproc_cond_wait(t->cond, 0), MPROC_ETIMEDOUT);
     cr_assert_eq(mproc_cond_release(t->cond), 0);
   }
-  pid_t w = fork();
+  pid_t w = th_fork_tied();
   if (w == 0)
     _exit(cond_waiter(t));
   while (locked_read(t->cond, &t->ready) < 1)
@@ -324,7 +324,7 @@ Test(sync_faults, barrier_survives_random_kills, .timeout = 120) {
   for (int round = 0; round < 60; round++) {
     pid_t p[2];
     for (int i = 0; i < 2; i++)
-      if ((p[i] = fork()) == 0)
+      if ((p[i] = th_fork_tied()) == 0)
         barrier_churn(b);
     th_sleep_us(rand_r(&seed) % 2000);
     for (int i = 0; i < 2; i++) {
@@ -332,7 +332,7 @@ Test(sync_faults, barrier_survives_random_kills, .timeout = 120) {
       cr_assert_eq(th_exitcode(p[i]), -SIGKILL, "round %d (seed %u)", round, seed);
     }
     cr_assert_eq(mproc_barrier_reset(b), 0);
-    pid_t e = fork();
+    pid_t e = th_fork_tied();
     if (e == 0)
       _exit(barrier_once(b));
     int mine = mproc_barrier_wait(b, 20);
@@ -350,13 +350,13 @@ Test(sync_faults, barrier_participant_killed_after_arriving_still_counts) {
   th_scope sc = th_begin();
   mproc_barrier *b;
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
-  pid_t d = fork();
+  pid_t d = th_fork_tied();
   if (d == 0)
     _exit(barrier_once(b));
   wait_asleep(d); /* it has arrived (index 0) and sleeps */
   kill(d, SIGKILL);
   cr_assert_eq(th_exitcode(d), -SIGKILL);
-  pid_t e = fork();
+  pid_t e = th_fork_tied();
   if (e == 0)
     _exit(barrier_once(b));
   int mine = mproc_barrier_wait(b, 20);
@@ -370,7 +370,7 @@ Test(sync_faults, barrier_participant_that_never_arrives_times_out) {
   th_scope sc = th_begin();
   mproc_barrier *b;
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
-  pid_t w = fork();
+  pid_t w = th_fork_tied();
   if (w == 0)
     _exit(barrier_once(b));
   wait_asleep(w);
@@ -397,10 +397,10 @@ Test(sync_faults, killed_sem_and_event_waiters_leave_them_usable) {
   mproc_event *e;
   cr_assert_eq(mproc_sem_new(&s, 0, false), 0);
   cr_assert_eq(mproc_event_new(&e), 0);
-  pid_t p1 = fork();
+  pid_t p1 = th_fork_tied();
   if (p1 == 0)
     _exit(sem_wait_forever(s));
-  pid_t p2 = fork();
+  pid_t p2 = th_fork_tied();
   if (p2 == 0)
     _exit(event_wait_forever(e));
   wait_asleep(p1);
