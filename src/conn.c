@@ -158,38 +158,9 @@ int mproc_conn_send(mproc_conn *c, const void *buf, size_t len) {
 
 /* ---- recv ---- */
 
-/* Reads into dst until *got == need: 0, MPROC_EOF, -ETIMEDOUT at the deadline, -errno.
- * Without a deadline, blocking reads; with one, poll first so that a read never blocks
- * (the descriptor stays blocking: it may be shared with other processes). */
+/* Reads into dst until *got == need: 0, MPROC_EOF, -ETIMEDOUT at the deadline, -errno. */
 static int read_some(mproc_conn *c, char *dst, size_t need, size_t *got, int64_t deadline) {
-  while (*got < need) {
-    if (deadline != MPROC__NEVER) {
-      int rc = mproc__poll_fd(c->rfd, POLLIN, deadline, NULL);
-      if (rc < 0)
-        return rc;
-      if (rc == 0)
-        return -ETIMEDOUT;
-    }
-    ssize_t n = read(c->rfd, dst + *got, need - *got);
-    if (n > 0) {
-      *got += (size_t)n;
-      continue;
-    }
-    if (n == 0)
-      return MPROC_EOF;
-    if (errno == EINTR)
-      continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK)
-      return -errno;
-    /* Someone made the descriptor non-blocking: wait here (with a deadline, the loop
-     * polls at its top). */
-    if (deadline == MPROC__NEVER) {
-      int rc = mproc__poll_fd(c->rfd, POLLIN, MPROC__NEVER, NULL);
-      if (rc < 0)
-        return rc;
-    }
-  }
-  return 0;
+  return mproc__read_until(c->rfd, dst, need, got, deadline);
 }
 
 static void rx_reset(mproc_conn *c) {

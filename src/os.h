@@ -97,6 +97,10 @@ size_t mproc__phys_mem(void);
 /* Reads exactly len bytes unless EOF comes first. Returns bytes read (< len only at EOF) or
  * -errno. Partial reads and EINTR handled. */
 ssize_t mproc__read_full(int fd, void *buf, size_t len);
+/* Reads buf[*got..len), counting progress in *got (a call cut short resumes where it was):
+ * 0 when complete, MPROC_EOF at end of file first, -ETIMEDOUT at the deadline, -errno.
+ * Waits through EINTR and non-blocking descriptors. */
+int mproc__read_until(int fd, void *buf, size_t len, size_t *got, int64_t deadline);
 /* Writes all len bytes: 0 or -errno (-EPIPE for a gone peer; SIGPIPE is never raised). */
 int mproc__write_full(int fd, const void *buf, size_t len);
 /* As mproc__write_full, for several buffers (writev), tracking partial writes. */

@@ -318,25 +318,41 @@ size_t mproc__phys_mem(void) {
 /* ---- descriptors ---- */
 
 ssize_t mproc__read_full(int fd, void *buf, size_t len) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = read(fd, (char *)buf + done, len - done);
+  size_t got = 0;
+  int rc = mproc__read_until(fd, buf, len, &got, MPROC__NEVER);
+  return rc < 0 && rc != MPROC_EOF ? rc : (ssize_t)got;
+}
+
+int mproc__read_until(int fd, void *buf, size_t len, size_t *got, int64_t deadline) {
+  while (*got < len) {
+    /* With a deadline, poll first so that a read never blocks past it (the descriptor
+     * stays blocking: it may be shared with other processes). */
+    if (deadline != MPROC__NEVER) {
+      int rc = mproc__poll_fd(fd, POLLIN, deadline, NULL);
+      if (rc < 0)
+        return rc;
+      if (rc == 0)
+        return -ETIMEDOUT;
+    }
+    ssize_t n = read(fd, (char *)buf + *got, len - *got);
     if (n > 0) {
-      done += (size_t)n;
-    } else if (n == 0) {
-      break;
-    } else if (errno == EINTR) {
+      *got += (size_t)n;
       continue;
-    } else if (errno == EAGAIN) {
-      /* A non-blocking descriptor mid-message: wait for the rest. */
-      struct pollfd p = {.fd = fd, .events = POLLIN};
-      if (poll(&p, 1, -1) < 0 && errno != EINTR)
-        return -errno;
-    } else {
+    }
+    if (n == 0)
+      return MPROC_EOF;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
       return -errno;
+    /* A non-blocking descriptor: wait here (with a deadline, the loop polls at its top). */
+    if (deadline == MPROC__NEVER) {
+      int rc = mproc__poll_fd(fd, POLLIN, MPROC__NEVER, NULL);
+      if (rc < 0)
+        return rc;
     }
   }
-  return (ssize_t)done;
+  return 0;
 }
 
 int mproc__write_full(int fd, const void *buf, size_t len) {

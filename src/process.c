@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -270,27 +269,16 @@ static _Noreturn void child_main(mproc_process *p, pid_t parent, int errfd, char
  * to 40 us before blocking, yielding meanwhile so that a child queued on this CPU runs
  * (a pure spin measured worse: it kept the child off the CPU). */
 static int read_setup_report(int fd) {
-  int err = 0;
-  size_t got = 0;
   int64_t spin_until = mproc__now_ns() + 40000;
-  for (;;) {
-    ssize_t n = read(fd, (char *)&err + got, sizeof err - got);
-    if (n == 0)
-      return got == 0 ? 0 : -EIO;
-    if (n > 0 && (got += (size_t)n) == sizeof err)
-      return err > 0 ? -err : -EIO;
-    if (n > 0 || errno == EINTR)
-      continue;
-    if (errno != EAGAIN)
-      return -errno;
-    if (mproc__now_ns() < spin_until) {
-      sched_yield();
-      continue;
-    }
-    int rc = mproc__poll_fd(fd, POLLIN, MPROC__NEVER, NULL);
-    if (rc < 0)
-      return rc;
-  }
+  while (mproc__poll_fd(fd, POLLIN, 0, NULL) == 0 && mproc__now_ns() < spin_until)
+    mproc__yield();
+  int err = 0;
+  ssize_t n = mproc__read_full(fd, &err, sizeof err);
+  if (n < 0)
+    return (int)n;
+  if (n == 0)
+    return 0;
+  return n == sizeof err && err > 0 ? -err : -EIO;
 }
 
 static char *names_copy(const mproc_process *p) {
