@@ -775,7 +775,7 @@ int mproc__pool_run_callbacks(mproc_pool *p) {
     a->queued = false;
     unsigned ev = a->events;
     a->events = 0;
-    size_t done = a->done_items, total = a->n;
+    size_t done = a->done_items, total = a->plan.n;
     bool ok = a->rc == 0;
     mproc_async_opts cb = a->cb;
     pthread_mutex_unlock(&p->mu);

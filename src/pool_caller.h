@@ -73,7 +73,7 @@ struct mproc_async {
   _Alignas(max_align_t) char small_res[32]; /* handed out in place by imap: aligned */
   /* map_async */
   char *out;
-  size_t out_size, n, nchunks, left, fail_index;
+  size_t out_size, nchunks, left, fail_index;
   chunk_plan plan;
   uint64_t first_id;
   /* Chunks are put a window at a time while feed is set (map: the caller waits inside the

@@ -79,7 +79,7 @@ void mproc__pool_cancel_all(mproc_pool *p) {
       a->err = mproc__pool_copy_msg(msg, strlen(msg));
       a->rc = lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
       if (a->is_map)
-        a->fail_index = a->fail_index == SIZE_MAX ? 0 : a->fail_index;
+        a->fail_index = 0; /* rc was 0: nothing had failed before */
     }
     if (a->feed) {
       a->feed = NULL;

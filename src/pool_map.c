@@ -278,7 +278,6 @@ static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, mproc
   x->plan = plan_chunks(n, o ? o->chunksize : 0, in_size, out_size, p->ctx.nworkers);
   a->is_map = true;
   a->out_size = out_size;
-  a->n = n;
   a->plan = x->plan;
   a->nchunks = plan_count(&x->plan);
   a->left = a->nchunks;
