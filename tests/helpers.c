@@ -126,3 +126,21 @@ pid_t th_fork_tied(void) {
     _exit(99);
   return pid;
 }
+
+void th_wait_asleep(pid_t pid) {
+  for (int i = 0; i < 10000 && th_proc_state(pid) != 'S'; i++)
+    th_sleep_us(1000);
+  th_sleep_us(5000);
+}
+
+int th_cond_read(mproc_cond *c, int *field) {
+  cr_assert_eq(mproc_cond_acquire(c, MPROC_FOREVER), 0);
+  int v = *field;
+  cr_assert_eq(mproc_cond_release(c), 0);
+  return v;
+}
+
+int th_barrier_once(mproc_barrier *b, double timeout) {
+  int rc = mproc_barrier_wait(b, timeout);
+  return rc >= 0 ? 10 + rc : (rc == MPROC_ESTATE ? 1 : 2);
+}

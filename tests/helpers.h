@@ -12,7 +12,7 @@ int th_fd_count(void);
 bool th_has_children(void);
 /* Entries in /dev/shm whose name starts with prefix ("" for all). */
 int th_shm_count(const char *prefix);
-/* Whether pid still exists (a zombie counts as gone when reap is false... see helpers.c). */
+/* Whether pid still exists (a zombie counts as gone). */
 bool th_pid_alive(pid_t pid);
 /* Waits up to seconds for pid to be gone (not in /proc, or a zombie). */
 bool th_wait_gone(pid_t pid, double seconds);
@@ -28,6 +28,15 @@ void *th_shared(size_t len);
 void th_sleep_us(long us);
 /* The state letter of pid in /proc (R, S, Z...), 0 if it is gone. */
 char th_proc_state(pid_t pid);
+
+/* Waits (up to 10 s) until pid sleeps, then 5 ms more so that it is well inside its wait. */
+void th_wait_asleep(pid_t pid);
+/* A field of a struct guarded by condition c's lock, read under that lock. */
+struct mproc_cond;
+int th_cond_read(struct mproc_cond *c, int *field);
+/* One barrier wait for a child's exit code: 10 + index, 1 for MPROC_ESTATE, 2 otherwise. */
+struct mproc_barrier;
+int th_barrier_once(struct mproc_barrier *b, double timeout);
 
 /* Open a leak scope at the start of a test and check it at the end. */
 typedef struct th_scope {

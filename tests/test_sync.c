@@ -447,13 +447,6 @@ static int notify_waiter(struct notifytest *t) {
 }
 
 /* Reads a field under the condition's lock. */
-static int locked_read(mproc_cond *c, int *field) {
-  cr_assert_eq(mproc_cond_acquire(c, MPROC_FOREVER), 0);
-  int v = *field;
-  cr_assert_eq(mproc_cond_release(c), 0);
-  return v;
-}
-
 /* Forks n notify_waiter processes into pids and returns once all n are waiting: ready is
  * counted under the lock just before cond_wait, which registers the waiter before releasing
  * it, so when we hold the lock and see n, all n are waiting. */
@@ -461,7 +454,7 @@ static void start_waiters(struct notifytest *t, pid_t *pids, int n) {
   for (int i = 0; i < n; i++)
     if ((pids[i] = th_fork_tied()) == 0)
       _exit(notify_waiter(t));
-  while (locked_read(t->cond, &t->ready) < n)
+  while (th_cond_read(t->cond, &t->ready) < n)
     th_sleep_us(1000);
 }
 
@@ -475,18 +468,18 @@ Test(cond, notify_n_wakes_exactly_n) {
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 2), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
-  while (locked_read(t->cond, &t->woke) < 2)
+  while (th_cond_read(t->cond, &t->woke) < 2)
     th_sleep_us(1 * 1000);
   th_sleep_us(50 * 1000); /* room for a wrong third wake-up to show */
-  cr_assert_eq(locked_read(t->cond, &t->woke), 2);
+  cr_assert_eq(th_cond_read(t->cond, &t->woke), 2);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 0), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
-  while (locked_read(t->cond, &t->woke) < 3)
+  while (th_cond_read(t->cond, &t->woke) < 3)
     th_sleep_us(1 * 1000);
   th_sleep_us(50 * 1000);
-  cr_assert_eq(locked_read(t->cond, &t->woke), 3);
+  cr_assert_eq(th_cond_read(t->cond, &t->woke), 3);
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 100), 0);
   cr_assert_eq(mproc_cond_release(t->cond), 0);
@@ -527,7 +520,7 @@ Test(cond, timed_out_waiter_is_not_counted_by_notify) {
   pid_t pid = th_fork_tied();
   if (pid == 0)
     _exit(notify_waiter(t));
-  while (locked_read(t->cond, &t->ready) < 1)
+  while (th_cond_read(t->cond, &t->ready) < 1)
     th_sleep_us(1 * 1000);
   /* notify(1) must reach the live waiter, not the slot our timed-out wait used. */
   cr_assert_eq(mproc_cond_acquire(t->cond, 0.5), 0);
@@ -590,11 +583,6 @@ Test(barrier, one_party_returns_at_once) {
   mproc_barrier_free(b);
 }
 
-static int barrier_once(mproc_barrier *b) {
-  int rc = mproc_barrier_wait(b, 30);
-  return rc >= 0 ? 10 + rc : (rc == MPROC_ESTATE ? 1 : 2);
-}
-
 Test(barrier, timeout_breaks_until_reset) {
   th_scope sc = th_begin();
   mproc_barrier *b;
@@ -605,7 +593,7 @@ Test(barrier, timeout_breaks_until_reset) {
   cr_assert_eq(mproc_barrier_reset(b), 0);
   pid_t pid = th_fork_tied();
   if (pid == 0)
-    _exit(barrier_once(b));
+    _exit(th_barrier_once(b, 30));
   int mine = mproc_barrier_wait(b, 30);
   int theirs = th_exitcode(pid) - 10;
   cr_assert(mine >= 0 && theirs >= 0 && mine + theirs == 1, "indices %d and %d", mine, theirs);
@@ -617,20 +605,14 @@ Test(barrier, timeout_breaks_until_reset) {
 }
 
 /* Waits until pid sleeps (in our tests: in the barrier's futex, after it has arrived). */
-static void wait_asleep(pid_t pid) {
-  for (int i = 0; i < 10000 && th_proc_state(pid) != 'S'; i++)
-    th_sleep_us(1 * 1000);
-  th_sleep_us(5 * 1000);
-}
-
 Test(barrier, waiters_see_estate_when_another_times_out) {
   th_scope sc = th_begin();
   mproc_barrier *b;
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
   pid_t pid = th_fork_tied();
   if (pid == 0)
-    _exit(barrier_once(b));
-  wait_asleep(pid);
+    _exit(th_barrier_once(b, 30));
+  th_wait_asleep(pid);
   cr_assert_eq(mproc_barrier_wait(b, 0.05), MPROC_ETIMEDOUT);
   cr_assert_eq(th_exitcode(pid), 1); /* MPROC_ESTATE */
   mproc_barrier_free(b);
@@ -643,23 +625,23 @@ Test(barrier, abort_and_reset_release_waiters_with_estate) {
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
   pid_t pid = th_fork_tied();
   if (pid == 0)
-    _exit(barrier_once(b));
-  wait_asleep(pid);
+    _exit(th_barrier_once(b, 30));
+  th_wait_asleep(pid);
   cr_assert_eq(mproc_barrier_abort(b), 0);
   cr_assert_eq(th_exitcode(pid), 1);
   cr_assert_eq(mproc_barrier_wait(b, 1), MPROC_ESTATE);
   cr_assert_eq(mproc_barrier_reset(b), 0);
   pid = th_fork_tied();
   if (pid == 0)
-    _exit(barrier_once(b));
-  wait_asleep(pid);
+    _exit(th_barrier_once(b, 30));
+  th_wait_asleep(pid);
   cr_assert_eq(mproc_barrier_reset(b), 0); /* breaks the round it was waiting in */
   cr_assert_eq(th_exitcode(pid), 1);
   /* usable again, with fresh indices */
   pid_t p2[2];
   for (int i = 0; i < 2; i++)
     if ((p2[i] = th_fork_tied()) == 0)
-      _exit(barrier_once(b));
+      _exit(th_barrier_once(b, 30));
   int mine = mproc_barrier_wait(b, 30);
   int sum = mine;
   for (int i = 0; i < 2; i++)

@@ -12,12 +12,6 @@
 #include <unistd.h>
 
 /* Waits until pid sleeps (in these tests: in a futex, after registering as a waiter). */
-static void wait_asleep(pid_t pid) {
-  for (int i = 0; i < 10000 && th_proc_state(pid) != 'S'; i++)
-    th_sleep_us(1000);
-  th_sleep_us(5000);
-}
-
 /* ---- a lock holder killed at random points ---- */
 
 struct robust {
@@ -142,13 +136,6 @@ static int cond_waiter(struct condtest *t) {
   return rc == 0 ? 0 : 2;
 }
 
-static int locked_read(mproc_cond *c, int *field) {
-  cr_assert_eq(mproc_cond_acquire(c, MPROC_FOREVER), 0);
-  int v = *field;
-  cr_assert_eq(mproc_cond_release(c), 0);
-  return v;
-}
-
 Test(sync_faults, notify_skips_a_killed_waiter) {
   th_scope sc = th_begin();
   enum { N = 3 };
@@ -158,7 +145,7 @@ Test(sync_faults, notify_skips_a_killed_waiter) {
   for (int i = 0; i < N; i++)
     if ((pids[i] = th_fork_tied()) == 0)
       _exit(cond_waiter(t));
-  while (locked_read(t->cond, &t->ready) < N)
+  while (th_cond_read(t->cond, &t->ready) < N)
     th_sleep_us(1000);
   /* Kill the oldest waiter, the one notify would pick first. */
   pid_t victim = t->order[0];
@@ -203,7 +190,7 @@ Test(sync_faults, cond_waiter_reacquires_with_ownerdead) {
   pid_t w = th_fork_tied();
   if (w == 0)
     _exit(wait_expect_ownerdead(t));
-  while (locked_read(t->cond, &t->ready) < 1)
+  while (th_cond_read(t->cond, &t->ready) < 1)
     th_sleep_us(1000);
   pid_t h = th_fork_tied();
   if (h == 0)
@@ -232,7 +219,7 @@ Test(sync_faults, slots_of_killed_waiters_are_reclaimed) {
       if ((pids[i] = th_fork_tied()) == 0)
         _exit(cond_wait_forever(c));
     for (int i = 0; i < N; i++)
-      wait_asleep(pids[i]);
+      th_wait_asleep(pids[i]);
     for (int i = 0; i < N; i++) {
       kill(pids[i], SIGKILL);
       cr_assert_eq(th_exitcode(pids[i]), -SIGKILL);
@@ -245,11 +232,6 @@ Test(sync_faults, slots_of_killed_waiters_are_reclaimed) {
   cr_assert_eq(mproc_cond_release(c), 0);
   mproc_cond_free(c);
   th_end(sc);
-}
-
-static int barrier_once(mproc_barrier *b) {
-  int rc = mproc_barrier_wait(b, 20);
-  return rc >= 0 ? 10 + rc : (rc == MPROC_ESTATE ? 1 : 2);
 }
 
 static void cond_churn(mproc_cond *c) {
@@ -292,7 +274,7 @@ Test(sync_faults, condition_survives_random_kills, .timeout = 120) {
   pid_t w = th_fork_tied();
   if (w == 0)
     _exit(cond_waiter(t));
-  while (locked_read(t->cond, &t->ready) < 1)
+  while (th_cond_read(t->cond, &t->ready) < 1)
     th_sleep_us(1000);
   cr_assert_eq(mproc_cond_acquire(t->cond, 5), 0);
   cr_assert_eq(mproc_cond_notify(t->cond, 1), 0);
@@ -334,7 +316,7 @@ Test(sync_faults, barrier_survives_random_kills, .timeout = 120) {
     cr_assert_eq(mproc_barrier_reset(b), 0);
     pid_t e = th_fork_tied();
     if (e == 0)
-      _exit(barrier_once(b));
+      _exit(th_barrier_once(b, 20));
     int mine = mproc_barrier_wait(b, 20);
     int theirs = th_exitcode(e) - 10;
     cr_assert(mine >= 0 && theirs >= 0 && mine + theirs == 1, "round %d: %d %d (seed %u)", round,
@@ -352,13 +334,13 @@ Test(sync_faults, barrier_participant_killed_after_arriving_still_counts) {
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
   pid_t d = th_fork_tied();
   if (d == 0)
-    _exit(barrier_once(b));
-  wait_asleep(d); /* it has arrived (index 0) and sleeps */
+    _exit(th_barrier_once(b, 20));
+  th_wait_asleep(d); /* it has arrived (index 0) and sleeps */
   kill(d, SIGKILL);
   cr_assert_eq(th_exitcode(d), -SIGKILL);
   pid_t e = th_fork_tied();
   if (e == 0)
-    _exit(barrier_once(b));
+    _exit(th_barrier_once(b, 20));
   int mine = mproc_barrier_wait(b, 20);
   int theirs = th_exitcode(e) - 10;
   cr_assert(mine >= 1 && theirs >= 1 && mine + theirs == 3, "indices %d %d", mine, theirs);
@@ -372,8 +354,8 @@ Test(sync_faults, barrier_participant_that_never_arrives_times_out) {
   cr_assert_eq(mproc_barrier_new(&b, 3), 0);
   pid_t w = th_fork_tied();
   if (w == 0)
-    _exit(barrier_once(b));
-  wait_asleep(w);
+    _exit(th_barrier_once(b, 20));
+  th_wait_asleep(w);
   /* The third party died before arriving: indistinguishable from a slow one. */
   cr_assert_eq(mproc_barrier_wait(b, 0.05), MPROC_ETIMEDOUT);
   cr_assert_eq(th_exitcode(w), 1);
@@ -403,8 +385,8 @@ Test(sync_faults, killed_sem_and_event_waiters_leave_them_usable) {
   pid_t p2 = th_fork_tied();
   if (p2 == 0)
     _exit(event_wait_forever(e));
-  wait_asleep(p1);
-  wait_asleep(p2);
+  th_wait_asleep(p1);
+  th_wait_asleep(p2);
   kill(p1, SIGKILL);
   kill(p2, SIGKILL);
   cr_assert_eq(th_exitcode(p1), -SIGKILL);
