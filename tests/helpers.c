@@ -144,3 +144,13 @@ int th_barrier_once(mproc_barrier *b, double timeout) {
   int rc = mproc_barrier_wait(b, timeout);
   return rc >= 0 ? 10 + rc : (rc == MPROC_ESTATE ? 1 : 2);
 }
+
+void th_expect_each_once(const unsigned char *seen, size_t n) {
+  size_t missing = 0, dup = 0;
+  for (size_t k = 0; k < n; k++) {
+    missing += seen[k] == 0;
+    dup += seen[k] > 1;
+  }
+  cr_expect_eq(missing, 0, "%zu of %zu messages never arrived", missing, n);
+  cr_expect_eq(dup, 0, "%zu of %zu messages arrived twice", dup, n);
+}

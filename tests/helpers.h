@@ -38,6 +38,9 @@ int th_cond_read(struct mproc_cond *c, int *field);
 struct mproc_barrier;
 int th_barrier_once(struct mproc_barrier *b, double timeout);
 
+/* Every one of n messages arrived exactly once: seen[k] counts deliveries of message k. */
+void th_expect_each_once(const unsigned char *seen, size_t n);
+
 /* Open a leak scope at the start of a test and check it at the end. */
 typedef struct th_scope {
   int fds;
