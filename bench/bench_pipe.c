@@ -3,7 +3,7 @@
 #define _GNU_SOURCE
 #include "common.h"
 #include "mproc.h"
-#include "os.h"
+#include "os/os.h"
 
 #include <fcntl.h>
 #include <stdio.h>

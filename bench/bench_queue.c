@@ -3,7 +3,7 @@
  * (bench/py_queue.py). */
 #define _GNU_SOURCE
 #include "common.h"
-#include "internal.h"
+#include "core/internal.h"
 #include "mproc.h"
 
 #include <stdio.h>

@@ -6,7 +6,7 @@
  *                             reverse; raw: the same ping-pong on bare futex words */
 #define _GNU_SOURCE
 #include "common.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* The conn layer: Pipe/Connection framing, timeouts, EOF, wrong ends, mproc_wait. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "process.h"
+#include "core/process.h"
 
 #include <fcntl.h>
 #include <signal.h>

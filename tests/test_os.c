@@ -1,7 +1,7 @@
 /* The OS layer: deadlines, futexes, robust mutexes, full reads and writes. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <fcntl.h>
 #include <signal.h>

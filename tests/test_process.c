@@ -1,7 +1,7 @@
 /* The process layer: lifecycle, exit codes, names, the registry, exit-time handling. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "process.h"
+#include "core/process.h"
 
 #include <fcntl.h>
 #include <poll.h>

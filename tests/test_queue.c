@@ -1,7 +1,7 @@
 /* Queue, SimpleQueue, JoinableQueue (src/queue.c). */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <pthread.h>
 #include <signal.h>

@@ -1,8 +1,8 @@
 /* The shared-memory message ring (src/ring.c). */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
-#include "ring.h"
+#include "core/internal.h"
+#include "core/ring.h"
 
 #include <signal.h>
 #include <stdio.h>

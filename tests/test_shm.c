@@ -1,8 +1,8 @@
 /* The shm layer: named segments (SharedMemory) and shared arrays (Value/Array). */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
-#include "shm.h"
+#include "core/internal.h"
+#include "core/arena.h"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -3,7 +3,7 @@
  * tests/faults/test_sync_faults.c. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <signal.h>
 #include <stdio.h>

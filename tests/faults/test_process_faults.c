@@ -1,7 +1,7 @@
 /* Faults for the process and conn layers: parent death, bad input, NULL handles. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "process.h"
+#include "core/process.h"
 
 #include <signal.h>
 #include <stdlib.h>

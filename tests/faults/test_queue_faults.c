@@ -2,7 +2,7 @@
  * hangs, no torn or duplicated message is delivered, at most one message per kill is lost. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <signal.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* Faults in the sync layer: holders and waiters killed at any moment, and bad input. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <signal.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* Linux implementation of src/os.h. */
 #define _GNU_SOURCE
-#include "os.h"
+#include "os/os.h"
 #include "mproc.h"
 
 #include <dirent.h>

@@ -25,7 +25,7 @@
  * same message, so messages are never torn. A peer that closes mid-message: MPROC_EOF.
  */
 #define _GNU_SOURCE
-#include "process.h"
+#include "core/process.h"
 
 #include <fcntl.h>
 #include <limits.h>

@@ -36,9 +36,9 @@
  * steady stream, bounded or not, hands off without syscalls.
  */
 #define _GNU_SOURCE
-#include "ring.h"
+#include "core/ring.h"
 
-#include "internal.h"
+#include "core/internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,7 +5,7 @@
 #define MPROC_INTERNAL_H
 
 #include "mproc.h"
-#include "os.h"
+#include "os/os.h"
 
 #include <errno.h>
 

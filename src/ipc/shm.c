@@ -12,9 +12,9 @@
  * after it was made.
  */
 #define _GNU_SOURCE
-#include "shm.h"
-#include "internal.h"
-#include "sync.h"
+#include "core/arena.h"
+#include "core/internal.h"
+#include "core/sync.h"
 
 #include <fcntl.h>
 #include <pthread.h>

@@ -5,7 +5,7 @@
 #ifndef MPROC_SYNC_H
 #define MPROC_SYNC_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* How long to spin before a futex sleep, learnt per object (see sync.c). Zeroed is valid. */
 typedef struct mproc__spin {

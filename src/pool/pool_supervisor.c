@@ -5,7 +5,7 @@
  * timeout, and takes everything down with it when the caller dies or terminates the pool.
  */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "pool/pool.h"
 
 #include <poll.h>
 #include <signal.h>

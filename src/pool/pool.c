@@ -10,7 +10,7 @@
  * Lock order: the result ring's read side, then p->mu.
  */
 #define _GNU_SOURCE
-#include "pool_caller.h"
+#include "pool/pool_caller.h"
 
 #include <poll.h>
 #include <signal.h>

@@ -1,6 +1,6 @@
 /* Error codes and messages, version, and process-wide facts. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "core/internal.h"
 
 #include <string.h>
 

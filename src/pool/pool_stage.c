@@ -9,7 +9,7 @@
  * under p->mu; the free list is process-local.
  */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "pool/pool.h"
 
 #include <stdlib.h>
 

@@ -7,7 +7,7 @@
 #ifndef MPROC_POOL_CALLER_H
 #define MPROC_POOL_CALLER_H
 
-#include "pool.h"
+#include "pool/pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

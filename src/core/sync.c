@@ -19,9 +19,9 @@
  * slot, so a wait never returns spuriously and notify(n) wakes exactly min(n, waiting).
  */
 #define _GNU_SOURCE
-#include "internal.h"
-#include "shm.h"
-#include "sync.h"
+#include "core/internal.h"
+#include "core/arena.h"
+#include "core/sync.h"
 
 #include <limits.h>
 #include <string.h>

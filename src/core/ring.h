@@ -20,7 +20,7 @@
 #ifndef MPROC_RING_H
 #define MPROC_RING_H
 
-#include "os.h"
+#include "os/os.h"
 
 #include <stdbool.h>
 #include <stddef.h>

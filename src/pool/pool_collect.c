@@ -6,7 +6,7 @@
  * Lock order: the result ring's read side, then p->mu.
  */
 #define _GNU_SOURCE
-#include "pool_caller.h"
+#include "pool/pool_caller.h"
 
 #include <errno.h>
 #include <poll.h>

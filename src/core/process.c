@@ -13,7 +13,7 @@
  * *thread*: a daemon started from a thread that ends before the process is killed then.
  */
 #define _GNU_SOURCE
-#include "process.h"
+#include "core/process.h"
 
 #include <fcntl.h>
 #include <poll.h>

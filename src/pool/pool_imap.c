@@ -14,7 +14,7 @@
  * message, the data, padding to 8.
  */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "pool/pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>

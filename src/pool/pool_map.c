@@ -5,7 +5,7 @@
  * what comes back. Under p->mu unless said otherwise.
  */
 #define _GNU_SOURCE
-#include "pool_caller.h"
+#include "pool/pool_caller.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -14,9 +14,9 @@
  * task_done leaves join waiting (its timeout bounds that), as in Python.
  */
 #define _GNU_SOURCE
-#include "internal.h"
-#include "ring.h"
-#include "shm.h"
+#include "core/internal.h"
+#include "core/ring.h"
+#include "core/arena.h"
 
 #include <stdlib.h>
 

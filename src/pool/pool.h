@@ -15,8 +15,8 @@
 #ifndef MPROC_POOL_H
 #define MPROC_POOL_H
 
-#include "internal.h"
-#include "ring.h"
+#include "core/internal.h"
+#include "core/ring.h"
 
 #include <signal.h>
 #include <stdatomic.h>

@@ -1,6 +1,6 @@
 /* A pool worker: takes tasks off the task ring, runs them, posts results. */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "pool/pool.h"
 
 #include <signal.h>
 #include <stdarg.h>

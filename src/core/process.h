@@ -2,7 +2,7 @@
 #ifndef MPROC_PROCESS_H
 #define MPROC_PROCESS_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* For mproc_wait: MPROC_EINVAL/MPROC_ESTATE when p cannot be waited on here (NULL, not
  * started, not a child of this process); 1 when it has ended (reaped or not); 0 while it
