@@ -9,8 +9,8 @@
  * this process only, once none of its blocks is in use here. A process allocates only from
  * chunks it made itself, never from inherited ones. Thread-safe; fork-safe.
  */
-#ifndef MPROC_SHM_H
-#define MPROC_SHM_H
+#ifndef MPROC_ARENA_H
+#define MPROC_ARENA_H
 
 #include <stddef.h>
 
@@ -19,4 +19,4 @@ void *mproc__shared_alloc(size_t size);
 /* Releases this process's use of p, which mproc__shared_alloc(size) returned. */
 void mproc__shared_free(void *p, size_t size);
 
-#endif /* MPROC_SHM_H */
+#endif /* MPROC_ARENA_H */
