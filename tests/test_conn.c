@@ -1,7 +1,8 @@
 /* The conn layer: Pipe/Connection framing, timeouts, EOF, wrong ends, mproc_wait. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "core/process.h"
+#include "core/internal.h"
+#include "testing.h"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -2,7 +2,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mproc.h"
-#include "pool/pool.h"
+#include "testing.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

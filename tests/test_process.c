@@ -1,7 +1,8 @@
 /* The process layer: lifecycle, exit codes, names, the registry, exit-time handling. */
 #define _GNU_SOURCE
 #include "helpers.h"
-#include "core/process.h"
+#include "core/internal.h"
+#include "testing.h"
 
 #include <fcntl.h>
 #include <poll.h>

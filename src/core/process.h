@@ -12,9 +12,4 @@ int mproc__process_wait_fd(const mproc_process *p, int *fd);
 /* Whether the running child has ended, without reaping it. */
 bool mproc__process_ended(const mproc_process *p);
 
-/* Tests only: a nonzero errno makes the next child's setup fail with it. */
-extern int mproc__test_setup_errno;
-/* Tests only: true makes start act as if pidfd_open failed (the polling fallback). */
-extern bool mproc__test_no_pidfd;
-
 #endif

@@ -1,5 +1,7 @@
 /*
- * Private to the pool layer (pool.c, pool_supervisor.c, pool_worker.c).
+ * The contract between the pool's three kinds of process (the caller's pool.c, pool_map.c,
+ * pool_imap.c, the supervisor, the workers): what crosses the rings, the shared control
+ * block, and the supervisor's and workers' entry points.
  *
  * Processes: the caller (who made the pool) forks one supervisor; the supervisor forks the
  * workers. All three share one control block (mproc__pool_shared, anonymous shared memory
@@ -111,35 +113,9 @@ typedef struct mproc__pool_ctx {
   pid_t caller;
 } mproc__pool_ctx;
 
+/* ---- the supervisor's and the workers' lives ---- */
+
 /* The supervisor's whole life (pool_supervisor.c). Never returns. */
-/* ---- the map stage (pool_stage.c): the caller's, used under p->mu ---- */
-
-typedef struct mproc__stage_ext mproc__stage_ext;
-typedef struct mproc__stage {
-  char *base;             /* NULL: no stage (chunks go through the rings) */
-  size_t reserved;        /* address space, shared with the supervisor and workers */
-  size_t committed;       /* [base, base + committed) has its pages */
-  size_t live;            /* blocks handed out and not freed or retired */
-  size_t retired;         /* bytes a worker may still touch, free again at the next reset */
-  mproc__stage_ext *free; /* the free extents, by offset, coalesced */
-} mproc__stage;
-
-/* Reserves the area (before the supervisor is forked). 0 also when no area could be had. */
-int mproc__stage_init(mproc__stage *s);
-void mproc__stage_destroy(mproc__stage *s);
-/* A block of len bytes, page aligned, committed; NULL when there is no room or memory. */
-void *mproc__stage_alloc(mproc__stage *s, size_t len);
-/* Gives back a block no worker will touch again (its chunk's worker finished with it). */
-void mproc__stage_free(mproc__stage *s, void *p, size_t len);
-/* Sets aside a block a worker may still write (its chunk was abandoned, or its worker died
- * and the task may be delivered again): usable again only after mproc__stage_reset. */
-void mproc__stage_retire(mproc__stage *s, size_t len);
-/* Makes retired blocks free again. Only when no block is live and no worker holds or can
- * still take a staged chunk. */
-void mproc__stage_reset(mproc__stage *s);
-/* For tests: blocks live, bytes retired, bytes committed now. */
-void mproc__pool_stage_usage(mproc_pool *p, size_t *live, size_t *retired, size_t *committed);
-
 _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx);
 /* One worker's whole life (pool_worker.c), in slot; orig_mask is the caller's signal mask.
  * Never returns. */
@@ -150,47 +126,7 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot, const sigset_t
 int mproc__pool_post_failure(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_index,
                              const char *msg);
 
-/* For tests: the supervisor's pid, and the live workers' pids (returns how many). */
-pid_t mproc__pool_supervisor_pid(mproc_pool *p);
-int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max);
-
 /* After posting a result: wakes the caller through notify_fd when it asked (armed). */
 void mproc__pool_notify(mproc__pool_ctx *ctx);
-
-/* ---- for pool_imap.c (iterators over results) ---- */
-
-/* An iterator that will submit its input over time: like a windowed map, it keeps the task
- * ring open after close (Python's imap goes on after close too) until feed_end, or until
- * join cuts it off. MPROC_ECLOSED if the pool is not running. */
-int mproc__pool_feed_begin(mproc_pool *p, unsigned *epoch);
-void mproc__pool_feed_end(mproc_pool *p, unsigned epoch);
-/* apply_async (for a feeder of that epoch) whose on_ready(a, arg) runs under the pool's
- * mutex, in whichever caller thread is collecting, as a becomes ready (cancelled too). */
-int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
-                             void (*on_ready)(mproc_async *, void *), void *hook_arg,
-                             unsigned epoch, mproc_async **r);
-/* An AsyncResult never submitted: waiting on it collects results until someone marks it
- * ready (mproc__pool_sentinel_set, under the pool's mutex) or the deadline passes. */
-mproc_async *mproc__pool_sentinel_new(mproc_pool *p);
-void mproc__pool_sentinel_free(mproc_async *a);
-void mproc__pool_sentinel_set(mproc_async *a, bool ready);
-/* Collects until a is ready: 0, MPROC_ETIMEDOUT, or an error (the pool lost, -EINTR). */
-int mproc__pool_await(mproc_async *a, int64_t deadline);
-void mproc__pool_lock(mproc_pool *p);
-void mproc__pool_unlock(mproc_pool *p);
-int mproc__pool_nworkers(const mproc_pool *p);
-/* 0 in the pool's owner; MPROC_ESTATE in a forked child (its results are not its own). */
-int mproc__pool_owned(mproc_pool *p);
-/* A ready result's code, data and message, not copied (owned by a). */
-int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err);
-
-/* A result of one's own, for running task functions inside a task (imap chunks). */
-/* msg[0..len) as a malloc'd string; NULL without memory. */
-char *mproc__pool_copy_msg(const char *msg, size_t len);
-mproc_result *mproc__result_new(void);
-/* Empties it for the next call. */
-void mproc__result_reset(mproc_result *r);
-void mproc__result_view(const mproc_result *r, const void **data, size_t *len,
-                        const char **msg, size_t *msg_len);
 
 #endif /* MPROC_POOL_H */

@@ -6,7 +6,7 @@
  * Lock order: the result ring's read side, then p->mu.
  */
 #define _GNU_SOURCE
-#include "pool/pool_caller.h"
+#include "pool/pool_collect.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -20,7 +20,7 @@
 #define SPIN_NS 50000
 #define QUICK_NS 3000
 
-static const char cancelled_msg[] = "the pool was terminated before the task finished";
+/* MPROC_ECRASHED's own message is about a worker; this one says which process it was. */
 static const char lost_msg[] = "the pool's supervisor process died before the task finished";
 
 /* Routes one result message to its AsyncResult; unknown ids (freed, or a second delivery of
@@ -40,17 +40,19 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
   mproc__tab_delete_at(p, i);
   const char *text = (const char *)msg + sizeof h;
   const char *data = text + h.msg_len;
-  if (st || a->is_map) {
-    mproc__map_dispatch(p, a, st, &h, text, data);
+  const mproc__route *route = st ? st->route : a->route;
+  if (route) {
+    route->result(p, a, st, &h, text, data);
     return;
   }
   int rc = h.status;
   if (rc == 0) {
-    bool small = h.data_len <= sizeof a->small_res && !a->hand_over;
-    a->res = small ? a->small_res : malloc(h.data_len ? h.data_len : 1);
-    if (a->res) {
-      memcpy(a->res, data, h.data_len);
-      a->len = h.data_len;
+    async_result *r = &a->r;
+    bool small = h.data_len <= sizeof r->small_res && !r->hand_over;
+    r->res = small ? r->small_res : malloc(h.data_len ? h.data_len : 1);
+    if (r->res) {
+      memcpy(r->res, data, h.data_len);
+      r->len = h.data_len;
     } else {
       rc = MPROC_ENOMEM;
     }
@@ -63,27 +65,23 @@ static void dispatch(mproc_pool *p, const void *msg, size_t len) {
 /* Every unfinished AsyncResult fails: MPROC_ECANCELLED after terminate, MPROC_ECRASHED when
  * the supervisor died under a running pool. */
 void mproc__pool_cancel_all(mproc_pool *p) {
-  bool lost = p->sup_lost;
-  const char *msg = lost ? lost_msg : cancelled_msg;
+  int rc = p->sup_lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
+  const char *msg = p->sup_lost ? lost_msg : mproc_strerror(rc);
   for (size_t i = 0; i < p->tab_cap; i++) {
     if (!p->tab[i].id)
       continue;
     mproc_async *a = entry_async(&p->tab[i]);
     staged *st = entry_staged(&p->tab[i]);
     if (st)
-      mproc__map_staged_drop(p, st); /* its worker may be alive yet */
+      st->route->drop(p, st);
     if (!a || atomic_load(&a->ready))
       continue;
-    if (!a->is_map || a->rc == 0) {
+    if (a->route) {
+      a->route->cancel(p, a, rc, msg);
+    } else {
       free(a->err);
       a->err = mproc__pool_copy_msg(msg, strlen(msg));
-      a->rc = lost ? MPROC_ECRASHED : MPROC_ECANCELLED;
-      if (a->is_map)
-        a->fail_index = 0; /* rc was 0: nothing had failed before */
-    }
-    if (a->feed) {
-      a->feed = NULL;
-      p->feeding--;
+      a->rc = rc;
     }
     mproc__pool_finish(p, a, a->rc);
   }
@@ -275,4 +273,28 @@ int mproc__pool_await_locked(mproc_pool *p, mproc_async *a, int64_t deadline) {
       return rc;
   }
   return 0;
+}
+
+int mproc__pool_await(mproc_async *a, int64_t deadline) {
+  /* A ready result's pool may be gone already: nothing of it is touched then. */
+  if (atomic_load_explicit(&a->ready, memory_order_acquire))
+    return 0;
+  mproc_pool *p = a->pool;
+  pthread_mutex_lock(&p->mu);
+  int rc = mproc__pool_await_locked(p, a, deadline);
+  pthread_mutex_unlock(&p->mu);
+  mproc__pool_after_wait(p);
+  return rc;
+}
+
+void mproc__pool_after_wait(mproc_pool *p) {
+  if (mproc__pool_in_callbacks())
+    return; /* the outer call does it when they are done */
+  if (atomic_load_explicit(&p->cb_queued, memory_order_relaxed))
+    mproc__pool_run_callbacks(p);
+  if (atomic_load_explicit(&p->fd_wanted, memory_order_relaxed)) {
+    atomic_store(&p->ctx.sh->notify_armed, 1);
+    if (mproc__ring_wait_readable(p->ctx.results, 0) == 0 || atomic_load(&p->cb_queued))
+      mproc__eventfd_signal(p->ctx.notify_fd);
+  }
 }

@@ -14,7 +14,9 @@
  * message, the data, padding to 8.
  */
 #define _GNU_SOURCE
-#include "pool/pool.h"
+#include "pool/pool_feed.h"
+#include "pool/pool_result.h"
+#include "core/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

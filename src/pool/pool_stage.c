@@ -9,7 +9,8 @@
  * under p->mu; the free list is process-local.
  */
 #define _GNU_SOURCE
-#include "pool/pool.h"
+#include "pool/pool_stage.h"
+#include "core/internal.h"
 
 #include <stdlib.h>
 

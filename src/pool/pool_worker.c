@@ -1,6 +1,7 @@
 /* A pool worker: takes tasks off the task ring, runs them, posts results. */
 #define _GNU_SOURCE
 #include "pool/pool.h"
+#include "pool/pool_result.h"
 
 #include <signal.h>
 #include <stdarg.h>

@@ -2,7 +2,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mproc.h"
-#include "pool/pool.h"
+#include "testing.h"
 
 #include <signal.h>
 #include <stdint.h>

@@ -5,7 +5,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mproc.h"
-#include "pool/pool.h"
+#include "testing.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -1,0 +1,30 @@
+/*
+ * Test hooks: the switches and look-ups that only the test suites use, declared in one
+ * place so that a reader of a layer's header sees its contract alone. Each is defined by the
+ * layer it looks into; nothing in src/ calls them.
+ */
+#ifndef MPROC_TESTING_H
+#define MPROC_TESTING_H
+
+#include "mproc.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* ---- process (core/process.c) ---- */
+
+/* A nonzero errno makes the next child's setup fail with it. */
+extern int mproc__test_setup_errno;
+/* true makes start act as if pidfd_open failed (the polling fallback). */
+extern bool mproc__test_no_pidfd;
+
+/* ---- pool (src/pool/) ---- */
+
+/* The supervisor's pid, and the live workers' pids (returns how many). */
+pid_t mproc__pool_supervisor_pid(mproc_pool *p);
+int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max);
+/* The map stage now: blocks live, bytes retired, bytes committed. */
+void mproc__pool_stage_usage(mproc_pool *p, size_t *live, size_t *retired, size_t *committed);
+
+#endif /* MPROC_TESTING_H */
