@@ -353,18 +353,8 @@ int mproc_pool_apply_async_ex(mproc_pool *p, mproc_task_fn fn, const void *arg, 
   if (!r)
     return MPROC_EINVAL;
   *r = NULL;
-  mproc_async *a = calloc(1, sizeof *a);
-  if (!a)
-    return MPROC_ENOMEM;
-  if (cb)
-    a->cb.opts = *cb;
-  int rc = mproc__pool_submit_apply(p, a, fn, arg, len, NULL);
-  if (rc) {
-    free(a);
-    return rc;
-  }
-  *r = a;
-  return 0;
+  async_cb c = {.opts = cb ? *cb : (mproc_async_opts){0}};
+  return mproc__pool_apply_new(p, fn, arg, len, &c, NULL, NULL, r);
 }
 
 int mproc_pool_fileno(mproc_pool *p) {

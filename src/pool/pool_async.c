@@ -288,23 +288,30 @@ void mproc__pool_cut_feeders(mproc_pool *p) {
   pthread_mutex_unlock(&p->mu);
 }
 
-int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
-                             void (*on_ready)(mproc_async *, void *), void *hook_arg,
-                             unsigned epoch, mproc_async **r) {
-  int rc = mproc__pool_check(p);
-  if (rc)
-    return rc;
+int mproc__pool_apply_new(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                          const async_cb *cb, const async_hook *hook, const unsigned *epoch,
+                          mproc_async **r) {
   mproc_async *a = calloc(1, sizeof *a);
   if (!a)
     return MPROC_ENOMEM;
-  a->hook = (async_hook){on_ready, hook_arg};
-  rc = mproc__pool_submit_apply(p, a, fn, arg, len, &epoch);
+  if (cb)
+    a->cb = *cb;
+  if (hook)
+    a->hook = *hook;
+  int rc = mproc__pool_submit_apply(p, a, fn, arg, len, epoch);
   if (rc) {
     free(a);
     return rc;
   }
   *r = a;
   return 0;
+}
+
+int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                             void (*on_ready)(mproc_async *, void *), void *hook_arg,
+                             unsigned epoch, mproc_async **r) {
+  async_hook hook = {on_ready, hook_arg};
+  return mproc__pool_apply_new(p, fn, arg, len, NULL, &hook, &epoch, r);
 }
 
 mproc_async *mproc__pool_sentinel_new(mproc_pool *p) {

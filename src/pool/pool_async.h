@@ -159,6 +159,11 @@ int mproc__pool_submit(mproc_pool *p, mproc_async *a, size_t total, size_t count
 /* One apply task for a (epoch as above). Not under p->mu. */
 int mproc__pool_submit_apply(mproc_pool *p, mproc_async *a, mproc_task_fn fn, const void *arg,
                              size_t len, const unsigned *epoch);
+/* A new AsyncResult (with callbacks cb and hook, each optional) for one apply task, in *r;
+ * nothing is left on failure. Not under p->mu. */
+int mproc__pool_apply_new(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
+                          const async_cb *cb, const async_hook *hook, const unsigned *epoch,
+                          mproc_async **r);
 /* Forgets a's unfinished tasks (their results are dropped) and its queued callbacks. Not
  * under p->mu. */
 void mproc__pool_abandon(mproc_pool *p, mproc_async *a);
