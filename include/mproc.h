@@ -5,7 +5,8 @@
  * first) and released by mproc_X_free. Options structs may be NULL (or zeroed) for defaults.
  *
  * Errors: success is 0 (or a documented non-negative value); failure is negative: -errno for
- * system errors or one of the MPROC_E* codes below. mproc_strerror() names every code.
+ * system errors or one of the MPROC_E* codes below. mproc_strerror() describes every code,
+ * mproc_err_name() names it.
  *
  * Timeouts are seconds as double: < 0 (MPROC_FOREVER) waits without limit, 0 never blocks.
  * With timeout 0, *taking or putting* something unavailable returns MPROC_EAGAIN; *waiting for
@@ -19,6 +20,7 @@
 #ifndef MPROC_H
 #define MPROC_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,23 +43,36 @@ const char *mproc_version_string(void);
 
 #define MPROC_FOREVER (-1.0) /* any timeout < 0: wait without limit; 0: never block */
 
-/* Error codes. The first four are the negated errno values; the rest lie below any errno. */
-#define MPROC_EINVAL (-22)       /* bad argument (NULL handle, zero size, out of range) */
-#define MPROC_ENOMEM (-12)       /* out of memory */
-#define MPROC_ETIMEDOUT (-110)   /* the wait ran out; the awaited thing may still happen */
-#define MPROC_EAGAIN (-11)       /* timeout 0 and nothing to take / no room to put */
-#define MPROC_ESTATE (-10001)    /* not valid in this state */
-#define MPROC_ECLOSED (-10002)   /* the queue/pool/connection was closed */
-#define MPROC_EOF (-10003)       /* the peer closed and nothing is left to read */
-#define MPROC_ETASK (-10004)     /* the task function reported failure */
-#define MPROC_ECRASHED (-10005)  /* the worker died while running the task */
-#define MPROC_EEXPIRED (-10006)  /* the task ran past task_timeout; its worker was killed */
-#define MPROC_ECANCELLED (-10007) /* the pool was terminated before the task finished */
-#define MPROC_EOWNERDEAD (-10008) /* lock acquired, but its previous holder died holding it */
-#define MPROC_ETOOBIG (-10009)   /* a message or size beyond a hard limit */
+/* Error codes: XX(name, value, message), one row per code, the only list of them. The first
+ * four are the negated <errno.h> values (a system call's -errno passes through unchanged);
+ * the rest lie below any errno. The message is mproc_strerror's text for the code. */
+#define MPROC_ERRNO_MAP(XX)                                                                  \
+  XX(EINVAL, -EINVAL, "invalid argument (NULL handle, zero size, out of range)")            \
+  XX(ENOMEM, -ENOMEM, "out of memory")                                                       \
+  XX(ETIMEDOUT, -ETIMEDOUT, "timed out: the wait ran out; the awaited thing may still happen") \
+  XX(EAGAIN, -EAGAIN, "unavailable: timeout 0 and nothing to take or no room to put")       \
+  XX(ESTATE, -10001, "not valid in this state")                                              \
+  XX(ECLOSED, -10002, "closed: the queue, pool or connection was closed")                    \
+  XX(EOF, -10003, "end of file: the peer closed and nothing is left to read")                \
+  XX(ETASK, -10004, "the task function reported failure")                                    \
+  XX(ECRASHED, -10005, "the worker died while running the task")                             \
+  XX(EEXPIRED, -10006, "the task ran past task_timeout and its worker was killed")           \
+  XX(ECANCELLED, -10007, "cancelled: the pool was terminated before the task finished")      \
+  XX(EOWNERDEAD, -10008, "lock acquired; its previous holder died holding it")               \
+  XX(ETOOBIG, -10009, "a message or size beyond a hard limit")
+
+typedef enum {
+#define MPROC__XX(name, value, message) MPROC_##name = (value),
+  MPROC_ERRNO_MAP(MPROC__XX)
+#undef MPROC__XX
+} mproc_errno_t;
 
 /* A static, never-NULL description of any return value (MPROC_E*, -errno, or 0). */
 const char *mproc_strerror(int err);
+
+/* A static, never-NULL name of a return value: "MPROC_ETIMEDOUT" for a table code, the errno
+ * name ("EPIPE") for another -errno, "OK" for 0 and "UNKNOWN" for anything else. */
+const char *mproc_err_name(int err);
 
 /* Usable CPUs: the affinity mask, lowered by a cgroup v2 cpu.max quota when set. >= 1. */
 int mproc_cpu_count(void);

@@ -1,4 +1,5 @@
-/* The error layer: codes, messages, CPU count, version, process name. */
+/* The error layer: codes, their messages and names, the version; and the process facts in
+ * mproc.h's Common part (CPU count, process name). */
 #include "helpers.h"
 #include "mproc.h"
 
@@ -47,4 +48,22 @@ Test(error, cpu_count_and_version) {
            MPROC_VERSION_PATCH);
   cr_assert_str_eq(mproc_version_string(), expect);
   cr_assert_str_eq(mproc_current_process_name(), "MainProcess");
+}
+
+Test(error, table_gives_names_and_messages) {
+#define XX(name, value, message)                                                              \
+  cr_assert_eq(MPROC_##name, (value));                                                         \
+  cr_assert_str_eq(mproc_err_name(MPROC_##name), "MPROC_" #name);                              \
+  cr_assert_str_eq(mproc_strerror(MPROC_##name), message);
+  MPROC_ERRNO_MAP(XX)
+#undef XX
+  cr_assert_str_eq(mproc_strerror(MPROC_ECANCELLED),
+                   "cancelled: the pool was terminated before the task finished");
+  cr_assert_str_eq(mproc_err_name(MPROC_EOF), "MPROC_EOF");
+  cr_assert_str_eq(mproc_err_name(-EPIPE), "EPIPE");
+  cr_assert_str_eq(mproc_err_name(-ENOENT), "ENOENT");
+  cr_assert_str_eq(mproc_err_name(0), "OK");
+  cr_assert_str_eq(mproc_err_name(-999999), "UNKNOWN");
+  cr_assert_str_eq(mproc_err_name(-4000), "UNKNOWN");
+  cr_assert_str_eq(mproc_err_name(7), "UNKNOWN");
 }

@@ -1,8 +1,20 @@
-/* Error codes and messages, version, and process-wide facts. */
+/* Error codes' messages and names, generated from include/mproc.h's MPROC_ERRNO_MAP; the
+ * version. */
 #define _GNU_SOURCE
 #include "core/internal.h"
 
+#include <errno.h>
 #include <string.h>
+
+/* The errno-valued codes must be the negated <errno.h> values (a system call's -errno is
+ * returned as is), and mproc's own must lie below any errno, which Linux keeps under 4096. */
+_Static_assert(MPROC_EINVAL == -EINVAL && MPROC_ENOMEM == -ENOMEM &&
+                   MPROC_ETIMEDOUT == -ETIMEDOUT && MPROC_EAGAIN == -EAGAIN,
+               "errno-valued codes follow <errno.h>");
+#define MPROC__XX(name, value, message)                                                     \
+  _Static_assert((value) < 0 && ((value) > -4096 || (value) < -10000), "MPROC_" #name);
+MPROC_ERRNO_MAP(MPROC__XX)
+#undef MPROC__XX
 
 const char *mproc_version_string(void) {
 #define MPROC__STR2(x) #x
@@ -11,28 +23,17 @@ const char *mproc_version_string(void) {
       MPROC_VERSION_PATCH);
 }
 
+/* The switches are generated from the table, so two codes with one value fail to compile
+ * (duplicate case). */
 const char *mproc_strerror(int err) {
   switch (err) {
   case 0:
     return "success";
-  case MPROC_ESTATE:
-    return "not valid in this state";
-  case MPROC_ECLOSED:
-    return "closed";
-  case MPROC_EOF:
-    return "end of file: the peer closed";
-  case MPROC_ETASK:
-    return "the task reported failure";
-  case MPROC_ECRASHED:
-    return "the worker died while running the task";
-  case MPROC_EEXPIRED:
-    return "the task ran past its timeout and its worker was killed";
-  case MPROC_ECANCELLED:
-    return "cancelled: the pool was terminated";
-  case MPROC_EOWNERDEAD:
-    return "lock acquired; its previous holder died holding it";
-  case MPROC_ETOOBIG:
-    return "size beyond a hard limit";
+#define MPROC__XX(name, value, message)                                                     \
+  case MPROC_##name:                                                                         \
+    return message;
+    MPROC_ERRNO_MAP(MPROC__XX)
+#undef MPROC__XX
   default:
     break;
   }
@@ -45,10 +46,22 @@ const char *mproc_strerror(int err) {
   return "unknown error";
 }
 
-int mproc_cpu_count(void) { return mproc__cpu_count(); }
-
-static const char *current_name = "MainProcess";
-
-const char *mproc_current_process_name(void) { return current_name; }
-
-void mproc__set_process_name(const char *name) { current_name = name ? name : "MainProcess"; }
+const char *mproc_err_name(int err) {
+  switch (err) {
+  case 0:
+    return "OK";
+#define MPROC__XX(name, value, message)                                                     \
+  case MPROC_##name:                                                                         \
+    return "MPROC_" #name;
+    MPROC_ERRNO_MAP(MPROC__XX)
+#undef MPROC__XX
+  default:
+    break;
+  }
+  if (err < 0 && err > -4096) {
+    const char *s = strerrorname_np(-err);
+    if (s)
+      return s;
+  }
+  return "UNKNOWN";
+}

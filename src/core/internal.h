@@ -19,7 +19,4 @@ static inline int mproc__take_rc(int rc, double timeout) {
   return (rc == MPROC_ETIMEDOUT && timeout == 0) ? MPROC_EAGAIN : rc;
 }
 
-/* Name of the current process (set in a child started by mproc_process_start). */
-void mproc__set_process_name(const char *name);
-
 #endif /* MPROC_INTERNAL_H */

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "core/process.h"
+#include "testing.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -51,6 +52,11 @@ bool mproc__test_no_pidfd;
 static atomic_uint child_counter;
 static char *own_ident;   /* NULL in the main program */
 static pid_t parent_at_start; /* 0 in the main program */
+static const char *own_name = "MainProcess";
+
+const char *mproc_current_process_name(void) { return own_name; }
+
+int mproc_cpu_count(void) { return mproc__cpu_count(); }
 
 /* ---- the children registry: started, not yet reaped ---- */
 
@@ -242,7 +248,7 @@ static int child_setup(mproc_process *p, pid_t parent, char *names) {
     if (rc < 0)
       return -rc;
   }
-  mproc__set_process_name(names);
+  own_name = names;
   own_ident = names + strlen(names) + 1;
   parent_at_start = parent;
   atomic_store(&child_counter, 0);
