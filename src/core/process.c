@@ -16,7 +16,6 @@
 #include "core/process.h"
 #include "testing.h"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -185,7 +184,7 @@ static void exit_children(void) {
     if (!p)
       break;
     if (p->daemon)
-      kill(p->pid, SIGKILL);
+      (void)mproc__kill(p->pid, SIGKILL);
   }
   mproc_process *p;
   while ((p = reg_get(0)) != NULL) {
@@ -310,12 +309,12 @@ int mproc_process_start(mproc_process *p) {
   if (!names)
     return MPROC_ENOMEM;
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
-    rc = -errno;
+  rc = mproc__pipe(fds, true);
+  if (rc) {
     free(names);
     return rc;
   }
-  pid_t parent = getpid();
+  pid_t parent = mproc__getpid();
   pid_t pid = mproc__fork();
   if (pid == 0) {
     mproc__close(fds[0]);
@@ -329,7 +328,7 @@ int mproc_process_start(mproc_process *p) {
   mproc__close(fds[0]);
   if (rc < 0) {
     if (pid > 0) {
-      kill(pid, SIGKILL);
+      (void)mproc__kill(pid, SIGKILL);
       mproc__waitpid(pid, NULL, 0);
     }
     return rc;
@@ -346,14 +345,19 @@ int mproc_process_start(mproc_process *p) {
 
 /* ---- waiting and signals ---- */
 
-int mproc_process_join(mproc_process *p, double timeout) {
+/* What join and the signals may do with p: MPROC_EINVAL, MPROC_ESTATE (never started, or
+ * not ours), 1 when it is reaped (nothing left to do), 0 while it can be waited for. */
+static int waitable(const mproc_process *p) {
   if (!p)
     return MPROC_EINVAL;
   if (p->state == P_NEW || !owned(p))
     return MPROC_ESTATE;
-  if (p->state == P_DONE)
-    return 0;
-  return wait_until(p, mproc__deadline(timeout));
+  return p->state == P_DONE;
+}
+
+int mproc_process_join(mproc_process *p, double timeout) {
+  int rc = waitable(p);
+  return rc ? (rc > 0 ? 0 : rc) : wait_until(p, mproc__deadline(timeout));
 }
 
 bool mproc_process_is_alive(mproc_process *p) {
@@ -363,16 +367,12 @@ bool mproc_process_is_alive(mproc_process *p) {
 }
 
 static int send_signal(mproc_process *p, int sig) {
-  if (!p)
-    return MPROC_EINVAL;
-  if (p->state == P_NEW || !owned(p))
-    return MPROC_ESTATE;
-  if (p->state == P_DONE)
-    return 0;
+  int rc = waitable(p);
+  if (rc)
+    return rc > 0 ? 0 : rc;
   /* Not reaped yet, so the pid is still ours even if the child has ended. */
-  if (kill(p->pid, sig) < 0 && errno != ESRCH)
-    return -errno;
-  return 0;
+  rc = mproc__kill(p->pid, sig);
+  return rc == -ESRCH ? 0 : rc;
 }
 
 int mproc_process_terminate(mproc_process *p) { return send_signal(p, SIGTERM); }
@@ -404,7 +404,7 @@ void mproc_process_free(mproc_process *p) {
   if (!p)
     return;
   if (p->state == P_RUNNING && owned(p) && reap(p, WNOHANG) == 0) {
-    kill(p->pid, SIGKILL);
+    (void)mproc__kill(p->pid, SIGKILL);
     reap(p, 0);
   }
   reg_remove(p); /* whatever reap could do: the registry must not keep freed memory */

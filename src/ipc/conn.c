@@ -27,7 +27,6 @@
 #define _GNU_SOURCE
 #include "core/process.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -70,10 +69,10 @@ int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex) {
   if (!a || !b)
     return MPROC_EINVAL;
   int p1[2], p2[2] = {-1, -1};
-  if (pipe2(p1, O_CLOEXEC) < 0)
-    return -errno;
-  if (duplex && pipe2(p2, O_CLOEXEC) < 0) {
-    int rc = -errno;
+  int rc = mproc__pipe(p1, false);
+  if (rc)
+    return rc;
+  if (duplex && (rc = mproc__pipe(p2, false)) < 0) {
     mproc__close(p1[0]);
     mproc__close(p1[1]);
     return rc;
@@ -130,9 +129,7 @@ static size_t put_header(unsigned char *h, size_t len) {
  * pipe-max-size or the user's quota, and then the default buffer does). */
 static void grow_pipe(mproc_conn *c) {
   c->grown = true;
-  int size = fcntl(c->wfd, F_GETPIPE_SZ);
-  if (size >= 0 && size < PIPE_BIG)
-    (void)fcntl(c->wfd, F_SETPIPE_SZ, PIPE_BIG);
+  mproc__pipe_grow(c->wfd, PIPE_BIG);
 }
 
 int mproc_conn_send(mproc_conn *c, const void *buf, size_t len) {
@@ -274,11 +271,11 @@ static int wait_loop(mproc_waitable *items, struct pollfd *pf, size_t n, bool sc
     int64_t until = deadline;
     if (scan && mproc__remaining_ns(deadline) > step)
       until = mproc__now_ns() + step;
-    int rc = poll(pf, (nfds_t)n, mproc__poll_ms(until));
-    if (rc < 0 && errno != EINTR)
-      return -errno;
-    if (rc < 0)
+    int rc = mproc__poll(pf, n, until);
+    if (rc == -EINTR)
       continue;
+    if (rc < 0)
+      return rc;
     int ready = mark_ready(items, pf, n);
     if (ready > 0 || mproc__remaining_ns(deadline) == 0)
       return ready;

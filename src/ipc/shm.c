@@ -16,13 +16,9 @@
 #include "core/internal.h"
 #include "core/sync.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define SHM_NAME_MAX 200
 
@@ -66,34 +62,11 @@ static int shm_name_generate(char out[SHM_NAME_MAX + 2]) {
   return 0;
 }
 
-static int ftruncate_retry(int fd, off_t size) {
-  while (ftruncate(fd, size) < 0)
-    if (errno != EINTR)
-      return -errno;
-  return 0;
-}
-
-/* Maps size bytes of fd shared and read-write; the descriptor is not kept. */
-static int shm_map(mproc_shm *s, int fd, size_t size) {
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED)
-    return -errno;
-  s->buf = p;
-  s->size = size;
-  return 0;
-}
-
 /* Creates s->name exclusively; -EEXIST leaves an existing segment untouched. */
 static int shm_create_named(mproc_shm *s, size_t size) {
-  int fd = shm_open(s->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return -errno;
-  int rc = ftruncate_retry(fd, (off_t)size);
+  int rc = mproc__named_create(s->name, size, &s->buf);
   if (rc == 0)
-    rc = shm_map(s, fd, size);
-  mproc__close(fd);
-  if (rc)
-    shm_unlink(s->name); /* ours, made by this failed call: a failed call changes nothing */
+    s->size = size;
   return rc;
 }
 
@@ -138,21 +111,8 @@ int mproc_shm_attach(mproc_shm **out, const char *name) {
   if (!s)
     return MPROC_ENOMEM;
   int rc = shm_name_set(s->name, name);
-  if (rc == 0) {
-    int fd = shm_open(s->name, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0) {
-      rc = -errno;
-    } else {
-      struct stat st;
-      if (fstat(fd, &st) < 0)
-        rc = -errno;
-      else if (st.st_size <= 0)
-        rc = MPROC_EINVAL; /* an empty segment cannot be mapped (Python: ValueError) */
-      else
-        rc = shm_map(s, fd, (size_t)st.st_size);
-      mproc__close(fd);
-    }
-  }
+  if (rc == 0)
+    rc = mproc__named_attach(s->name, &s->buf, &s->size); /* empty: EINVAL (ValueError) */
   if (rc) {
     free(s);
     return rc;
@@ -170,13 +130,13 @@ const char *mproc_shm_name(const mproc_shm *s) { return s ? s->name + 1 : NULL; 
 int mproc_shm_unlink(mproc_shm *s) {
   if (!s)
     return MPROC_EINVAL;
-  return shm_unlink(s->name) < 0 ? -errno : 0;
+  return mproc__named_unlink(s->name);
 }
 
 void mproc_shm_free(mproc_shm *s) {
   if (!s)
     return;
-  munmap(s->buf, s->size);
+  mproc__shared_unmap(s->buf, s->size);
   free(s);
 }
 

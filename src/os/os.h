@@ -1,6 +1,12 @@
 /*
- * The porting contract: everything mproc needs from the operating system. Only
- * src/os_linux.c implements it; no other file includes Linux-specific headers for these.
+ * The porting contract: everything mproc needs from the operating system. Only src/os/
+ * (os_linux.c, os_linux_signal.c) implements it; no other file includes Linux-specific
+ * headers or makes a system call of its own.
+ *
+ * Not covered, used directly by the layers above because they are the same on every POSIX
+ * system and cannot fail in a way to report: _exit, getppid, the pthread mutex and
+ * condition calls on private (in-process) objects, and building sigset_t values
+ * (sigemptyset, sigaddset) and struct pollfd arrays.
  *
  * Conventions: functions return 0 (or a documented non-negative value) or -errno. Every
  * syscall is retried on EINTR unless the function says it reports -EINTR. Every descriptor
@@ -12,7 +18,9 @@
 #ifndef MPROC_OS_H
 #define MPROC_OS_H
 
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -92,6 +100,16 @@ int mproc__shared_discard(void *p, size_t len);
 /* Physical memory of the machine in bytes (at least one page). */
 size_t mproc__phys_mem(void);
 
+/* Named shared memory ("/name", POSIX shm_open). Creates name exclusively (-EEXIST leaves
+ * an existing segment untouched) with len bytes, mapped shared read-write at *p; a failed
+ * call leaves no segment behind. Unmap with mproc__shared_unmap. 0 or -errno. */
+int mproc__named_create(const char *name, size_t len, void **p);
+/* Maps all of an existing named segment: *p, *len. -EINVAL for an empty one (it cannot be
+ * mapped). 0 or -errno. */
+int mproc__named_attach(const char *name, void **p, size_t *len);
+/* Removes the name; mappings stay valid until unmapped. 0 or -errno. */
+int mproc__named_unlink(const char *name);
+
 /* ---- descriptors ---- */
 
 /* Reads exactly len bytes unless EOF comes first. Returns bytes read (< len only at EOF) or
@@ -109,6 +127,17 @@ int mproc__writev_full(int fd, struct iovec *iov, int iovcnt);
 /* Waits until fd has any of events: 1 ready (revents in *revents if non-NULL), 0 at the
  * deadline, -errno. */
 int mproc__poll_fd(int fd, short events, int64_t deadline, short *revents);
+/* poll(2) on n descriptors until the deadline: how many are ready, 0 at the deadline (which
+ * may come up to 1 ms early: poll rounds), or -errno; -EINTR is reported, not retried. */
+int mproc__poll(struct pollfd *fds, size_t n, int64_t deadline);
+/* The same with the thread's signal mask set to *mask while it sleeps, atomically
+ * (ppoll(2)): a signal that mask lets through interrupts it with -EINTR. */
+int mproc__ppoll(struct pollfd *fds, size_t n, int64_t deadline, const sigset_t *mask);
+/* A close-on-exec pipe (non-blocking too if nonblock): 0 or -errno. */
+int mproc__pipe(int fds[2], bool nonblock);
+/* Raises the pipe's buffer to at least size bytes, best effort (the kernel may refuse past
+ * pipe-max-size or the user's quota; the default buffer then does). */
+void mproc__pipe_grow(int fd, int size);
 /* close(2) that never retries on EINTR (Linux has released the descriptor by then). */
 void mproc__close(int fd);
 /* Number of open descriptors of this process (for tests), or -errno. */
@@ -136,6 +165,23 @@ pid_t mproc__gettid(void);
 pid_t mproc__getpid(void);
 /* Fills buf with len bytes from the kernel's CSPRNG: 0 or -errno. */
 int mproc__random_bytes(void *buf, size_t len);
+
+/* ---- signals ---- */
+
+/* kill(2): 0 or -errno. */
+int mproc__kill(pid_t pid, int sig);
+/* Blocks, in the calling thread, every signal but the synchronous faults (SEGV, BUS, FPE,
+ * ILL, TRAP: a fault must still kill at once); *old gets the mask as it was. */
+void mproc__block_async_signals(sigset_t *old);
+/* Blocks the signals in *mask in the calling thread; *old (if non-NULL) gets the old mask. */
+void mproc__block_signals(const sigset_t *mask, sigset_t *old);
+/* Sets the calling thread's signal mask to *mask. */
+void mproc__set_signal_mask(const sigset_t *mask);
+/* Whether a signal is pending that *old lets through and that has a handler installed: one
+ * that came while blocked and runs once *old is back. */
+bool mproc__handler_pending(const sigset_t *old);
+/* Sets sig's disposition to SIG_IGN (ignore) or SIG_DFL. */
+void mproc__signal_set(int sig, bool ignore);
 
 /* ---- wake-up descriptors (for the pool's supervisor) ---- */
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -162,6 +163,27 @@ int mproc__mutex_init(mproc__mutex *m, bool recursive) {
   return -rc;
 }
 
+/* A pthread lock attempt's answer in mproc's terms; busy is what EBUSY/ETIMEDOUT become. */
+static int lock_result(mproc__mutex *m, int rc, int busy) {
+  switch (rc) {
+  case 0:
+    return 0;
+  case EOWNERDEAD:
+    /* The holder died: we hold it now. Mark it usable again and tell the caller, who knows
+     * whether the protected state needs repair. */
+    pthread_mutex_consistent(&m->m);
+    return MPROC_EOWNERDEAD;
+  case EBUSY:
+  case ETIMEDOUT:
+    return busy;
+  case EAGAIN: /* recursion count overflow */
+  case ENOTRECOVERABLE:
+    return MPROC_ESTATE;
+  default:
+    return -rc;
+  }
+}
+
 int mproc__mutex_lock(mproc__mutex *m, int64_t deadline) {
   int rc;
   if (deadline == MPROC__NEVER) {
@@ -173,24 +195,7 @@ int mproc__mutex_lock(mproc__mutex *m, int64_t deadline) {
       rc = pthread_mutex_clocklock(&m->m, CLOCK_MONOTONIC, &ts);
     }
   }
-  switch (rc) {
-  case 0:
-    return 0;
-  case EOWNERDEAD:
-    /* The holder died: we hold it now. Mark it usable again and tell the caller, who knows
-     * whether the protected state needs repair. */
-    pthread_mutex_consistent(&m->m);
-    return MPROC_EOWNERDEAD;
-  case EBUSY:
-  case ETIMEDOUT:
-    return -ETIMEDOUT;
-  case EAGAIN: /* recursion count overflow */
-    return MPROC_ESTATE;
-  case ENOTRECOVERABLE:
-    return MPROC_ESTATE;
-  default:
-    return -rc;
-  }
+  return lock_result(m, rc, -ETIMEDOUT);
 }
 
 int mproc__mutex_unlock(mproc__mutex *m) {
@@ -207,19 +212,8 @@ bool mproc__mutex_held(mproc__mutex *m) {
   return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
 }
 
-
 int mproc__mutex_trylock(mproc__mutex *m) {
-  switch (pthread_mutex_trylock(&m->m)) {
-  case 0:
-    return 0;
-  case EOWNERDEAD:
-    pthread_mutex_consistent(&m->m);
-    return MPROC_EOWNERDEAD;
-  case EBUSY:
-    return -EBUSY;
-  default: /* EAGAIN (recursion overflow), ENOTRECOVERABLE */
-    return MPROC_ESTATE;
-  }
+  return lock_result(m, pthread_mutex_trylock(&m->m), -EBUSY);
 }
 
 bool mproc__mutex_locked(mproc__mutex *m) {
@@ -314,6 +308,53 @@ size_t mproc__phys_mem(void) {
     return SIZE_MAX;
   return (size_t)pages * pg;
 }
+
+/* Maps len bytes of fd shared and read-write; the descriptor is not kept by the mapping. */
+static int map_fd(int fd, size_t len, void **p) {
+  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED)
+    return -errno;
+  *p = m;
+  return 0;
+}
+
+int mproc__named_create(const char *name, size_t len, void **p) {
+  if (len > (size_t)INT64_MAX)
+    return -EFBIG;
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return -errno;
+  int rc = 0;
+  while (rc == 0 && ftruncate(fd, (off_t)len) < 0)
+    if (errno != EINTR)
+      rc = -errno;
+  if (rc == 0)
+    rc = map_fd(fd, len, p);
+  close(fd);
+  if (rc)
+    shm_unlink(name); /* ours, made by this failed call */
+  return rc;
+}
+
+int mproc__named_attach(const char *name, void **p, size_t *len) {
+  int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) < 0)
+    rc = -errno;
+  else if (st.st_size <= 0)
+    rc = -EINVAL;
+  else
+    rc = map_fd(fd, (size_t)st.st_size, p);
+  close(fd);
+  if (rc == 0)
+    *len = (size_t)st.st_size;
+  return rc;
+}
+
+int mproc__named_unlink(const char *name) { return shm_unlink(name) < 0 ? -errno : 0; }
 
 /* ---- descriptors ---- */
 
@@ -410,6 +451,16 @@ int mproc__poll_fd(int fd, short events, int64_t deadline, short *revents) {
     if (errno != EINTR)
       return -errno;
   }
+}
+
+int mproc__pipe(int fds[2], bool nonblock) {
+  return pipe2(fds, O_CLOEXEC | (nonblock ? O_NONBLOCK : 0)) < 0 ? -errno : 0;
+}
+
+void mproc__pipe_grow(int fd, int size) {
+  int now = fcntl(fd, F_GETPIPE_SZ);
+  if (now >= 0 && now < size)
+    (void)fcntl(fd, F_SETPIPE_SZ, size);
 }
 
 void mproc__close(int fd) {

@@ -219,7 +219,7 @@ int mproc_pool_join(mproc_pool *p) {
   mproc__pool_cut_feeders(p);
   /* Interruptible (Ctrl-C): the supervisor exits once every task is done. */
   struct pollfd pf = {.fd = p->sup_fd, .events = POLLIN};
-  if (p->sup_fd >= 0 && !p->sup_reaped && poll(&pf, 1, -1) < 0 && errno == EINTR)
+  if (p->sup_fd >= 0 && !p->sup_reaped && mproc__poll(&pf, 1, MPROC__NEVER) == -EINTR)
     return -EINTR; /* any other failure: settle below waits for the supervisor anyway */
   settle(p);
   pthread_mutex_lock(&p->mu);

@@ -90,20 +90,6 @@ void mproc__pool_cancel_all(mproc_pool *p) {
   p->tab_len = 0;
 }
 
-/* Whether a signal with a handler of the caller's came while blocked (still pending). */
-static bool handler_pending(const sigset_t *old) {
-  sigset_t pend;
-  if (sigpending(&pend) != 0)
-    return false;
-  for (int sig = 1; sig < NSIG; sig++) {
-    struct sigaction sa;
-    if (sigismember(&pend, sig) == 1 && !sigismember(old, sig) &&
-        sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN)
-      return true;
-  }
-  return false;
-}
-
 /* Whether the collector's sleep also watches the supervisor's pidfd (set by the collector
  * only, so a dead supervisor whose pool is being terminated is not reported in a loop). */
 static bool watch_supervisor(const mproc_pool *p) {
@@ -126,11 +112,9 @@ static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old, bo
      * outside is noticed at once, with no periodic check. */
     struct pollfd pf[2] = {{.fd = p->ctx.notify_fd, .events = POLLIN},
                            {.fd = p->sup_fd, .events = POLLIN}};
-    nfds_t nfds = watch_supervisor(p) ? 2 : 1;
-    int64_t left = mproc__remaining_ns(deadline);
-    struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
-    int n = ppoll(pf, nfds, deadline == MPROC__NEVER ? NULL : &ts, old);
-    if (n < 0 && errno == EINTR)
+    size_t nfds = watch_supervisor(p) ? 2 : 1;
+    int n = mproc__ppoll(pf, nfds, deadline, old);
+    if (n == -EINTR)
       return -EINTR;
     if (n > 0 && nfds == 2 && pf[1].revents)
       return -ESRCH;
@@ -153,18 +137,12 @@ static int wait_results(mproc_pool *p, int64_t deadline, bool spin) {
     return 0;
   if (mproc__remaining_ns(deadline) == 0)
     return -ETIMEDOUT;
-  sigset_t all, old;
-  sigfillset(&all);
-  sigdelset(&all, SIGSEGV);
-  sigdelset(&all, SIGBUS);
-  sigdelset(&all, SIGFPE);
-  sigdelset(&all, SIGILL);
-  sigdelset(&all, SIGTRAP);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  sigset_t old;
+  mproc__block_async_signals(&old);
   int rc = wait_blocked(p, deadline, &old, spin);
-  if (rc != -EINTR && handler_pending(&old))
+  if (rc != -EINTR && mproc__handler_pending(&old))
     rc = -EINTR; /* it came during the look: delivered below, reported now */
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  mproc__set_signal_mask(&old);
   return rc;
 }
 

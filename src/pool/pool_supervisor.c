@@ -35,7 +35,7 @@ static _Noreturn void kill_all_and_exit(sup *s, int code) {
   for (int i = 0; i < s->ctx->nworkers; i++) {
     pid_t pid = atomic_load(&sh->slots[i].pid);
     if (pid > 0)
-      kill(pid, SIGKILL);
+      (void)mproc__kill(pid, SIGKILL);
   }
   for (int i = 0; i < s->ctx->nworkers; i++) {
     pid_t pid = atomic_load(&sh->slots[i].pid);
@@ -60,7 +60,7 @@ static bool spawn(sup *s, int i) {
     if (mproc__die_with_parent(s->self, SIGKILL) < 0)
       _exit(1);
     /* Set here too: the caller may see this worker ready before fork returns up there. */
-    atomic_store(&slot->pid, getpid());
+    atomic_store(&slot->pid, mproc__getpid());
     mproc__close(s->sig_fd);
     mproc__close(s->caller_fd);
     mproc__pool_worker(s->ctx, i, &s->orig_mask);
@@ -190,7 +190,7 @@ static int64_t check_timeouts(sup *s) {
       next = dl < next ? dl : next;
     } else if (atomic_load(&slot->task_id) == id) {
       atomic_store(&slot->expired_id, id);
-      kill(pid, SIGKILL);
+      (void)mproc__kill(pid, SIGKILL);
     }
   }
   return next;
@@ -236,17 +236,11 @@ static void setup_signals(sup *s) {
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGUSR1);
   /* An inherited SIG_IGN for SIGCHLD would make the kernel reap workers behind our back. */
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
-  sigaction(SIGCHLD, &dfl, NULL);
+  mproc__signal_set(SIGCHLD, false);
   /* Ctrl-C reaches the whole foreground group: it is the caller's to handle (as billiard
    * does, the pool's processes ignore it; the workers inherit this). */
-  struct sigaction ign;
-  memset(&ign, 0, sizeof ign);
-  ign.sa_handler = SIG_IGN;
-  sigaction(SIGINT, &ign, NULL);
-  sigprocmask(SIG_BLOCK, &mask, &s->orig_mask);
+  mproc__signal_set(SIGINT, true);
+  mproc__block_signals(&mask, &s->orig_mask);
   s->sig_fd = mproc__signalfd(&mask);
   if (s->sig_fd < 0)
     _exit(1);
@@ -262,7 +256,7 @@ static void wait_events(sup *s, int64_t deadline) {
   struct pollfd fds[3] = {{s->sig_fd, POLLIN, 0}, {s->ctx->ctl_fd, POLLIN, 0},
                           {s->caller_fd, POLLIN, 0}};
   int nfds = s->caller_fd >= 0 ? 3 : 2;
-  int rc = poll(fds, (nfds_t)nfds, mproc__poll_ms(deadline));
+  int rc = mproc__poll(fds, (size_t)nfds, deadline);
   if (rc <= 0)
     return;
   if (fds[1].revents)
@@ -277,7 +271,7 @@ static void wait_events(sup *s, int64_t deadline) {
 }
 
 _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
-  sup s = {.ctx = ctx, .self = getpid(), .caller_fd = -1};
+  sup s = {.ctx = ctx, .self = mproc__getpid(), .caller_fd = -1};
   setup_signals(&s);
   if (caller_gone(&s))
     _exit(0);

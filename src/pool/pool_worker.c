@@ -224,7 +224,7 @@ static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_h
 
 _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset_t *orig_mask) {
   mproc__pool_slot *slot = &ctx->sh->slots[slot_i];
-  pthread_sigmask(SIG_SETMASK, orig_mask, NULL);
+  mproc__set_signal_mask(orig_mask);
   start(ctx, slot);
   mproc_result res = {0};
   char *in = NULL;
