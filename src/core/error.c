@@ -6,11 +6,9 @@
 #include <errno.h>
 #include <string.h>
 
-/* The errno-valued codes must be the negated <errno.h> values (a system call's -errno is
- * returned as is), and mproc's own must lie below any errno, which Linux keeps under 4096. */
-_Static_assert(MPROC_EINVAL == -EINVAL && MPROC_ENOMEM == -ENOMEM &&
-                   MPROC_ETIMEDOUT == -ETIMEDOUT && MPROC_EAGAIN == -EAGAIN,
-               "errno-valued codes follow <errno.h>");
+/* Every code is negative; the errno-valued ones (taken from <errno.h> by the table) lie
+ * where Linux keeps errno, under 4096, and mproc's own below -10000, so none can be taken
+ * for a system call's -errno. */
 #define MPROC__XX(name, value, message)                                                     \
   _Static_assert((value) < 0 && ((value) > -4096 || (value) < -10000), "MPROC_" #name);
 MPROC_ERRNO_MAP(MPROC__XX)
@@ -23,45 +21,50 @@ const char *mproc_version_string(void) {
       MPROC_VERSION_PATCH);
 }
 
-/* The switches are generated from the table, so two codes with one value fail to compile
- * (duplicate case). */
-const char *mproc_strerror(int err) {
+/* The table's rows, in its order. */
+enum {
+#define MPROC__XX(name, value, message) ROW_##name,
+  MPROC_ERRNO_MAP(MPROC__XX)
+#undef MPROC__XX
+};
+static const struct {
+  const char *name, *message;
+} rows[] = {
+#define MPROC__XX(name, value, message) {"MPROC_" #name, message},
+    MPROC_ERRNO_MAP(MPROC__XX)
+#undef MPROC__XX
+};
+
+/* err's row in the table, or -1. A switch generated from the table, so two codes with one
+ * value fail to compile (duplicate case). */
+static int row_of(int err) {
   switch (err) {
-  case 0:
-    return "success";
 #define MPROC__XX(name, value, message)                                                     \
   case MPROC_##name:                                                                         \
-    return message;
+    return ROW_##name;
     MPROC_ERRNO_MAP(MPROC__XX)
 #undef MPROC__XX
   default:
-    break;
+    return -1;
   }
-  if (err < 0 && err > -4096) {
-    /* strerrordesc_np is thread-safe and returns a static string (glibc 2.32+). */
-    const char *s = strerrordesc_np(-err);
-    if (s)
-      return s;
-  }
-  return "unknown error";
 }
 
-const char *mproc_err_name(int err) {
-  switch (err) {
-  case 0:
-    return "OK";
-#define MPROC__XX(name, value, message)                                                     \
-  case MPROC_##name:                                                                         \
-    return "MPROC_" #name;
-    MPROC_ERRNO_MAP(MPROC__XX)
-#undef MPROC__XX
-  default:
-    break;
-  }
-  if (err < 0 && err > -4096) {
-    const char *s = strerrorname_np(-err);
+/* err's name or message: its row's, else its errno's, else a fixed text. */
+static const char *lookup(int err, bool name) {
+  int row = row_of(err);
+  if (row >= 0)
+    return name ? rows[row].name : rows[row].message;
+  if (err < 0 && err > -4096) { /* -errno: Linux keeps errno under 4096 */
+    /* Both are thread-safe and return static strings (glibc 2.32+). */
+    const char *s = name ? strerrorname_np(-err) : strerrordesc_np(-err);
     if (s)
       return s;
   }
-  return "UNKNOWN";
+  if (err == 0)
+    return name ? "OK" : "success";
+  return name ? "UNKNOWN" : "unknown error";
 }
+
+const char *mproc_strerror(int err) { return lookup(err, false); }
+
+const char *mproc_err_name(int err) { return lookup(err, true); }

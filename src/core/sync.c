@@ -78,6 +78,53 @@ static void spin_slept(mproc__spin *sp, int rounds, int64_t spin_start, int64_t 
     atomic_store_explicit(&sp->probe_shift, shift + 1, memory_order_relaxed);
 }
 
+/* What Semaphore.acquire and Event.wait wait for: ready(obj) takes it (or sees it happened)
+ * and says so; when not, *sleep_on is the futex word's value to sleep on. */
+typedef bool (*wait_ready_fn)(void *obj, uint32_t *sleep_on);
+
+/* Sleeps on *word, counted in *waiters, until ready, the deadline or an error. seq_cst pairs
+ * with the waker's change-then-read of waiters: either the waker sees us counted and
+ * wakes, or we see its change (the kernel rechecks the word too). */
+static int counted_sleep(_Atomic uint32_t *word, _Atomic uint32_t *waiters, wait_ready_fn ready,
+                         void *obj, int64_t deadline) {
+  atomic_fetch_add(waiters, 1);
+  int rc = 0;
+  uint32_t v;
+  while (!ready(obj, &v)) {
+    rc = mproc__futex_wait(word, v, deadline);
+    if (rc == -ETIMEDOUT) {
+      rc = ready(obj, &v) ? 0 : MPROC_ETIMEDOUT;
+      break;
+    }
+    if (rc < 0 && rc != -EINTR)
+      break;
+    rc = 0;
+  }
+  atomic_fetch_sub(waiters, 1);
+  return rc;
+}
+
+/* The slow path of Semaphore.acquire and Event.wait: the learned spin, then the counted
+ * sleep, with timeout counted from the spin's start. */
+static int spin_then_sleep(mproc__spin *sp, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                           wait_ready_fn ready, void *obj, double timeout) {
+  int64_t t0 = mproc__now_ns();
+  int n = spin_rounds(sp);
+  uint32_t v;
+  for (int i = 0; i < n; i++) {
+    mproc__cpu_relax();
+    if (ready(obj, &v)) {
+      spin_won(sp, i);
+      return 0;
+    }
+  }
+  int64_t t1 = mproc__now_ns();
+  int rc = counted_sleep(word, waiters, ready, obj, mproc__deadline_from(t0, timeout));
+  if (rc == 0)
+    spin_slept(sp, n, t0, t1);
+  return rc;
+}
+
 #define LOAD(p) atomic_load_explicit((p), memory_order_acquire)
 #define STORE(p, v) atomic_store_explicit((p), (v), memory_order_release)
 
@@ -234,26 +281,9 @@ static bool sem_try(mproc_sem *s) {
   return false;
 }
 
-static int sem_sleep(mproc_sem *s, int64_t deadline) {
-  /* seq_cst pairs with release's increment-then-read of waiters: either the poster sees
-   * us counted and wakes, or we see its increment (the kernel rechecks value too). */
-  atomic_fetch_add(&s->waiters, 1);
-  int rc;
-  for (;;) {
-    if (sem_try(s)) {
-      rc = 0;
-      break;
-    }
-    rc = mproc__futex_wait(&s->value, 0, deadline);
-    if (rc == -ETIMEDOUT) {
-      rc = sem_try(s) ? 0 : MPROC_ETIMEDOUT;
-      break;
-    }
-    if (rc < 0 && rc != -EINTR)
-      break;
-  }
-  atomic_fetch_sub(&s->waiters, 1);
-  return rc;
+static bool sem_ready(void *obj, uint32_t *sleep_on) {
+  *sleep_on = 0;
+  return sem_try(obj);
 }
 
 int mproc_sem_acquire(mproc_sem *s, double timeout) {
@@ -263,20 +293,7 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
     return 0;
   if (timeout == 0)
     return MPROC_EAGAIN;
-  int64_t t0 = mproc__now_ns();
-  int n = spin_rounds(&s->spin);
-  for (int i = 0; i < n; i++) {
-    mproc__cpu_relax();
-    if (atomic_load_explicit(&s->value, memory_order_relaxed) > 0 && sem_try(s)) {
-      spin_won(&s->spin, i);
-      return 0;
-    }
-  }
-  int64_t t1 = mproc__now_ns();
-  int rc = sem_sleep(s, mproc__deadline_from(t0, timeout));
-  if (rc == 0)
-    spin_slept(&s->spin, n, t0, t1);
-  return rc;
+  return spin_then_sleep(&s->spin, &s->value, &s->waiters, sem_ready, s, timeout);
 }
 
 int mproc_sem_release(mproc_sem *s) {
@@ -332,15 +349,20 @@ int mproc_event_new(mproc_event **out) {
   return 0;
 }
 
+/* Sets or clears the flag (a set also counts one more set): whether it changed. */
+static bool event_flip(mproc_event *e, bool set) {
+  uint32_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
+  do {
+    if ((w & 1) == set)
+      return false;
+  } while (!atomic_compare_exchange_weak(&e->word, &w, set ? (w + 2) | 1 : w & ~1u));
+  return true;
+}
+
 int mproc_event_set(mproc_event *e) {
   if (!event_ok(e))
     return MPROC_EINVAL;
-  uint32_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
-  do {
-    if (w & 1)
-      return 0;
-  } while (!atomic_compare_exchange_weak(&e->word, &w, (w + 2) | 1));
-  if (atomic_load(&e->waiters) > 0)
+  if (event_flip(e, true) && atomic_load(&e->waiters) > 0)
     mproc__futex_wake(&e->word, INT32_MAX);
   return 0;
 }
@@ -348,57 +370,33 @@ int mproc_event_set(mproc_event *e) {
 int mproc_event_clear(mproc_event *e) {
   if (!event_ok(e))
     return MPROC_EINVAL;
-  uint32_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
-  do {
-    if (!(w & 1))
-      return 0;
-  } while (!atomic_compare_exchange_weak(&e->word, &w, w & ~1u));
+  event_flip(e, false);
   return 0;
 }
 
 bool mproc_event_is_set(mproc_event *e) { return event_ok(e) && (LOAD(&e->word) & 1); }
 
-static int event_sleep(mproc_event *e, uint32_t seen, int64_t deadline) {
-  atomic_fetch_add(&e->waiters, 1); /* seq_cst: see mproc_sem's sem_sleep */
-  int rc = 0;
-  while (atomic_load(&e->word) == seen) {
-    int w = mproc__futex_wait(&e->word, seen, deadline);
-    if (w == -ETIMEDOUT) {
-      rc = LOAD(&e->word) != seen ? 0 : MPROC_ETIMEDOUT;
-      break;
-    }
-    if (w < 0 && w != -EINTR) {
-      rc = w;
-      break;
-    }
-  }
-  atomic_fetch_sub(&e->waiters, 1);
-  return rc;
+typedef struct event_waiter {
+  mproc_event *e;
+  uint32_t seen; /* the word as this waiter found it, clear */
+} event_waiter;
+
+/* Any change from a clear word means a set happened. */
+static bool event_ready(void *obj, uint32_t *sleep_on) {
+  event_waiter *w = obj;
+  *sleep_on = w->seen;
+  return atomic_load(&w->e->word) != w->seen;
 }
 
 int mproc_event_wait(mproc_event *e, double timeout) {
   if (!event_ok(e))
     return MPROC_EINVAL;
-  uint32_t seen = LOAD(&e->word);
-  if (seen & 1)
+  event_waiter w = {e, LOAD(&e->word)};
+  if (w.seen & 1)
     return 0;
   if (timeout == 0)
     return MPROC_ETIMEDOUT;
-  /* Any change from a clear word means a set happened. */
-  int64_t t0 = mproc__now_ns();
-  int n = spin_rounds(&e->spin);
-  for (int i = 0; i < n; i++) {
-    mproc__cpu_relax();
-    if (LOAD(&e->word) != seen) {
-      spin_won(&e->spin, i);
-      return 0;
-    }
-  }
-  int64_t t1 = mproc__now_ns();
-  int rc = event_sleep(e, seen, mproc__deadline_from(t0, timeout));
-  if (rc == 0)
-    spin_slept(&e->spin, n, t0, t1);
-  return rc;
+  return spin_then_sleep(&e->spin, &e->word, &e->waiters, event_ready, &w, timeout);
 }
 
 void mproc_event_free(mproc_event *e) {

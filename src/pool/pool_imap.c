@@ -475,31 +475,45 @@ static int imap_start(mproc_imap **out) {
   return 0;
 }
 
+/* Where an imap's items come from: an array of n, or a generator. */
+typedef struct imap_source {
+  const void *const *items;
+  const size_t *lens;
+  size_t n;
+  bool from_gen; /* gen, never NULL, gives the items */
+  mproc_imap_gen_fn gen;
+  void *gen_ctx;
+} imap_source;
+
+static int imap_open(mproc_pool *p, mproc_task_fn fn, const mproc_imap_opts *o,
+                     const imap_source *src, mproc_imap **out) {
+  bool valid = src->from_gen ? src->gen != NULL : !src->n || (src->items && src->lens);
+  if (!valid) {
+    if (out)
+      *out = NULL;
+    return MPROC_EINVAL;
+  }
+  int rc = imap_new(p, fn, o, out);
+  if (rc)
+    return rc;
+  mproc_imap *it = *out;
+  it->items = src->items;
+  it->lens = src->lens;
+  it->n = src->n;
+  it->gen = src->gen;
+  it->gen_ctx = src->gen_ctx;
+  return imap_start(out);
+}
+
 int mproc_pool_imap(mproc_pool *p, mproc_task_fn fn, const void *const *items,
                     const size_t *lens, size_t n, const mproc_imap_opts *opts,
                     mproc_imap **it) {
-  if (n && (!items || !lens))
-    return MPROC_EINVAL;
-  int rc = imap_new(p, fn, opts, it);
-  if (rc)
-    return rc;
-  (*it)->items = items;
-  (*it)->lens = lens;
-  (*it)->n = n;
-  return imap_start(it);
+  imap_source src = {.items = items, .lens = lens, .n = n};
+  return imap_open(p, fn, opts, &src, it);
 }
 
 int mproc_pool_imap_gen(mproc_pool *p, mproc_task_fn fn, mproc_imap_gen_fn gen, void *gen_ctx,
                         const mproc_imap_opts *opts, mproc_imap **it) {
-  if (!gen) {
-    if (it)
-      *it = NULL;
-    return MPROC_EINVAL;
-  }
-  int rc = imap_new(p, fn, opts, it);
-  if (rc)
-    return rc;
-  (*it)->gen = gen;
-  (*it)->gen_ctx = gen_ctx;
-  return imap_start(it);
+  imap_source src = {.from_gen = true, .gen = gen, .gen_ctx = gen_ctx};
+  return imap_open(p, fn, opts, &src, it);
 }
