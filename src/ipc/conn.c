@@ -56,10 +56,23 @@ struct mproc_conn {
 
 /* ---- making pipes ---- */
 
+void mproc_conn_free(mproc_conn *c) {
+  if (!c)
+    return;
+  mproc__close(c->rfd);
+  mproc__close(c->wfd);
+  free(c->body);
+  free(c);
+}
+
+/* A connection owning rfd and wfd; NULL (both closed) when out of memory. */
 static mproc_conn *conn_make(int rfd, int wfd) {
   mproc_conn *c = calloc(1, sizeof *c);
-  if (!c)
+  if (!c) {
+    mproc__close(rfd);
+    mproc__close(wfd);
     return NULL;
+  }
   c->rfd = rfd;
   c->wfd = wfd;
   return c;
@@ -82,26 +95,13 @@ int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex) {
   mproc_conn *ca = conn_make(p1[0], p2[1]);
   mproc_conn *cb = conn_make(p2[0], p1[1]);
   if (!ca || !cb) {
-    free(ca);
-    free(cb);
-    for (int i = 0; i < 2; i++) {
-      mproc__close(p1[i]);
-      mproc__close(p2[i]);
-    }
+    mproc_conn_free(ca);
+    mproc_conn_free(cb);
     return MPROC_ENOMEM;
   }
   *a = ca;
   *b = cb;
   return 0;
-}
-
-void mproc_conn_free(mproc_conn *c) {
-  if (!c)
-    return;
-  mproc__close(c->rfd);
-  mproc__close(c->wfd);
-  free(c->body);
-  free(c);
 }
 
 int mproc_conn_fileno(const mproc_conn *c) {

@@ -62,39 +62,41 @@ static int shm_name_generate(char out[SHM_NAME_MAX + 2]) {
   return 0;
 }
 
-/* Creates s->name exclusively; -EEXIST leaves an existing segment untouched. */
-static int shm_create_named(mproc_shm *s, size_t size) {
-  int rc = mproc__named_create(s->name, size, &s->buf);
-  if (rc == 0)
-    s->size = size;
+/* Creates s->name exclusively (-EEXIST leaves an existing segment untouched), or maps the
+ * existing one whole (an empty segment cannot be mapped: EINVAL, as Python's ValueError).
+ * A NULL name, for create only, is a fresh random one. */
+static int shm_open_named(mproc_shm *s, const char *name, size_t size, bool create) {
+  if (!create) {
+    int rc = shm_name_set(s->name, name);
+    return rc ? rc : mproc__named_attach(s->name, &s->buf, &s->size);
+  }
+  s->size = size;
+  if (name) {
+    int rc = shm_name_set(s->name, name);
+    return rc ? rc : mproc__named_create(s->name, size, &s->buf);
+  }
+  /* A clash of 128 random bits means something else is wrong; retry a few times. */
+  int rc = -EEXIST;
+  for (int tries = 0; tries < 8 && rc == -EEXIST; tries++) {
+    rc = shm_name_generate(s->name);
+    if (rc == 0)
+      rc = mproc__named_create(s->name, size, &s->buf);
+  }
   return rc;
 }
 
-int mproc_shm_create(mproc_shm **out, const char *name, size_t size) {
+static int shm_new(mproc_shm **out, const char *name, size_t size, bool create) {
   if (!out)
     return MPROC_EINVAL;
   *out = NULL;
-  if (size == 0)
+  if (create && size == 0)
     return MPROC_EINVAL;
   if ((uint64_t)size > (uint64_t)INT64_MAX)
     return MPROC_ETOOBIG;
   mproc_shm *s = calloc(1, sizeof *s);
   if (!s)
     return MPROC_ENOMEM;
-  int rc;
-  if (name) {
-    rc = shm_name_set(s->name, name);
-    if (rc == 0)
-      rc = shm_create_named(s, size);
-  } else {
-    /* A clash of 128 random bits means something else is wrong; retry a few times. */
-    rc = -EEXIST;
-    for (int tries = 0; tries < 8 && rc == -EEXIST; tries++) {
-      rc = shm_name_generate(s->name);
-      if (rc == 0)
-        rc = shm_create_named(s, size);
-    }
-  }
+  int rc = shm_open_named(s, name, size, create);
   if (rc) {
     free(s);
     return rc;
@@ -103,23 +105,11 @@ int mproc_shm_create(mproc_shm **out, const char *name, size_t size) {
   return 0;
 }
 
-int mproc_shm_attach(mproc_shm **out, const char *name) {
-  if (!out)
-    return MPROC_EINVAL;
-  *out = NULL;
-  mproc_shm *s = calloc(1, sizeof *s);
-  if (!s)
-    return MPROC_ENOMEM;
-  int rc = shm_name_set(s->name, name);
-  if (rc == 0)
-    rc = mproc__named_attach(s->name, &s->buf, &s->size); /* empty: EINVAL (ValueError) */
-  if (rc) {
-    free(s);
-    return rc;
-  }
-  *out = s;
-  return 0;
+int mproc_shm_create(mproc_shm **out, const char *name, size_t size) {
+  return shm_new(out, name, size, true);
 }
+
+int mproc_shm_attach(mproc_shm **out, const char *name) { return shm_new(out, name, 0, false); }
 
 void *mproc_shm_buf(const mproc_shm *s) { return s ? s->buf : NULL; }
 

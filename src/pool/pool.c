@@ -191,11 +191,18 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
   return 0;
 }
 
-int mproc_pool_close(mproc_pool *p) {
+/* mproc__pool_check, then the pool's lock, taken when it returns 0. */
+static int lock_checked(mproc_pool *p) {
   int rc = mproc__pool_check(p);
+  if (rc == 0)
+    pthread_mutex_lock(&p->mu);
+  return rc;
+}
+
+int mproc_pool_close(mproc_pool *p) {
+  int rc = lock_checked(p);
   if (rc)
     return rc;
-  pthread_mutex_lock(&p->mu);
   if (p->state == POOL_RUNNING) {
     p->state = POOL_CLOSED;
     /* Workers drain the closed ring, then exit. A map still putting its chunks closes it
@@ -208,10 +215,9 @@ int mproc_pool_close(mproc_pool *p) {
 }
 
 int mproc_pool_join(mproc_pool *p) {
-  int rc = mproc__pool_check(p);
+  int rc = lock_checked(p);
   if (rc)
     return rc;
-  pthread_mutex_lock(&p->mu);
   int state = p->state;
   pthread_mutex_unlock(&p->mu);
   if (state == POOL_RUNNING)
@@ -231,10 +237,9 @@ int mproc_pool_join(mproc_pool *p) {
 }
 
 int mproc_pool_terminate(mproc_pool *p) {
-  int rc = mproc__pool_check(p);
+  int rc = lock_checked(p);
   if (rc)
     return rc;
-  pthread_mutex_lock(&p->mu);
   if (p->state != POOL_JOINED)
     p->state = POOL_TERMINATED;
   pthread_mutex_unlock(&p->mu);
