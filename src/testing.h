@@ -12,6 +12,11 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* ---- os (os/os_linux.c) ---- */
+
+/* Number of open descriptors of this process, or -errno. */
+int mproc__count_fds(void);
+
 /* ---- process (core/process.c) ---- */
 
 /* A nonzero errno makes the next child's setup fail with it. */

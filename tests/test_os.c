@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "core/internal.h"
+#include "testing.h"
 
 #include <fcntl.h>
 #include <signal.h>

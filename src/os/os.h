@@ -140,8 +140,6 @@ int mproc__pipe(int fds[2], bool nonblock);
 void mproc__pipe_grow(int fd, int size);
 /* close(2) that never retries on EINTR (Linux has released the descriptor by then). */
 void mproc__close(int fd);
-/* Number of open descriptors of this process (for tests), or -errno. */
-int mproc__count_fds(void);
 
 /* ---- processes ---- */
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "os/os.h"
 #include "mproc.h"
+#include "testing.h"
 
 #include <dirent.h>
 #include <errno.h>
