@@ -269,11 +269,12 @@ Test(pool, map_stage_terminate_midway) {
 
 Test(pool, map_element_sizes) {
   th_scope s = th_begin();
-  const size_t sizes[] = {1, 3, 8, 64, 1000, 4096};
+  /* The last two are bigger than a chunk may be: one element a chunk, through the stage. */
+  const size_t sizes[] = {1, 3, 8, 64, 1000, 4096, (1u << 20) + 1, (3u << 20) + 7};
   for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
     g_elem = sizes[k];
     mproc_pool *p = make_pool(2); /* new pool: workers see g_elem */
-    size_t n = 301;
+    size_t n = g_elem > 65536 ? 5 : 301;
     unsigned char *in = malloc(n * g_elem), *out = calloc(n, g_elem);
     for (size_t i = 0; i < n * g_elem; i++)
       in[i] = (unsigned char)(i * 131 + k);

@@ -75,7 +75,7 @@ static chunk_plan plan_chunks(size_t n, size_t chosen, size_t in_size, size_t ou
     size_t w4 = 4 * (size_t)workers;
     size_t cs = n / w4 + (n % w4 != 0);
     size_t elem = in_size > out_size ? in_size : out_size;
-    size_t cap = CHUNK_BYTES_MAX / elem;
+    size_t cap = CHUNK_BYTES_MAX / elem ? CHUNK_BYTES_MAX / elem : 1; /* big elements: one a chunk */
     pl.cs = cs > cap ? cap : cs ? cs : 1;
     pl.tail_cs = pl.cs / 4 ? pl.cs / 4 : 1;
   }
