@@ -94,6 +94,11 @@ void *mproc__shared_reserve(size_t len);
 /* Commits the pages of [p, p+len) now (MADV_POPULATE_WRITE where the kernel has it), so that
  * running out of memory is -ENOMEM here instead of SIGBUS at first touch. 0 or -errno. */
 int mproc__shared_commit(void *p, size_t len);
+/* Makes the whole pages inside [p, p+len) present and writable in this process, with one
+ * call instead of a fault per page, when mincore finds any of them missing (looking costs
+ * ~1.6 us a MiB; a fault ~10 us a page on a VM, populating ~0.7 us). The bytes are left
+ * as they are. Best effort: memory it cannot populate faults in as usual. */
+void mproc__prefault_write(void *p, size_t len);
 /* Gives the pages of [p, p+len) (page aligned) back to the system (MADV_REMOVE): they read as
  * zero afterwards, in every process that maps them. 0 or -errno. */
 int mproc__shared_discard(void *p, size_t len);

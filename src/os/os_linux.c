@@ -290,6 +290,29 @@ int mproc__shared_commit(void *p, size_t len) {
 #endif
 }
 
+void mproc__prefault_write(void *p, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+  enum { PIECE = 1024 }; /* pages looked at per mincore call */
+  size_t pg = mproc__page_size();
+  uintptr_t lo = ((uintptr_t)p + pg - 1) & ~(uintptr_t)(pg - 1);
+  uintptr_t hi = ((uintptr_t)p + len) & ~(uintptr_t)(pg - 1);
+  unsigned char vec[PIECE];
+  for (uintptr_t at = lo; at < hi; at += PIECE * pg) {
+    size_t n = (hi - at) / pg < PIECE ? (hi - at) / pg : PIECE;
+    if (mincore((void *)at, n * pg, vec) != 0)
+      return;
+    size_t i = 0;
+    while (i < n && (vec[i] & 1))
+      i++;
+    if (i < n)
+      (void)madvise((void *)(at + i * pg), (n - i) * pg, MADV_POPULATE_WRITE);
+  }
+#else
+  (void)p;
+  (void)len;
+#endif
+}
+
 int mproc__shared_discard(void *p, size_t len) {
   if (len == 0)
     return 0;

@@ -128,6 +128,7 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
     rc = mproc__ring_new(&c->results, &ro);
   if (rc == 0)
     rc = mproc__stage_init(&p->stage);
+  c->stage_base = p->stage.base;
   if (rc == 0 && (c->ctl_fd = mproc__eventfd()) < 0)
     rc = c->ctl_fd;
   if (rc == 0 && (c->notify_fd = mproc__eventfd()) < 0)

@@ -42,6 +42,10 @@ typedef struct mproc__task_hdr {
   uint64_t start; /* MAP: index of the chunk's first element in the whole call */
   const char *in_ptr; /* MAP_IN_SHARED: the chunk's input */
   char *out_ptr;      /* MAP_OUT_SHARED: where the chunk's output goes */
+  /* A chunk staged in the map stage: where its block ends, and the stage's generation then
+   * (the worker maps the stage in with one call, not a fault per page). NULL: not staged. */
+  const char *stage_end;
+  uint64_t stage_gen;
   /* APPLY: the argument bytes follow. MAP: count * in_size input bytes (none when
    * MAP_IN_SHARED), padding to 16, then args_len bytes of args. */
 } mproc__task_hdr;
@@ -111,6 +115,7 @@ typedef struct mproc__pool_ctx {
   void *initargs;
   size_t initargs_len;
   pid_t caller;
+  const char *stage_base; /* the map stage's area (NULL: none), at this address everywhere */
 } mproc__pool_ctx;
 
 /* ---- the supervisor's and the workers' lives ---- */

@@ -109,6 +109,7 @@ void *mproc__stage_alloc(mproc__stage *s, size_t len) {
 static void trim(mproc__stage *s) {
   if (s->live || s->retired || s->committed <= STAGE_KEEP)
     return;
+  s->gen++;
   if (mproc__shared_discard(s->base + STAGE_KEEP, s->committed - STAGE_KEEP) == 0)
     s->committed = STAGE_KEEP;
 }

@@ -7,6 +7,7 @@
 #define MPROC_POOL_STAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct mproc__stage_ext mproc__stage_ext;
 typedef struct mproc__stage {
@@ -16,6 +17,9 @@ typedef struct mproc__stage {
   size_t live;            /* blocks handed out and not freed or retired */
   size_t retired;         /* bytes a worker may still touch, free again at the next reset */
   mproc__stage_ext *free; /* the free extents, by offset, coalesced */
+  /* Bumped whenever pages are given back: a worker that mapped [base, x) in earlier must
+   * map it again (mproc__task_hdr.stage_gen). */
+  uint32_t gen;
 } mproc__stage;
 
 /* Reserves the area (before the supervisor is forked). 0 also when no area could be had. */

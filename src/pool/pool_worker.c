@@ -137,8 +137,27 @@ static void run_apply(mproc__pool_ctx *ctx, const mproc__task_hdr *h, const char
   post(ctx, h->id, rc ? MPROC_ETASK : 0, UINT64_MAX, res, rc == 0);
 }
 
+/* Maps the stage in up to a staged chunk's end, in one call: a worker touching the stage's
+ * pages one by one takes a fault per page (~10 us each on a VM, against ~0.5 us a page
+ * here). [stage_base, mapped_to) is what this worker has mapped since the stage last gave
+ * pages back (the generation changes then): everything below a block's end is committed. */
+static void map_stage_in(mproc__pool_ctx *ctx, const mproc__task_hdr *h) {
+  static const char *mapped_to;
+  static uint64_t mapped_gen;
+  if (!mapped_to || h->stage_gen != mapped_gen) {
+    mapped_to = ctx->stage_base;
+    mapped_gen = h->stage_gen;
+  }
+  if (h->stage_end > mapped_to) {
+    (void)mproc__shared_commit((void *)mapped_to, (size_t)(h->stage_end - mapped_to));
+    mapped_to = h->stage_end;
+  }
+}
+
 static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__task_hdr *h,
                     const char *in, mproc_result *res) {
+  if (h->stage_end)
+    map_stage_in(ctx, h);
   size_t count = h->count, isz = h->in_size, osz = h->out_size;
   bool in_shared = h->flags & MPROC__MAP_IN_SHARED, out_shared = h->flags & MPROC__MAP_OUT_SHARED;
   size_t args_off = in_shared ? 0 : (count * isz + 15) & ~(size_t)15;
