@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Runs every C benchmark (build/bench/bench_*) and every Python twin (bench/py_*.py), then
-prints one line per case: mproc's figure, Python multiprocessing's and the raw C reference
-beside it, with ratios (>1 means mproc is better). Usage: run.py BUILD_BENCH_DIR [filter]"""
-import collections, glob, os, subprocess, sys
+the cold cases (whole programs, each run a fresh process, timed from here), and prints one
+line per case: mproc's figure, Python multiprocessing's and a reference beside it (raw C,
+OpenMP, an empty C program, or for the first_* cases the same call warm), with ratios (>1
+means mproc is better). Usage: run.py BUILD_BENCH_DIR [filter]"""
+import collections, glob, os, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOWER_IS_BETTER = {"ns", "us", "ms", "s"}
@@ -29,6 +31,45 @@ def ratio(mine, other, unit):
     return f"{r:.2f}x"
 
 
+# Cold cases: (case, runs, {impl: argv}); "{b}" is the bench build folder. Each round runs
+# every impl once, so a machine whose speed drifts weighs on all alike.
+def cold_cases(b):
+    py = [sys.executable, os.path.join(HERE, "prog_py.py")]
+    m, omp = os.path.join(b, "prog_mproc"), os.path.join(b, "prog_omp")
+    return [
+        ("cold_program_pool_apply", 15,
+         {"mproc": [m, "apply"], "python": py + ["apply"], "raw": [m, "empty"]}),
+        ("cold_program_pool_map_1M", 11,
+         {"mproc": [m, "map", "1000000"], "python": py + ["map", "1000000"],
+          "openmp": [omp, "map", "1000000"]}),
+        ("cold_program_pool_map_10M", 5,
+         {"mproc": [m, "map", "10000000"], "python": py + ["map", "10000000"],
+          "openmp": [omp, "map", "10000000"]}),
+    ]
+
+
+def run_cold(bdir, filt, results):
+    for case, runs, impls in cold_cases(bdir):
+        if filt and filt not in case:
+            continue
+        if not all(os.path.exists(a[0]) for a in impls.values()):
+            continue
+        times = collections.defaultdict(list)
+        for r in range(runs + 1):  # the first round warms the file cache only
+            for impl, argv in impls.items():
+                if impl == "python" and "10000000" in argv and r > 2:
+                    continue  # 7 s a run: two timed runs are enough
+                t0 = time.perf_counter()
+                rc = subprocess.run(argv, stdout=subprocess.DEVNULL).returncode
+                dt = time.perf_counter() - t0
+                if rc != 0:
+                    print(f"{case}: {impl} exited {rc}", file=sys.stderr)
+                elif r > 0:
+                    times[impl].append(dt * 1e3)
+        for impl, v in times.items():
+            results.setdefault(case, {})[impl] = (statistics.median(v), "ms")
+
+
 def main():
     bdir = sys.argv[1] if len(sys.argv) > 1 else "build/bench"
     filt = sys.argv[2] if len(sys.argv) > 2 else ""
@@ -43,6 +84,7 @@ def main():
             continue
         for case, impl, val, unit in collect([sys.executable, py]):
             results.setdefault(case, {})[impl] = (val, unit)
+    run_cold(bdir, filt, results)
     hdr = f"{'case':38} {'mproc':>14} {'python':>14} {'vs py':>8} {'raw/omp':>14} {'vs raw':>8}"
     print(hdr)
     print("-" * len(hdr))
@@ -51,7 +93,7 @@ def main():
             continue
         val, unit = impls["mproc"]
         py = impls.get("python", (None, unit))[0]
-        ref_impl = "raw" if "raw" in impls else ("openmp" if "openmp" in impls else None)
+        ref_impl = next((i for i in ("raw", "openmp", "warm") if i in impls), None)
         ref = impls[ref_impl][0] if ref_impl else None
         fmt = lambda v: "-" if v is None else f"{v:.4g} {unit}"
         print(f"{case:38} {fmt(val):>14} {fmt(py):>14} {ratio(val, py, unit):>8} "
