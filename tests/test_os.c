@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,4 +134,30 @@ Test(os, cpu_count_and_fds) {
   cr_assert_geq(pfd, 0);
   cr_assert_eq(mproc__count_fds(), n + 1);
   mproc__close(pfd);
+}
+
+/* Prefaulting maps in the whole pages inside the range and no others, and keeps the bytes:
+ * the page written before stays as it was, the fresh ones read as zero. */
+Test(os, prefault_write_maps_whole_pages_keeping_bytes) {
+  size_t pg = mproc__page_size(), n = 8;
+  unsigned char *m = mmap(NULL, n * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                          -1, 0);
+  cr_assert_neq(m, MAP_FAILED);
+  memset(m + pg, 0xab, pg); /* page 1 present, the rest not yet */
+  unsigned char vec[8];
+  cr_assert_eq(mincore(m, n * pg, vec), 0);
+  cr_assert_eq(vec[2] & 1, 0, "page 2 should not be present yet");
+  /* From the middle of page 0 to the middle of page 6: pages 1..5 are whole inside. */
+  mproc__prefault_write(m + pg / 2, 6 * pg);
+  cr_assert_eq(mincore(m, n * pg, vec), 0);
+  for (size_t i = 1; i <= 5; i++)
+    cr_expect_eq(vec[i] & 1, 1, "page %zu not present", i);
+  cr_expect_eq(vec[0] & 1, 0, "page 0 is only partly inside: left alone");
+  cr_expect_eq(vec[7] & 1, 0, "page 7 is outside: left alone");
+  for (size_t i = 0; i < pg; i++)
+    cr_assert_eq(m[pg + i], 0xab);
+  for (size_t i = 2 * pg; i < 6 * pg; i++)
+    cr_assert_eq(m[i], 0);
+  mproc__prefault_write(NULL, 0); /* nothing to do */
+  cr_assert_eq(munmap(m, n * pg), 0);
 }
