@@ -100,30 +100,12 @@ static void first_queue(void) {
   bench_report("first_queue_10k_1MiB", "warm", later, "GB/s");
 }
 
-static int echo(const void *arg, size_t len, mproc_result *res) {
-  return mproc_result_set(res, arg, len);
-}
-
-typedef struct gen {
-  uint64_t next, end, buf;
-} gen;
-
-static int counter(void *ctx, const void **item, size_t *len) {
-  gen *g = ctx;
-  if (g->next == g->end)
-    return 0;
-  g->buf = g->next++;
-  *item = &g->buf;
-  *len = 8;
-  return 1;
-}
-
 static double imap_once(mproc_pool *p, uint64_t n) {
-  gen g = {0, n, 0};
+  bench_gen g = {0, n, 0};
   mproc_imap *it = NULL;
   mproc_imap_opts o = {.unordered = true};
   double t0 = bench_now();
-  if (mproc_pool_imap_gen(p, echo, counter, &g, &o, &it) != 0)
+  if (mproc_pool_imap_gen(p, bench_echo, bench_gen_next, &g, &o, &it) != 0)
     exit(1);
   uint64_t sum = 0, count = 0, x;
   const void *res;

@@ -10,33 +10,15 @@
 
 #define WORKERS 2
 
-static int echo(const void *arg, size_t len, mproc_result *res) {
-  return mproc_result_set(res, arg, len);
-}
-
-typedef struct gen {
-  uint64_t next, end, buf;
-} gen;
-
-static int counter(void *ctx, const void **item, size_t *len) {
-  gen *g = ctx;
-  if (g->next == g->end)
-    return 0;
-  g->buf = g->next++;
-  *item = &g->buf;
-  *len = 8;
-  return 1;
-}
-
 /* Items per second over n items, median of R runs; exits on a wrong count or sum. */
 static double run(mproc_pool *p, uint64_t n, const mproc_imap_opts *o) {
   enum { R = 3 };
   double v[R];
   for (int r = 0; r < R; r++) {
-    gen g = {0, n, 0};
+    bench_gen g = {0, n, 0};
     mproc_imap *it = NULL;
     double t0 = bench_now();
-    if (mproc_pool_imap_gen(p, echo, counter, &g, o, &it) != 0)
+    if (mproc_pool_imap_gen(p, bench_echo, bench_gen_next, &g, o, &it) != 0)
       exit(1);
     uint64_t sum = 0, count = 0;
     const void *res;

@@ -25,3 +25,17 @@ double bench_median(double *v, int n) {
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
+
+int bench_echo(const void *arg, size_t len, mproc_result *res) {
+  return mproc_result_set(res, arg, len);
+}
+
+int bench_gen_next(void *ctx, const void **item, size_t *len) {
+  bench_gen *g = ctx;
+  if (g->next == g->end)
+    return 0;
+  g->buf = g->next++;
+  *item = &g->buf;
+  *len = 8;
+  return 1;
+}

@@ -4,10 +4,21 @@
  * Python twins (bench/py_*.py) print impl "python". bench/run.py joins them into a table. */
 #ifndef MPROC_BENCH_COMMON_H
 #define MPROC_BENCH_COMMON_H
+#include "mproc.h"
+
+#include <stddef.h>
 #include <stdint.h>
 
 double bench_now(void); /* seconds, CLOCK_MONOTONIC */
 void bench_report(const char *case_name, const char *impl, double value, const char *unit);
 /* Sorts v[0..n) and returns the median. */
 double bench_median(double *v, int n);
+
+/* A task that returns its argument. */
+int bench_echo(const void *arg, size_t len, mproc_result *res);
+/* An imap generator of the integers [next, end), 8 bytes each (ctx: a bench_gen). */
+typedef struct bench_gen {
+  uint64_t next, end, buf;
+} bench_gen;
+int bench_gen_next(void *ctx, const void **item, size_t *len);
 #endif
