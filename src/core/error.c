@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include "core/internal.h"
 
-#include <errno.h>
 #include <string.h>
 
 /* Every code is negative; the errno-valued ones (taken from <errno.h> by the table) lie

@@ -132,8 +132,8 @@ int mproc__writev_full(int fd, struct iovec *iov, int iovcnt);
 /* Waits until fd has any of events: 1 ready (revents in *revents if non-NULL), 0 at the
  * deadline, -errno. */
 int mproc__poll_fd(int fd, short events, int64_t deadline, short *revents);
-/* poll(2) on n descriptors until the deadline: how many are ready, 0 at the deadline (which
- * may come up to 1 ms early: poll rounds), or -errno; -EINTR is reported, not retried. */
+/* poll(2) on n descriptors until the deadline (rounded up to poll's milliseconds): how many
+ * are ready, 0 at the deadline, or -errno; -EINTR is reported, not retried. */
 int mproc__poll(struct pollfd *fds, size_t n, int64_t deadline);
 /* The same with the thread's signal mask set to *mask while it sleeps, atomically
  * (ppoll(2)): a signal that mask lets through interrupts it with -EINTR. */

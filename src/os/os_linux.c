@@ -457,23 +457,23 @@ int mproc__writev_full(int fd, struct iovec *iov, int iovcnt) {
   return 0;
 }
 
+int mproc__poll(struct pollfd *fds, size_t n, int64_t deadline) {
+  int rc = poll(fds, (nfds_t)n, mproc__poll_ms(deadline));
+  return rc < 0 ? -errno : rc;
+}
+
 int mproc__poll_fd(int fd, short events, int64_t deadline, short *revents) {
   struct pollfd p = {.fd = fd, .events = events};
   for (;;) {
-    int rc = poll(&p, 1, mproc__poll_ms(deadline));
+    int rc = mproc__poll(&p, 1, deadline);
     if (rc > 0) {
       if (revents)
         *revents = p.revents;
       return 1;
     }
-    if (rc == 0) {
-      /* poll rounds to ms; make sure the deadline really passed. */
-      if (mproc__remaining_ns(deadline) == 0)
-        return 0;
-      continue;
-    }
-    if (errno != EINTR)
-      return -errno;
+    /* poll rounds to ms; make sure the deadline really passed. */
+    if ((rc == 0 && mproc__remaining_ns(deadline) == 0) || (rc < 0 && rc != -EINTR))
+      return rc;
   }
 }
 

@@ -9,12 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- waiting on descriptors ---- */
-
-int mproc__poll(struct pollfd *fds, size_t n, int64_t deadline) {
-  int rc = poll(fds, (nfds_t)n, mproc__poll_ms(deadline));
-  return rc < 0 ? -errno : rc;
-}
+/* ---- waiting on descriptors while signals may come ---- */
 
 int mproc__ppoll(struct pollfd *fds, size_t n, int64_t deadline, const sigset_t *mask) {
   int64_t left = mproc__remaining_ns(deadline);

@@ -131,13 +131,8 @@ static void chunk_result(map_async *m, const mproc__result_hdr *h, const char *m
                          const char *data, uint64_t data_len) {
   size_t start, count;
   chunk_span(&m->plan, (size_t)(h->id - m->a.first_id), &start, &count);
-  if (data_len == (uint64_t)count * m->out_size && data_len) {
-    char *dst = m->out + start * m->out_size;
-    /* A fresh output array would fault a page at a time here: mapped in with one call
-     * instead when any of it is missing. */
-    mproc__prefault_write(dst, data_len);
-    memcpy(dst, data, data_len);
-  }
+  if (data_len == (uint64_t)count * m->out_size && data_len)
+    memcpy(m->out + start * m->out_size, data, data_len);
   m->a.cb.done += count;
   if (h->status != 0) {
     size_t idx = start + (h->fail_index < count ? (size_t)h->fail_index : 0);
@@ -384,6 +379,10 @@ static int map_submit(mproc_pool *p, map_args *x, const mproc_map_opts *o, map_a
     }
   }
   pthread_mutex_unlock(&p->mu);
+  /* A fresh output array would fault a page at a time as results are copied in: mapped in
+   * with one look (and one populate if any is missing) while the first chunks run. */
+  if (rc == 0 && n && out_size && !(x->flags & MPROC__MAP_OUT_SHARED))
+    mproc__prefault_write(m->out, n * out_size);
   return rc;
 }
 
