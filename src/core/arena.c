@@ -117,11 +117,12 @@ void *mproc__shared_alloc(size_t size) {
   return p;
 }
 
-/* Drops c from this process once nothing in it is in use here and it has dead weight
- * (retired blocks) or is not ours to hand out; an empty chunk of our own stays for reuse. */
-static void chunk_maybe_release(chunk **link, pid_t me) {
+/* Drops c from this process once nothing in it is in use here. An empty chunk is not kept
+ * for reuse: its mapping holds a descriptor (so that it can reach a spawned child), and a
+ * program that frees all its objects must be left with none (a new chunk costs ~5 us). */
+static void chunk_maybe_release(chunk **link) {
   chunk *c = *link;
-  if (c->used > 0 || (c->retired == 0 && c->creator == me))
+  if (c->used > 0)
     return;
   *link = c->next;
   mproc__shared_unmap(c->base, CHUNK_SIZE);
@@ -148,7 +149,7 @@ void mproc__shared_free(void *p, size_t size) {
     else
       c->retired++;
     c->used--;
-    chunk_maybe_release(link, me);
+    chunk_maybe_release(link);
   }
   pthread_mutex_unlock(&arena_mu);
 }

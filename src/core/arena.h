@@ -6,8 +6,8 @@
  * Small blocks are carved from 64 KiB MAP_SHARED chunks; larger ones get a mapping of their
  * own. A block freed by a process is reused by that process only if no fork happened since
  * it was handed out (else another process may still be using it); a chunk is unmapped, in
- * this process only, once none of its blocks is in use here. A process allocates only from
- * chunks it made itself, never from inherited ones. Thread-safe; fork-safe.
+ * this process only (its descriptor closed), once none of its blocks is in use here. A
+ * process allocates only from chunks it made itself, never from inherited ones. Thread-safe; fork-safe.
  */
 #ifndef MPROC_ARENA_H
 #define MPROC_ARENA_H

@@ -79,10 +79,20 @@ bool mproc__mutex_locked(mproc__mutex *m);
 
 /* ---- memory ---- */
 
-/* Anonymous MAP_SHARED memory, zero-filled, shared with children forked later. NULL and
- * errno on failure. */
+/* MAP_SHARED memory, zero-filled, shared with children forked later and, through its
+ * descriptor (mproc__shared_lookup), with children that were not forked. NULL and errno on
+ * failure. Unmap whole mappings only. */
 void *mproc__shared_map(size_t len);
 void mproc__shared_unmap(void *p, size_t len);
+/* The mapping made by mproc__shared_map/_reserve/_map_at that holds p: *base, *len, and its
+ * descriptor (owned by the mapping: do not close) as the return value; -ENOENT when p is in
+ * none, -EBADF when it has no descriptor. */
+int mproc__shared_lookup(const void *p, void **base, size_t *len);
+/* Maps len bytes of the shared memory fd at exactly base (never replacing a mapping there:
+ * -EEXIST) and takes fd over (closed at unmap; on failure the caller keeps it). 0 or -errno. */
+int mproc__shared_map_at(void *base, size_t len, int fd);
+/* Whether len bytes (up to 64 are looked at) at p can be read without a fault. */
+bool mproc__readable(const void *p, size_t len);
 /* Page size, cached. */
 size_t mproc__page_size(void);
 /* len rounded up to whole pages; 0 on overflow. */
@@ -146,7 +156,31 @@ void mproc__pipe_grow(int fd, int size);
 /* close(2) that never retries on EINTR (Linux has released the descriptor by then). */
 void mproc__close(int fd);
 
+/* ---- Unix sockets that carry descriptors ---- */
+
+/* Most descriptors one message carries (the kernel's SCM_MAX_FD is 253). */
+#define MPROC__FDS_MAX 250
+/* A close-on-exec AF_UNIX socketpair, SOCK_SEQPACKET or SOCK_STREAM. 0 or -errno. */
+int mproc__socketpair(int fds[2], bool seqpacket);
+/* Sends all len (> 0) bytes of buf with nfds descriptors riding on the first byte (the
+ * sender keeps its copies). A dead peer is -EPIPE, never SIGPIPE. 0 or -errno. */
+int mproc__send_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
+/* send(2) of all len bytes with MSG_NOSIGNAL. 0 or -errno. */
+int mproc__write_sock(int sock, const void *buf, size_t len);
+/* One recvmsg of up to len bytes; up to *nfds descriptors that came with them (close-on-exec)
+ * go to fds, their number to *nfds. More descriptors than room: all closed, -EMSGSIZE.
+ * Returns bytes read (0 at EOF) or -errno. */
+ssize_t mproc__recv_fds(int sock, void *buf, size_t len, int *fds, size_t *nfds);
+
 /* ---- processes ---- */
+
+/* posix_spawn of path (vfork-like: the caller's page tables are not copied, and it is safe
+ * with threads), keep_fd left open in the child. 0 and *pid, or -errno (exec's own error
+ * included). */
+int mproc__spawn_exe(const char *path, char *const argv[], char *const envp[], int keep_fd,
+                     pid_t *pid);
+/* Sends sig through a pidfd (no pid-reuse race for a process that is not our child). */
+int mproc__pidfd_kill(int pidfd, int sig);
 
 /* fork(2) after flushing stdout/stderr, so buffered output is neither lost nor doubled. */
 pid_t mproc__fork(void);

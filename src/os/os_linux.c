@@ -240,16 +240,6 @@ int mproc__random_bytes(void *buf, size_t len) {
 
 /* ---- memory ---- */
 
-void *mproc__shared_map(size_t len) {
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
-}
-
-void mproc__shared_unmap(void *p, size_t len) {
-  if (p)
-    munmap(p, len);
-}
-
 size_t mproc__page_size(void) {
   static size_t page;
   if (!page)
@@ -262,12 +252,6 @@ size_t mproc__page_round(size_t len) {
   if (len > SIZE_MAX - pg)
     return 0;
   return (len + pg - 1) & ~(pg - 1);
-}
-
-void *mproc__shared_reserve(size_t len) {
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
 }
 
 int mproc__shared_commit(void *p, size_t len) {

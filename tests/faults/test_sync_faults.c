@@ -344,8 +344,8 @@ Test(sync_faults, barrier_participant_killed_after_arriving_still_counts) {
   int mine = mproc_barrier_wait(b, 20);
   int theirs = th_exitcode(e) - 10;
   cr_assert(mine >= 1 && theirs >= 1 && mine + theirs == 3, "indices %d %d", mine, theirs);
-  th_end(sc);
   mproc_barrier_free(b);
+  th_end(sc);
 }
 
 Test(sync_faults, barrier_participant_that_never_arrives_times_out) {

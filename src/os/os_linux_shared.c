@@ -1,0 +1,165 @@
+/*
+ * Linux implementation of os.h's shared mappings: every mapping mproc makes is a memfd
+ * (shmem, the same pages and faults as MAP_ANONYMOUS|MAP_SHARED), and this file keeps the
+ * descriptor of each one, so that a mapping made after a child was forked, or a child that
+ * did not come from fork at all (spawn, forkserver), can still get it: the descriptor
+ * crosses over a Unix socket and the child maps it at the same address. mproc's objects
+ * point into their own mappings, so the same address is what keeps them valid.
+ *
+ * The registry is process-private: a forked child inherits a copy along with the
+ * descriptors, which stay valid there. Uses os_linux.c, never the other way.
+ */
+#define _GNU_SOURCE
+#include "os/os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+typedef struct mapping {
+  uintptr_t base;
+  size_t len;
+  int fd; /* -1: anonymous (memfd_create failed, e.g. out of descriptors) */
+} mapping;
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static mapping *reg;
+static size_t reg_len, reg_cap;
+
+static void reg_prepare(void) { pthread_mutex_lock(&reg_mu); }
+static void reg_parent(void) { pthread_mutex_unlock(&reg_mu); }
+static void reg_child(void) { pthread_mutex_init(&reg_mu, NULL); }
+
+__attribute__((constructor)) static void shared_init(void) {
+  pthread_atfork(reg_prepare, reg_parent, reg_child);
+}
+
+/* Records [p, p+len) backed by fd; false (nothing recorded) when memory runs out. */
+static bool reg_add(void *p, size_t len, int fd) {
+  pthread_mutex_lock(&reg_mu);
+  bool ok = true;
+  if (reg_len == reg_cap) {
+    size_t cap = reg_cap ? reg_cap * 2 : 64;
+    mapping *n = realloc(reg, cap * sizeof *n);
+    if (n) {
+      reg = n;
+      reg_cap = cap;
+    } else {
+      ok = false;
+    }
+  }
+  if (ok)
+    reg[reg_len++] = (mapping){(uintptr_t)p, len, fd};
+  pthread_mutex_unlock(&reg_mu);
+  return ok;
+}
+
+/* Index of the mapping holding p, or -1. Under reg_mu. */
+static ssize_t reg_find(const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  for (size_t i = 0; i < reg_len; i++)
+    if (a >= reg[i].base && a < reg[i].base + reg[i].len)
+      return (ssize_t)i;
+  return -1;
+}
+
+/* A memfd of len bytes, or -1 (errno set). */
+static int memfd_of(size_t len) {
+  int fd = memfd_create("mproc", MFD_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  while (ftruncate(fd, (off_t)len) < 0) {
+    if (errno != EINTR) {
+      int e = errno;
+      close(fd);
+      errno = e;
+      return -1;
+    }
+  }
+  return fd;
+}
+
+/* A shared mapping of len bytes, memfd-backed where a descriptor can be had (anonymous
+ * otherwise: still shared with forked children, but it cannot cross to a spawned one). */
+static void *map_new(size_t len, int extra_flags) {
+  int fd = memfd_of(len);
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | extra_flags | (fd < 0 ? MAP_ANONYMOUS : 0), fd, 0);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    errno = e;
+    return NULL;
+  }
+  if (!reg_add(p, len, fd)) {
+    munmap(p, len);
+    if (fd >= 0)
+      close(fd);
+    errno = ENOMEM;
+    return NULL;
+  }
+  return p;
+}
+
+void *mproc__shared_map(size_t len) { return map_new(len, 0); }
+
+void *mproc__shared_reserve(size_t len) { return map_new(len, MAP_NORESERVE); }
+
+void mproc__shared_unmap(void *p, size_t len) {
+  if (!p)
+    return;
+  munmap(p, len);
+  int fd = -1;
+  pthread_mutex_lock(&reg_mu);
+  ssize_t i = reg_find(p);
+  if (i >= 0 && reg[i].base == (uintptr_t)p) {
+    fd = reg[i].fd;
+    reg[i] = reg[--reg_len];
+  }
+  pthread_mutex_unlock(&reg_mu);
+  if (fd >= 0)
+    close(fd);
+}
+
+int mproc__shared_lookup(const void *p, void **base, size_t *len) {
+  pthread_mutex_lock(&reg_mu);
+  ssize_t i = reg_find(p);
+  int rc = i < 0 ? -ENOENT : reg[i].fd < 0 ? -EBADF : reg[i].fd;
+  if (i >= 0) {
+    *base = (void *)reg[i].base;
+    *len = reg[i].len;
+  }
+  pthread_mutex_unlock(&reg_mu);
+  return rc;
+}
+
+int mproc__shared_map_at(void *base, size_t len, int fd) {
+  void *p = mmap(base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+  if (p == MAP_FAILED)
+    return -errno;
+  if (p != base) { /* a kernel older than 4.17 takes the flag as a hint */
+    munmap(p, len);
+    return -EEXIST;
+  }
+  if (!reg_add(p, len, fd)) {
+    munmap(p, len);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+bool mproc__readable(const void *p, size_t len) {
+  /* process_vm_readv on ourselves reports EFAULT for an unmapped address instead of
+   * faulting, which is what a check of a pointer the user handed in needs. */
+  char buf[64];
+  if (len > sizeof buf)
+    len = sizeof buf;
+  struct iovec local = {buf, len}, remote = {(void *)p, len};
+  return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len;
+}
