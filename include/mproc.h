@@ -81,6 +81,43 @@ int mproc_cpu_count(void);
 const char *mproc_current_process_name(void);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Start methods                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* How a Process, a Pool's supervisor (its workers always fork from it) or a Manager's server
+ * is born. fork copies the caller as it is (fast; unsafe when the caller has other threads,
+ * which may hold locks the child then finds held, and it costs page tables in proportion to
+ * the heap). spawn execs a fresh image of the program (/proc/self/exe): mproc takes over
+ * in a constructor before main, maps the objects the parent passed, runs the target and
+ * exits. forkserver asks a server, itself spawned at the first use, to fork the child.
+ * Under spawn and forkserver the child sees none of the caller's memory: only arg (copied,
+ * arg_len bytes), the objects in opts.handles, and functions, which cross as (object file,
+ * offset), so they may live in the executable, a library loaded at start, or one the
+ * parent dlopened (the child opens the same path). */
+typedef enum mproc_start_method {
+  MPROC_START_DEFAULT = 0, /* the process-wide default */
+  MPROC_START_FORK,
+  MPROC_START_FORKSERVER,
+  MPROC_START_SPAWN,
+} mproc_start_method;
+
+/* Sets the default for later Processes, Pools and Managers. MPROC_EINVAL for an unknown
+ * method. Thread-safe. The environment variable MPROC_START_METHOD=fork|forkserver|spawn
+ * sets the default at load time. */
+int mproc_set_start_method(mproc_start_method m);
+/* The default now; never MPROC_START_DEFAULT. */
+mproc_start_method mproc_get_start_method(void);
+/* "fork", "forkserver", "spawn"; "default" for MPROC_START_DEFAULT; NULL for others. */
+const char *mproc_start_method_name(mproc_start_method m);
+/* Starts this process's forkserver now (else it starts at the first forkserver use): call
+ * it early in main, before the program's threads exist, for the cheapest server. 0 if it
+ * runs, or -errno. */
+int mproc_forkserver_start(void);
+/* Stops this process's forkserver and reaps it; children it forked live on. A later use
+ * starts a new one. */
+void mproc_forkserver_stop(void);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Process                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -102,9 +139,18 @@ typedef int (*mproc_target_fn)(void *arg);
 typedef struct mproc_process_opts {
   const char *name; /* NULL: "Process-N"; copied */
   bool daemon;      /* killed when the parent exits; non-daemons are joined at normal exit */
+  mproc_start_method start_method; /* DEFAULT: mproc_get_start_method() at start */
+  size_t arg_len;   /* > 0: arg's arg_len bytes are copied at new; the child gets the copy */
+  /* mproc objects the child uses (Connection, Queue, Lock, RLock, Semaphore, Event,
+   * Condition, Barrier, Array/Value, SharedMemory), found there with mproc_process_handle.
+   * The array is copied at new; the objects must stay alive until start. */
+  void *const *handles;
+  size_t n_handles;
 } mproc_process_opts;
 
-/* Makes (does not start) a process. arg is passed as is and must stay valid until start. */
+/* Makes (does not start) a process. arg is passed as is and must stay valid until start,
+ * unless opts->arg_len copies it. Under spawn and forkserver a non-NULL arg needs arg_len
+ * (MPROC_EINVAL at start), and target must lie in a loaded object file. */
 int mproc_process_new(mproc_process **p, mproc_target_fn target, void *arg,
                       const mproc_process_opts *opts);
 /* Forks the child. MPROC_ESTATE if already started; a child that fails to set itself up is
@@ -133,6 +179,10 @@ bool mproc_process_daemon(const mproc_process *p);
 int mproc_process_sentinel(const mproc_process *p);
 /* Releases p; a still-running child is killed and reaped. */
 void mproc_process_free(mproc_process *p);
+
+/* In a child started by mproc: its own handle for the parent's opts.handles[i] (under
+ * fork, handles[i] itself); NULL out of range or in the main program. Owned by mproc. */
+void *mproc_process_handle(size_t i);
 
 /* The pid of this process's parent (Python's parent_process().pid). */
 pid_t mproc_parent_pid(void);
@@ -400,6 +450,7 @@ typedef struct mproc_pool_opts {
   size_t initargs_len;
   unsigned maxtasksperchild; /* 0: unlimited */
   double task_timeout;       /* 0: none; a longer task is killed with its worker: MPROC_EEXPIRED */
+  mproc_start_method start_method; /* how the supervisor is born; workers fork from it */
 } mproc_pool_opts;
 
 typedef struct mproc_map_opts {

@@ -52,7 +52,8 @@ static void arena_child(void) {
   pthread_mutex_init(&arena_mu, NULL); /* held by the forking thread's copy: start afresh */
 }
 
-__attribute__((constructor)) static void arena_init(void) {
+/* Numbered: it must run before start.c's takeover of a spawned child, which never returns. */
+__attribute__((constructor(150))) static void arena_init(void) {
   pthread_atfork(arena_prepare, arena_parent, arena_child);
 }
 

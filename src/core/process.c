@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "core/process.h"
+#include "core/start.h"
 #include "testing.h"
 
 #include <poll.h>
@@ -41,6 +42,13 @@ struct mproc_process {
   pid_t owner; /* the process that started it */
   int pidfd;   /* -1 where pidfds are missing */
   int exitcode;
+  mproc_start_method method;
+  bool served;  /* a forkserver's child: its end arrives on chan, not through waitpid */
+  int chan;
+  void *arg_copy; /* opts.arg_len: owned */
+  size_t arg_len;
+  void **handles; /* opts.handles, copied */
+  size_t n_handles;
 };
 
 int mproc__test_setup_errno;
@@ -49,9 +57,14 @@ bool mproc__test_no_pidfd;
 /* ---- this process's own identity (as a child started by mproc) ---- */
 
 static atomic_uint child_counter;
-static char *own_ident;   /* NULL in the main program */
+static const char *own_ident;   /* NULL in the main program */
 static pid_t parent_at_start; /* 0 in the main program */
 static const char *own_name = "MainProcess";
+/* In a child: the handles its parent passed (opts.handles), as this process sees them. */
+static void *const *own_handles;
+static size_t own_nhandles;
+
+void *mproc_process_handle(size_t i) { return i < own_nhandles ? own_handles[i] : NULL; }
 
 const char *mproc_current_process_name(void) { return own_name; }
 
@@ -120,8 +133,30 @@ static mproc_process *reg_get(size_t i) {
 
 static bool owned(const mproc_process *p) { return p->owner == mproc__getpid(); }
 
+static void mark_done(mproc_process *p, bool lost, int status) {
+  p->lost = lost;
+  p->exitcode = lost ? 0 : mproc__exitcode(status);
+  p->state = P_DONE;
+  reg_remove(p);
+}
+
+/* A forkserver child: its wait status arrives on chan by deadline. 1, 0, or -errno. */
+static int reap_served(mproc_process *p, int64_t deadline) {
+  mproc__child c = {p->pid, p->pidfd, p->chan};
+  int st = 0;
+  int rc = mproc__child_poll(&c, deadline, &st);
+  if (rc == 0)
+    return 0;
+  if (rc < 0 && rc != -ECHILD)
+    return rc;
+  mark_done(p, rc < 0, st); /* ECHILD: the server died before it could tell */
+  return 1;
+}
+
 /* 1 when p is reaped now (or was reaped by someone else), 0 while it runs, or -errno. */
 static int reap(mproc_process *p, int flags) {
+  if (p->served)
+    return reap_served(p, flags & WNOHANG ? 0 : MPROC__NEVER);
   int st = 0;
   pid_t r = mproc__waitpid(p->pid, &st, flags);
   if (r == 0)
@@ -129,11 +164,14 @@ static int reap(mproc_process *p, int flags) {
   if (r < 0 && r != -ECHILD)
     return r;
   /* ECHILD: the user reaped it behind our back (waitpid(-1) or SIGCHLD ignored). */
-  p->lost = r < 0;
-  p->exitcode = r < 0 ? 0 : mproc__exitcode(st);
-  p->state = P_DONE;
-  reg_remove(p);
+  mark_done(p, r < 0, st);
   return 1;
+}
+
+/* Sends sig to a started, unreaped child: through its pidfd where it has one. */
+static int kill_child(mproc_process *p, int sig) {
+  mproc__child c = {p->pid, p->pidfd, p->served ? p->chan : -1};
+  return mproc__child_kill(&c, sig);
 }
 
 static void nap(int64_t ns) {
@@ -157,6 +195,10 @@ static int wait_by_polling(mproc_process *p, int64_t deadline) {
 }
 
 static int wait_until(mproc_process *p, int64_t deadline) {
+  if (p->served) {
+    int rc = reap_served(p, deadline);
+    return rc < 0 ? rc : rc == 1 ? 0 : MPROC_ETIMEDOUT;
+  }
   if (deadline == MPROC__NEVER) {
     int rc = reap(p, 0);
     return rc < 0 ? rc : 0;
@@ -184,7 +226,7 @@ static void exit_children(void) {
     if (!p)
       break;
     if (p->daemon)
-      (void)mproc__kill(p->pid, SIGKILL);
+      (void)kill_child(p, SIGKILL);
   }
   mproc_process *p;
   while ((p = reg_get(0)) != NULL) {
@@ -203,6 +245,30 @@ static void register_handlers(void) {
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 
 /* ---- new / start ---- */
+
+/* What opts says beyond name and daemon: the method, a copy of arg, the handles. */
+static int copy_opts(mproc_process *p, const mproc_process_opts *opts) {
+  if ((unsigned)opts->start_method > MPROC_START_SPAWN ||
+      (opts->n_handles > 0 && !opts->handles) || opts->n_handles > MPROC__FDS_MAX)
+    return MPROC_EINVAL;
+  p->method = opts->start_method;
+  if (opts->arg_len > 0) {
+    if (!p->arg)
+      return MPROC_EINVAL;
+    if (!(p->arg_copy = malloc(opts->arg_len)))
+      return MPROC_ENOMEM;
+    memcpy(p->arg_copy, p->arg, opts->arg_len);
+    p->arg = p->arg_copy;
+    p->arg_len = opts->arg_len;
+  }
+  if (opts->n_handles > 0) {
+    if (!(p->handles = malloc(opts->n_handles * sizeof *p->handles)))
+      return MPROC_ENOMEM;
+    memcpy(p->handles, opts->handles, opts->n_handles * sizeof *p->handles);
+    p->n_handles = opts->n_handles;
+  }
+  return 0;
+}
 
 int mproc_process_new(mproc_process **out, mproc_target_fn target, void *arg,
                       const mproc_process_opts *opts) {
@@ -232,6 +298,12 @@ int mproc_process_new(mproc_process **out, mproc_target_fn target, void *arg,
   p->arg = arg;
   p->daemon = opts && opts->daemon;
   p->pidfd = -1;
+  p->chan = -1;
+  int rc = opts ? copy_opts(p, opts) : 0;
+  if (rc) {
+    mproc_process_free(p);
+    return rc;
+  }
   *out = p;
   return 0;
 }
@@ -250,6 +322,8 @@ static int child_setup(mproc_process *p, pid_t parent, char *names) {
   own_name = names;
   own_ident = names + strlen(names) + 1;
   parent_at_start = parent;
+  own_handles = p->handles;
+  own_nhandles = p->n_handles;
   atomic_store(&child_counter, 0);
   return 0;
 }
@@ -296,6 +370,9 @@ static char *names_copy(const mproc_process *p) {
   return c;
 }
 
+static int start_forked(mproc_process *p);
+static int start_unforked(mproc_process *p, mproc_start_method m);
+
 int mproc_process_start(mproc_process *p) {
   if (!p)
     return MPROC_EINVAL;
@@ -305,11 +382,22 @@ int mproc_process_start(mproc_process *p) {
   if (rc)
     return rc;
   pthread_once(&handlers_once, register_handlers);
+  mproc_start_method m = mproc__start_resolve(p->method);
+  rc = m == MPROC_START_FORK ? start_forked(p) : start_unforked(p, m);
+  if (rc == 0) {
+    p->owner = mproc__getpid();
+    p->state = P_RUNNING;
+    reg_add(p);
+  }
+  return rc;
+}
+
+static int start_forked(mproc_process *p) {
   char *names = names_copy(p);
   if (!names)
     return MPROC_ENOMEM;
   int fds[2];
-  rc = mproc__pipe(fds, true);
+  int rc = mproc__pipe(fds, true);
   if (rc) {
     free(names);
     return rc;
@@ -334,12 +422,79 @@ int mproc_process_start(mproc_process *p) {
     return rc;
   }
   p->pid = pid;
-  p->owner = parent;
   /* Safe after fork: the pid cannot be reused before we reap it. */
   int fd = mproc__test_no_pidfd ? -ENOSYS : mproc__pidfd_open(pid);
   p->pidfd = fd < 0 ? -1 : fd;
-  p->state = P_RUNNING;
-  reg_add(p);
+  return 0;
+}
+
+/* ---- spawn and forkserver ---- */
+
+/* The child's side of start_unforked: reads what it wrote, sets up, reports, runs. */
+static void process_boot(int chan, mproc__rd *r) {
+  mproc_target_fn target = (mproc_target_fn)mproc__rd_fn(r);
+  size_t arg_len = (size_t)mproc__rd_u64(r);
+  const void *arg_in = mproc__rd_bytes(r, arg_len);
+  bool daemon = mproc__rd_u64(r) != 0;
+  pid_t parent = (pid_t)mproc__rd_u64(r);
+  const char *name = mproc__rd_str(r), *ident = mproc__rd_str(r);
+  size_t n = (size_t)mproc__rd_u64(r);
+  void **handles = n <= MPROC__FDS_MAX ? calloc(n ? n : 1, sizeof *handles) : NULL;
+  for (size_t i = 0; handles && i < n && !r->bad; i++)
+    handles[i] = mproc__handle_import(r);
+  /* A copy, so that the target gets memory aligned for any type. */
+  void *arg = arg_len ? malloc(arg_len) : NULL;
+  int err = !handles || (arg_len && !arg) ? -ENOMEM : 0;
+  if (!err && (r->bad || !target || !name || !ident))
+    err = -EPROTO;
+  if (!err && daemon) /* under forkserver the parent is the server, which dies with ours */
+    err = mproc__die_with_parent(getppid(), SIGKILL);
+  if (err) {
+    mproc__boot_report(chan, err);
+    _exit(255);
+  }
+  if (arg_len)
+    memcpy(arg, arg_in, arg_len);
+  own_name = name;
+  own_ident = ident;
+  parent_at_start = parent;
+  own_handles = handles;
+  own_nhandles = n;
+  mproc__boot_report(chan, 0);
+  int code = target(arg);
+  exit_children();
+  fflush(stdout);
+  fflush(stderr);
+  _exit(code);
+}
+
+static int start_unforked(mproc_process *p, mproc_start_method m) {
+  /* The child cannot see the caller's memory: a pointer must come with its length. */
+  if (p->arg && !p->arg_len)
+    return MPROC_EINVAL;
+  mproc__msg msg;
+  mproc__msg_init(&msg);
+  mproc__msg_put_fn(&msg, (const void *)p->target);
+  mproc__msg_put_u64(&msg, p->arg_len);
+  mproc__msg_put(&msg, p->arg, p->arg_len);
+  mproc__msg_put_u64(&msg, p->daemon);
+  mproc__msg_put_u64(&msg, (uint64_t)mproc__getpid());
+  mproc__msg_put_str(&msg, p->name);
+  mproc__msg_put_str(&msg, p->ident);
+  mproc__msg_put_u64(&msg, p->n_handles);
+  int rc = 0;
+  for (size_t i = 0; i < p->n_handles && rc == 0; i++)
+    rc = mproc__handle_export(p->handles[i], &msg);
+  mproc__child c;
+  if (rc == 0)
+    rc = mproc__child_start(m, process_boot, &msg, &c);
+  mproc__msg_free(&msg);
+  if (rc)
+    return rc;
+  p->pid = c.pid;
+  p->pidfd = c.pidfd;
+  p->chan = c.chan;
+  p->served = m == MPROC_START_FORKSERVER;
   return 0;
 }
 
@@ -371,7 +526,7 @@ static int send_signal(mproc_process *p, int sig) {
   if (rc)
     return rc > 0 ? 0 : rc;
   /* Not reaped yet, so the pid is still ours even if the child has ended. */
-  rc = mproc__kill(p->pid, sig);
+  rc = kill_child(p, sig);
   return rc == -ESRCH ? 0 : rc;
 }
 
@@ -397,18 +552,21 @@ int mproc_process_exitcode(const mproc_process *p, int *code) {
 const char *mproc_process_name(const mproc_process *p) { return p ? p->name : NULL; }
 bool mproc_process_daemon(const mproc_process *p) { return p && p->daemon; }
 int mproc_process_sentinel(const mproc_process *p) {
-  return p && p->state != P_NEW ? p->pidfd : -1;
+  return p && p->state != P_NEW ? (p->served ? p->chan : p->pidfd) : -1;
 }
 
 void mproc_process_free(mproc_process *p) {
   if (!p)
     return;
   if (p->state == P_RUNNING && owned(p) && reap(p, WNOHANG) == 0) {
-    (void)mproc__kill(p->pid, SIGKILL);
+    (void)kill_child(p, SIGKILL);
     reap(p, 0);
   }
   reg_remove(p); /* whatever reap could do: the registry must not keep freed memory */
   mproc__close(p->pidfd);
+  mproc__close(p->chan);
+  free(p->arg_copy);
+  free(p->handles);
   free(p->name);
   free(p->ident);
   free(p);
@@ -443,11 +601,13 @@ int mproc__process_wait_fd(const mproc_process *p, int *fd) {
     return 1;
   if (!owned(p))
     return MPROC_ESTATE;
-  *fd = p->pidfd;
+  *fd = p->served ? p->chan : p->pidfd; /* chan: readable once the server has reaped it */
   return 0;
 }
 
 bool mproc__process_ended(const mproc_process *p) {
+  if (p->served)
+    return mproc__poll_fd(p->chan, POLLIN, 0, NULL) != 0;
   siginfo_t si;
   for (;;) {
     memset(&si, 0, sizeof si);

@@ -37,6 +37,7 @@
  */
 #define _GNU_SOURCE
 #include "core/ring.h"
+#include "core/start.h"
 
 #include "core/internal.h"
 
@@ -739,4 +740,27 @@ size_t mproc__ring_sleepers(mproc__ring *r) {
     return 0;
   return !!(atomic_load(&r->h->readers.seq) & WQ_ARMED) +
          !!(atomic_load(&r->h->writers.seq) & WQ_ARMED);
+}
+
+/* ---- crossing to a child that was not forked ---- */
+
+int mproc__ring_export(const mproc__ring *r, mproc__msg *m) {
+  mproc__msg_put_mem(m, r->h);
+  mproc__msg_put_u64(m, (uintptr_t)r->h);
+  mproc__msg_put_u64(m, r->map_len);
+  return m->err;
+}
+
+mproc__ring *mproc__ring_import(mproc__rd *rd) {
+  struct ring_hdr *h = (struct ring_hdr *)(uintptr_t)mproc__rd_u64(rd);
+  size_t map_len = (size_t)mproc__rd_u64(rd);
+  mproc__ring *r = rd->bad ? NULL : calloc(1, sizeof *r);
+  if (!r)
+    return NULL;
+  r->h = h;
+  r->data = (char *)h + mproc__page_round(sizeof(struct ring_hdr));
+  r->map_len = map_len;
+  atomic_init(&r->spin, SPIN_START);
+  atomic_init(&r->wspin, SPIN_START);
+  return r;
 }

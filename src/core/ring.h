@@ -28,6 +28,8 @@
 #include <sys/uio.h>
 
 typedef struct mproc__ring mproc__ring;
+struct mproc__msg;
+struct mproc__rd;
 
 typedef struct mproc__ring_opts {
   size_t max_items; /* 0: unbounded */
@@ -38,6 +40,11 @@ typedef struct mproc__ring_opts {
 int mproc__ring_new(mproc__ring **r, const mproc__ring_opts *opts);
 /* Unmaps this process's view; the memory goes when the last process unmaps it. */
 void mproc__ring_free(mproc__ring *r);
+/* The ring as a child that was not forked will see it (start.h): its mapping, at the same
+ * address. 0 or the message's error. */
+int mproc__ring_export(const mproc__ring *r, struct mproc__msg *m);
+/* In that child: this process's handle for it, or NULL. */
+mproc__ring *mproc__ring_import(struct mproc__rd *rd);
 
 /* Puts one message made of iov[0..n) concatenated. 0, -ETIMEDOUT (full until deadline),
  * MPROC_ECLOSED, MPROC_ENOMEM. */

@@ -22,6 +22,7 @@
 #include "core/internal.h"
 #include "core/arena.h"
 #include "core/sync.h"
+#include "core/start.h"
 
 #include <limits.h>
 #include <string.h>
@@ -243,11 +244,11 @@ void mproc_lock_free(mproc_lock *l) {
 /* ------------------------------------------------------------------------------------------ */
 
 struct mproc_sem {
+  uint32_t magic;
   _Atomic uint32_t value;   /* the futex word */
   /* Sleepers (or about to be): a post with none is one CAS. A sleeper killed stays
    * counted, which only costs later posts a needless wake call. */
   _Atomic uint32_t waiters;
-  uint32_t magic;
   uint32_t initial;
   bool bounded;
   mproc__spin spin;
@@ -326,12 +327,12 @@ void mproc_sem_free(mproc_sem *s) {
 /* ------------------------------------------------------------------------------------------ */
 
 struct mproc_event {
+  uint32_t magic;
   /* Bit 0: the flag. Bits 1..31: how many times it was set (mod 2^31), so a waiter that saw
    * it clear returns 0 once it was set, even if it was cleared again before the waiter ran
    * (threading.Event's rule). The futex word. */
   _Atomic uint32_t word;
   _Atomic uint32_t waiters;
-  uint32_t magic;
   mproc__spin spin;
 };
 
@@ -802,4 +803,25 @@ int mproc_barrier_reset(mproc_barrier *b) {
 void mproc_barrier_free(mproc_barrier *b) {
   if (barrier_ok(b))
     mproc__shared_free(b, b->len);
+}
+
+/* ---- crossing to a child that was not forked ---- */
+
+/* A Condition made on the user's lock needs that lock's mapping too. */
+static int cond_export(const void *h, mproc__msg *m) {
+  const mproc_cond *c = h;
+  mproc__msg_put_mem(m, c->lock);
+  return mproc__kind_same_export(h, m);
+}
+
+__attribute__((constructor(MPROC__CTOR_KINDS))) static void sync_kinds(void) {
+  static const mproc__kind k[] = {
+      {LOCK_MAGIC, mproc__kind_same_export, mproc__kind_same_import},
+      {SEM_MAGIC, mproc__kind_same_export, mproc__kind_same_import},
+      {EVENT_MAGIC, mproc__kind_same_export, mproc__kind_same_import},
+      {COND_MAGIC, cond_export, mproc__kind_same_import},
+      {BARRIER_MAGIC, mproc__kind_same_export, mproc__kind_same_import},
+  };
+  for (size_t i = 0; i < sizeof k / sizeof *k; i++)
+    mproc__kind_register(&k[i]);
 }

@@ -15,8 +15,8 @@ typedef struct mproc__spin {
 } mproc__spin;
 
 struct mproc_lock {
-  mproc__mutex m; /* first: the robust, process-shared mutex itself */
-  uint32_t magic;
+  uint32_t magic; /* first in every object: how a handle's kind is told (start.h) */
+  mproc__mutex m;
   bool recursive;
   bool embedded; /* inside another object's mapping: mproc_lock_free leaves it alone */
   mproc__spin spin;

@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include "core/process.h"
+#include "core/start.h"
 
 #include <limits.h>
 #include <poll.h>
@@ -42,7 +43,10 @@
 #define PIPE_DEFAULT (64 << 10)   /* Linux's default pipe buffer */
 #define PIPE_BIG (1 << 20)        /* asked for at the first large message (pipe-max-size) */
 
+#define CONN_MAGIC 0x434f4e4eu /* "CONN" */
+
 struct mproc_conn {
+  uint32_t magic; /* first: how a handle's kind is told (start.h) */
   int rfd, wfd; /* -1 where this end does not receive / send */
   bool grown;   /* the send pipe's buffer was raised (or could not be) */
   /* The message being received, kept across a recv that timed out. */
@@ -73,6 +77,7 @@ static mproc_conn *conn_make(int rfd, int wfd) {
     mproc__close(wfd);
     return NULL;
   }
+  c->magic = CONN_MAGIC;
   c->rfd = rfd;
   c->wfd = wfd;
   return c;
@@ -310,4 +315,37 @@ int mproc_wait(mproc_waitable *items, size_t n, double timeout) {
   if (pf != stack)
     free(pf);
   return rc;
+}
+
+/* ---- crossing to a child that was not forked ---- */
+
+/* The descriptors cross (SCM_RIGHTS); a message half-received here stays here. */
+static int conn_export(const void *h, mproc__msg *m) {
+  const mproc_conn *c = h;
+  mproc__msg_put_u64(m, (c->rfd >= 0) | (c->wfd >= 0) << 1 | c->grown << 2);
+  if (c->rfd >= 0)
+    mproc__msg_put_fd(m, c->rfd);
+  if (c->wfd >= 0)
+    mproc__msg_put_fd(m, c->wfd);
+  return m->err;
+}
+
+static void *conn_import(mproc__rd *r) {
+  uint64_t f = mproc__rd_u64(r);
+  int rfd = f & 1 ? mproc__rd_fd(r) : -1;
+  int wfd = f & 2 ? mproc__rd_fd(r) : -1;
+  if (r->bad) {
+    mproc__close(rfd);
+    mproc__close(wfd);
+    return NULL;
+  }
+  mproc_conn *c = conn_make(rfd, wfd);
+  if (c)
+    c->grown = f & 4;
+  return c;
+}
+
+__attribute__((constructor(MPROC__CTOR_KINDS))) static void conn_kind(void) {
+  static const mproc__kind k = {CONN_MAGIC, conn_export, conn_import};
+  mproc__kind_register(&k);
 }

@@ -17,6 +17,7 @@
 #include "core/internal.h"
 #include "core/ring.h"
 #include "core/arena.h"
+#include "core/start.h"
 
 #include <stdlib.h>
 
@@ -26,7 +27,10 @@ typedef struct queue_shared {
   _Atomic uint32_t joiners;
 } queue_shared;
 
+#define QUEUE_MAGIC 0x51554555u /* "QUEU" */
+
 struct mproc_queue {
+  uint32_t magic; /* first: how a handle's kind is told (start.h) */
   mproc__ring *ring;
   queue_shared *s; /* joinable only */
 };
@@ -49,6 +53,7 @@ int mproc_queue_new(mproc_queue **q, const mproc_queue_opts *opts) {
     free(nq);
     return MPROC_ENOMEM;
   }
+  nq->magic = QUEUE_MAGIC;
   *q = nq;
   return 0;
 }
@@ -152,4 +157,35 @@ int mproc_queue_join(mproc_queue *q, double timeout) {
     if (rc < 0 && rc != -EINTR)
       return rc;
   }
+}
+
+/* ---- crossing to a child that was not forked ---- */
+
+static int queue_export(const void *h, mproc__msg *m) {
+  const mproc_queue *q = h;
+  int rc = mproc__ring_export(q->ring, m);
+  if (q->s)
+    mproc__msg_put_mem(m, q->s);
+  mproc__msg_put_u64(m, (uintptr_t)q->s);
+  return rc ? rc : m->err;
+}
+
+static void *queue_import(mproc__rd *r) {
+  mproc_queue *q = calloc(1, sizeof *q);
+  if (!q)
+    return NULL;
+  q->ring = mproc__ring_import(r);
+  q->s = (queue_shared *)(uintptr_t)mproc__rd_u64(r);
+  if (!q->ring || r->bad) {
+    mproc__ring_free(q->ring);
+    free(q);
+    return NULL;
+  }
+  q->magic = QUEUE_MAGIC;
+  return q;
+}
+
+__attribute__((constructor(MPROC__CTOR_KINDS))) static void queue_kind(void) {
+  static const mproc__kind k = {QUEUE_MAGIC, queue_export, queue_import};
+  mproc__kind_register(&k);
 }

@@ -15,6 +15,7 @@
 #include "core/arena.h"
 #include "core/internal.h"
 #include "core/sync.h"
+#include "core/start.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,10 @@
 
 #define SHM_NAME_MAX 200
 
+#define SHM_MAGIC 0x53484d45u /* "SHME" */
+
 struct mproc_shm {
+  uint32_t magic; /* first: how a handle's kind is told (start.h) */
   void *buf;
   size_t size;
   char name[SHM_NAME_MAX + 2]; /* "/" + name + NUL; mproc_shm_name returns name + 1 */
@@ -101,6 +105,7 @@ static int shm_new(mproc_shm **out, const char *name, size_t size, bool create) 
     free(s);
     return rc;
   }
+  s->magic = SHM_MAGIC;
   *out = s;
   return 0;
 }
@@ -201,4 +206,28 @@ void mproc_array_free(mproc_array *a) {
   if (a->lock)
     mproc__lock_drop(a->lock);
   mproc__shared_free(a, a->alloc_len);
+}
+
+/* ---- crossing to a child that was not forked ---- */
+
+/* A segment crosses by name, as Python's SharedMemory pickles: the child attaches it (so
+ * it must not be unlinked before the child starts). An array is its own mapping. */
+static int shm_export(const void *h, mproc__msg *m) {
+  mproc__msg_put_str(m, ((const mproc_shm *)h)->name);
+  return m->err;
+}
+
+static void *shm_import(mproc__rd *r) {
+  const char *name = mproc__rd_str(r);
+  mproc_shm *s = NULL;
+  return name && mproc_shm_attach(&s, name) == 0 ? s : NULL;
+}
+
+__attribute__((constructor(MPROC__CTOR_KINDS))) static void shm_kinds(void) {
+  static const mproc__kind k[] = {
+      {SHM_MAGIC, shm_export, shm_import},
+      {ARRAY_MAGIC, mproc__kind_same_export, mproc__kind_same_import},
+  };
+  for (size_t i = 0; i < sizeof k / sizeof *k; i++)
+    mproc__kind_register(&k[i]);
 }

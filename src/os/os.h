@@ -181,6 +181,12 @@ int mproc__spawn_exe(const char *path, char *const argv[], char *const envp[], i
                      pid_t *pid);
 /* Sends sig through a pidfd (no pid-reuse race for a process that is not our child). */
 int mproc__pidfd_kill(int pidfd, int sig);
+/* Where function fn lies: the loaded object's path ("" for the main program) into
+ * path[cap] and fn's offset in it. -ENOENT when no object file holds fn. */
+int mproc__fn_locate(const void *fn, char *path, size_t cap, uint64_t *off);
+/* The function at off in the object path ("": the main program), dlopening it if it is not
+ * loaded yet. 0 and *fn, or -ENOENT. */
+int mproc__fn_resolve(const char *path, uint64_t off, void **fn);
 
 /* fork(2) after flushing stdout/stderr, so buffered output is neither lost nor doubled. */
 pid_t mproc__fork(void);

@@ -126,7 +126,8 @@ static void atfork_child(void) {
   atomic_store(&cached_pid, 0);
 }
 
-__attribute__((constructor)) static void os_init(void) {
+/* Numbered: it must run before start.c's takeover of a spawned child, which never returns. */
+__attribute__((constructor(150))) static void os_init(void) {
   pthread_atfork(NULL, NULL, atfork_child);
 }
 

@@ -35,7 +35,8 @@ static void reg_prepare(void) { pthread_mutex_lock(&reg_mu); }
 static void reg_parent(void) { pthread_mutex_unlock(&reg_mu); }
 static void reg_child(void) { pthread_mutex_init(&reg_mu, NULL); }
 
-__attribute__((constructor)) static void shared_init(void) {
+/* Numbered: it must run before start.c's takeover of a spawned child, which never returns. */
+__attribute__((constructor(150))) static void shared_init(void) {
   pthread_atfork(reg_prepare, reg_parent, reg_child);
 }
 

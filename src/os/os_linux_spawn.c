@@ -6,7 +6,9 @@
 #define _GNU_SOURCE
 #include "os/os.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -135,4 +137,78 @@ int mproc__pidfd_kill(int pidfd, int sig) {
   (void)sig;
   return -ENOSYS;
 #endif
+}
+
+/* ---- functions as (object file, offset) ---- */
+
+typedef struct locate {
+  uintptr_t addr;
+  const char *name; /* found: the object's name ("" for the main program) */
+  uintptr_t base;
+} locate;
+
+/* Whether addr lies in one of the object's loaded segments. */
+static int locate_cb(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  locate *l = data;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    if (ph->p_type == PT_LOAD && l->addr >= lo && l->addr < lo + ph->p_memsz) {
+      l->name = info->dlpi_name ? info->dlpi_name : "";
+      l->base = info->dlpi_addr;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int mproc__fn_locate(const void *fn, char *path, size_t cap, uint64_t *off) {
+  locate l = {.addr = (uintptr_t)fn};
+  if (!fn || dl_iterate_phdr(locate_cb, &l) == 0)
+    return -ENOENT;
+  /* The vDSO has no file to open in another process. */
+  if (strncmp(l.name, "linux-vdso", 10) == 0 || strncmp(l.name, "linux-gate", 10) == 0)
+    return -ENOENT;
+  if (strlen(l.name) >= cap)
+    return -ENAMETOOLONG;
+  strcpy(path, l.name);
+  *off = l.addr - l.base;
+  return 0;
+}
+
+typedef struct find {
+  const char *name;
+  bool found;
+  uintptr_t base;
+} find;
+
+static int find_cb(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  find *f = data;
+  const char *n = info->dlpi_name ? info->dlpi_name : "";
+  /* The main program comes first, with an empty name. */
+  if (strcmp(n, f->name) == 0) {
+    f->found = true;
+    f->base = info->dlpi_addr;
+    return 1;
+  }
+  return 0;
+}
+
+int mproc__fn_resolve(const char *path, uint64_t off, void **fn) {
+  find f = {.name = path};
+  dl_iterate_phdr(find_cb, &f);
+  if (!f.found && path[0]) {
+    /* Not loaded here: the parent dlopened it. Open the same file; the handle is never
+     * closed (the function must stay valid). */
+    void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    if (!h)
+      return -ENOENT;
+    dl_iterate_phdr(find_cb, &f);
+  }
+  if (!f.found)
+    return -ENOENT;
+  *fn = (void *)(f.base + (uintptr_t)off);
+  return 0;
 }
