@@ -184,6 +184,9 @@ int mproc__pidfd_kill(int pidfd, int sig);
 /* Where function fn lies: the loaded object's path ("" for the main program) into
  * path[cap] and fn's offset in it. -ENOENT when no object file holds fn. */
 int mproc__fn_locate(const void *fn, char *path, size_t cap, uint64_t *off);
+/* As mproc__fn_locate, with the object's load base and the span of its segments:
+ * span = {base, lo, hi}. */
+int mproc__fn_object(const void *fn, char *path, size_t cap, uintptr_t span[3]);
 /* The function at off in the object path ("": the main program), dlopening it if it is not
  * loaded yet. 0 and *fn, or -ENOENT. */
 int mproc__fn_resolve(const char *path, uint64_t off, void **fn);

@@ -144,26 +144,34 @@ int mproc__pidfd_kill(int pidfd, int sig) {
 typedef struct locate {
   uintptr_t addr;
   const char *name; /* found: the object's name ("" for the main program) */
-  uintptr_t base;
+  uintptr_t base, lo, hi;
 } locate;
 
-/* Whether addr lies in one of the object's loaded segments. */
+/* Whether addr lies in one of the object's loaded segments; if so, the object's span. */
 static int locate_cb(struct dl_phdr_info *info, size_t size, void *data) {
   (void)size;
   locate *l = data;
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  bool in = false;
   for (int i = 0; i < info->dlpi_phnum; i++) {
     const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-    if (ph->p_type == PT_LOAD && l->addr >= lo && l->addr < lo + ph->p_memsz) {
-      l->name = info->dlpi_name ? info->dlpi_name : "";
-      l->base = info->dlpi_addr;
-      return 1;
-    }
+    if (ph->p_type != PT_LOAD)
+      continue;
+    uintptr_t a = info->dlpi_addr + ph->p_vaddr, b = a + ph->p_memsz;
+    in = in || (l->addr >= a && l->addr < b);
+    lo = a < lo ? a : lo;
+    hi = b > hi ? b : hi;
   }
-  return 0;
+  if (!in)
+    return 0;
+  l->name = info->dlpi_name ? info->dlpi_name : "";
+  l->base = info->dlpi_addr;
+  l->lo = lo;
+  l->hi = hi;
+  return 1;
 }
 
-int mproc__fn_locate(const void *fn, char *path, size_t cap, uint64_t *off) {
+int mproc__fn_object(const void *fn, char *path, size_t cap, uintptr_t span[3]) {
   locate l = {.addr = (uintptr_t)fn};
   if (!fn || dl_iterate_phdr(locate_cb, &l) == 0)
     return -ENOENT;
@@ -173,8 +181,18 @@ int mproc__fn_locate(const void *fn, char *path, size_t cap, uint64_t *off) {
   if (strlen(l.name) >= cap)
     return -ENAMETOOLONG;
   strcpy(path, l.name);
-  *off = l.addr - l.base;
+  span[0] = l.base;
+  span[1] = l.lo;
+  span[2] = l.hi;
   return 0;
+}
+
+int mproc__fn_locate(const void *fn, char *path, size_t cap, uint64_t *off) {
+  uintptr_t span[3];
+  int rc = mproc__fn_object(fn, path, cap, span);
+  if (rc == 0)
+    *off = (uintptr_t)fn - span[0];
+  return rc;
 }
 
 typedef struct find {

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "pool/pool_collect.h"
+#include "core/start.h"
 #include "testing.h"
 
 #include <poll.h>
@@ -31,7 +32,8 @@
 static void wait_supervisor(mproc_pool *p) {
   pthread_mutex_lock(&p->join_mu);
   if (!p->sup_reaped) {
-    pid_t r = mproc__waitpid(p->sup_pid, NULL, 0);
+    /* A forkserver's child is reaped by the server; its pid may be anyone's by then. */
+    pid_t r = p->sup_served ? -ECHILD : mproc__waitpid(p->sup_pid, NULL, 0);
     /* -ECHILD: the caller ignores SIGCHLD and the kernel reaped it; the pidfd still tells. */
     if (r < 0 && p->sup_fd >= 0)
       mproc__poll_fd(p->sup_fd, POLLIN, MPROC__NEVER, NULL);
@@ -69,6 +71,7 @@ static void release(mproc_pool *p) {
   mproc__ring_free(p->ctx.tasks);
   mproc__ring_free(p->ctx.results);
   mproc__shared_unmap(p->ctx.sh, p->ctx.sh_len);
+  mproc__shared_unmap(p->ctx.fns, sizeof *p->ctx.fns);
   mproc__stage_destroy(&p->stage);
   mproc__close(p->ctx.ctl_fd);
   mproc__close(p->ctx.notify_fd);
@@ -111,6 +114,7 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   c->timeout_ns = (int64_t)(c->timeout_s * 1e9);
   c->initializer = o ? o->initializer : NULL;
   c->caller = p->owner;
+  c->parent = p->owner;
   if (o && o->initargs_len) {
     if (!(c->initargs = malloc(o->initargs_len)))
       return MPROC_ENOMEM;
@@ -133,7 +137,35 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
     rc = c->ctl_fd;
   if (rc == 0 && (c->notify_fd = mproc__eventfd()) < 0)
     rc = c->notify_fd;
+  if (rc == 0 && p->method != MPROC_START_FORK) {
+    if (!(c->fns = mproc__shared_map(sizeof *c->fns)))
+      rc = -errno;
+  }
   return rc;
+}
+
+/* Forks the supervisor, or has it spawned or forked by the forkserver. */
+static int start_supervisor(mproc_pool *p) {
+  if (p->method != MPROC_START_FORK) {
+    int rc = mproc__pool_start_unforked(&p->ctx, p->method, &p->sup_pid, &p->sup_fd);
+    p->sup_served = rc == 0 && p->method == MPROC_START_FORKSERVER;
+    return rc;
+  }
+  pid_t pid = mproc__fork();
+  if (pid == 0)
+    mproc__pool_supervise(&p->ctx);
+  if (pid < 0)
+    return -errno;
+  p->sup_pid = pid;
+  p->sup_fd = mproc__pidfd_open(pid);
+  return 0;
+}
+
+/* Whether the supervisor has ended, without reaping it. */
+static bool supervisor_ended(mproc_pool *p) {
+  if (p->sup_served) /* not our child: only its pidfd can tell */
+    return p->sup_fd < 0 || mproc__poll_fd(p->sup_fd, POLLIN, 0, NULL) != 0;
+  return mproc__waitpid(p->sup_pid, NULL, WNOHANG) != 0;
 }
 
 /* Waits until every first worker has run its initializer (or one failed). */
@@ -147,8 +179,7 @@ static int wait_boot(mproc_pool *p) {
       return atomic_load(&sh->boot_rc);
     /* A slice, so a supervisor that died without a word is noticed too. */
     mproc__futex_wait(&sh->boot, MPROC__BOOT_WAIT, mproc__now_ns() + 50 * 1000000);
-    if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT &&
-        mproc__waitpid(p->sup_pid, NULL, WNOHANG) != 0) {
+    if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT && supervisor_ended(p)) {
       p->sup_reaped = true;
       return MPROC_ECRASHED;
     }
@@ -169,20 +200,11 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
     free(p);
     return rc;
   }
-  if ((rc = init_shared(p, opts)) != 0) {
+  p->method = mproc__start_resolve(opts ? opts->start_method : MPROC_START_DEFAULT);
+  if ((rc = init_shared(p, opts)) != 0 || (rc = start_supervisor(p)) != 0) {
     release(p);
     return rc;
   }
-  pid_t pid = mproc__fork();
-  if (pid == 0)
-    mproc__pool_supervise(&p->ctx);
-  if (pid < 0) {
-    rc = -errno;
-    release(p);
-    return rc;
-  }
-  p->sup_pid = pid;
-  p->sup_fd = mproc__pidfd_open(pid);
   if ((rc = wait_boot(p)) != 0) {
     wait_supervisor(p); /* it kills and reaps the workers before it exits */
     release(p);

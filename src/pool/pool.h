@@ -98,8 +98,24 @@ typedef struct mproc__pool_shared {
   mproc__pool_slot slots[];
 } mproc__pool_shared;
 
+/* ---- functions in a pool whose supervisor was not forked ---- */
+
+/* The caller's object files that hold functions sent to the workers, by the caller's
+ * addresses: a worker finds a task's function by the object it lies in and that object's
+ * base in its own image. Written by the caller only (appended, n published last). */
+#define MPROC__FN_OBJS 128
+#define MPROC__FN_PATH 1024
+typedef struct mproc__fn_obj {
+  uint64_t base, lo, hi; /* the caller's load base and segment span */
+  char path[MPROC__FN_PATH];
+} mproc__fn_obj;
+typedef struct mproc__fn_table {
+  _Atomic uint32_t n;
+  mproc__fn_obj objs[MPROC__FN_OBJS];
+} mproc__fn_table;
+
 /* What the supervisor and the workers need; lives in the caller's mproc_pool and reaches
- * them through fork. */
+ * them through fork, or through the boot message (pool_start.c). */
 typedef struct mproc__pool_ctx {
   mproc__pool_shared *sh;
   size_t sh_len;
@@ -116,6 +132,8 @@ typedef struct mproc__pool_ctx {
   size_t initargs_len;
   pid_t caller;
   const char *stage_base; /* the map stage's area (NULL: none), at this address everywhere */
+  mproc__fn_table *fns; /* NULL when the supervisor was forked: functions are as they are */
+  pid_t parent; /* the supervisor's parent: the caller, or the forkserver */
 } mproc__pool_ctx;
 
 /* ---- the supervisor's and the workers' lives ---- */
@@ -133,5 +151,20 @@ int mproc__pool_post_failure(mproc__pool_ctx *ctx, uint64_t id, int status, uint
 
 /* After posting a result: wakes the caller through notify_fd when it asked (armed). */
 void mproc__pool_notify(mproc__pool_ctx *ctx);
+
+/* Caller side (pool_fn.c): makes fn findable by the workers (MPROC_EINVAL when it lies in
+ * no loaded object file, MPROC_ETOOBIG past MPROC__FN_OBJS objects). 0 at once for a
+ * forked supervisor. */
+int mproc__pool_fn_check(mproc__pool_ctx *ctx, const void *fn);
+/* Worker side: uses ctx's table from now on (a worker calls it once). */
+void mproc__pool_fn_setup(const mproc__pool_ctx *ctx);
+/* Worker side: the worker's address of the caller's function fn (fn itself under fork), or
+ * NULL when its object cannot be found or opened here. */
+void *mproc__pool_fn_local(const void *fn);
+
+/* Starts the supervisor with method (spawn or forkserver; pool_start.c): 0 with its pid
+ * and a pidfd (-1 if none), or -errno. ctx->fns must be set. */
+int mproc__pool_start_unforked(mproc__pool_ctx *ctx, mproc_start_method method, pid_t *pid,
+                               int *pidfd);
 
 #endif /* MPROC_POOL_H */

@@ -230,6 +230,8 @@ int mproc__pool_submit_apply(mproc_pool *p, mproc_async *a, mproc_task_fn fn, co
     return rc;
   if (!fn || (!arg && len) || len > (size_t)PTRDIFF_MAX)
     return MPROC_EINVAL;
+  if ((rc = mproc__pool_fn_check(&p->ctx, (const void *)fn)) != 0)
+    return rc;
   apply_args x = {fn, arg, len};
   pthread_mutex_lock(&p->mu);
   rc = mproc__pool_submit(p, a, 1, 1, put_apply, &x, epoch);
@@ -331,6 +333,10 @@ void mproc__pool_unlock(mproc_pool *p) { pthread_mutex_unlock(&p->mu); }
 int mproc__pool_nworkers(const mproc_pool *p) { return p->ctx.nworkers; }
 
 int mproc__pool_owned(mproc_pool *p) { return mproc__pool_check(p); }
+
+int mproc__pool_check_fn(mproc_pool *p, const void *fn) {
+  return mproc__pool_fn_check(&p->ctx, fn);
+}
 
 int mproc__async_view(const mproc_async *a, const void **res, size_t *len, const char **err) {
   *res = a->r.res;

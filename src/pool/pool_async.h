@@ -112,6 +112,8 @@ struct mproc_pool {
   int ncpu; /* CPUs this process may use */
   mproc__stage stage;
   bool sup_reaped;
+  bool sup_served; /* the forkserver's child, not ours: watched through sup_fd only */
+  mproc_start_method method;
   bool sup_lost; /* the supervisor died on its own (killed from outside) */
   bool sup_seen_dead; /* the collector saw its pidfd readable */
   pthread_mutex_t join_mu; /* one thread waits for the supervisor's exit */

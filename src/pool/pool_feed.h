@@ -31,6 +31,9 @@ int mproc__pool_await(mproc_async *a, int64_t deadline);
 void mproc__pool_lock(mproc_pool *p);
 void mproc__pool_unlock(mproc_pool *p);
 int mproc__pool_nworkers(const mproc_pool *p);
+/* 0, or MPROC_EINVAL when fn lies in no object file the workers could open (pool.h's
+ * mproc__pool_fn_check). */
+int mproc__pool_check_fn(mproc_pool *p, const void *fn);
 /* 0 in the pool's owner; MPROC_ESTATE in a forked child (its results are not its own). */
 int mproc__pool_owned(mproc_pool *p);
 /* A ready result's code, data and message, not copied (owned by a). */

@@ -14,6 +14,7 @@
  * message, the data, padding to 8.
  */
 #define _GNU_SOURCE
+#include "pool/pool.h"
 #include "pool/pool_feed.h"
 #include "pool/pool_result.h"
 #include "core/internal.h"
@@ -135,6 +136,9 @@ static int run_chunk(const void *arg, size_t len, mproc_result *res) {
   if (len < sizeof h)
     return mproc_result_fail(res, "malformed imap chunk");
   memcpy(&h, arg, sizeof h);
+  h.fn = (mproc_task_fn)mproc__pool_fn_local((const void *)h.fn);
+  if (!h.fn)
+    return mproc_result_fail(res, "the task function's object file could not be opened in the worker");
   if (!sub && !(sub = mproc__result_new()))
     return mproc_result_fail(res, "the worker ran out of memory");
   const char *r = (const char *)arg + sizeof h, *end = (const char *)arg + len;
@@ -423,6 +427,9 @@ static int imap_new(mproc_pool *p, mproc_task_fn fn, const mproc_imap_opts *o,
   *out = NULL;
   if (!p || !fn)
     return MPROC_EINVAL;
+  int rc = mproc__pool_check_fn(p, (const void *)fn);
+  if (rc)
+    return rc;
   mproc_imap *it = calloc(1, sizeof *it);
   if (!it)
     return MPROC_ENOMEM;
@@ -449,7 +456,7 @@ static int imap_new(mproc_pool *p, mproc_task_fn fn, const mproc_imap_opts *o,
   for (size_t i = 0; i < it->nslots; i++)
     it->free_slots[i] = it->nslots - 1 - i;
   it->nfree = it->nslots;
-  int rc = mproc__pool_feed_begin(p, &it->epoch);
+  rc = mproc__pool_feed_begin(p, &it->epoch);
   if (rc) {
     mproc_imap_free(it);
     return rc;

@@ -277,6 +277,8 @@ static int check_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, s
     return MPROC_EINVAL;
   if (o && !o->args && o->args_len)
     return MPROC_EINVAL;
+  if ((rc = mproc__pool_fn_check(&p->ctx, (const void *)fn)) != 0)
+    return rc;
   size_t lim = (size_t)PTRDIFF_MAX / 2;
   if (in_size > lim || out_size > lim || (n && (n > lim / in_size || (out_size && n > lim / out_size))))
     return MPROC_EINVAL;

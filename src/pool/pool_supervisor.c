@@ -227,7 +227,7 @@ static void drain_broken(sup *s) {
     s->closed_seen = true;
 }
 
-static bool caller_gone(sup *s) { return getppid() != s->ctx->caller; }
+static bool caller_gone(sup *s) { return getppid() != s->ctx->parent; }
 
 static void setup_signals(sup *s) {
   sigset_t mask;
@@ -246,7 +246,7 @@ static void setup_signals(sup *s) {
     _exit(1);
   /* SIGUSR1 comes when the caller's thread that made the pool ends; the process may live on,
    * so it only makes us look (getppid). The pidfd sees the process itself end. */
-  if (mproc__die_with_parent(s->ctx->caller, SIGUSR1) < 0)
+  if (mproc__die_with_parent(s->ctx->parent, SIGUSR1) < 0)
     _exit(1);
   s->caller_fd = mproc__pidfd_open(s->ctx->caller);
 }

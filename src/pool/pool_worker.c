@@ -131,7 +131,13 @@ static void post(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_in
 
 static void run_apply(mproc__pool_ctx *ctx, const mproc__task_hdr *h, const char *arg,
                       size_t len, mproc_result *res) {
-  int rc = h->task(arg, len, res);
+  mproc_task_fn fn = (mproc_task_fn)mproc__pool_fn_local((const void *)h->task);
+  if (!fn) {
+    mproc__pool_post_failure(ctx, h->id, MPROC_ETASK, UINT64_MAX,
+                             "the task function's object file could not be opened in the worker");
+    return;
+  }
+  int rc = fn(arg, len, res);
   if (rc != 0 && !res->has_msg)
     set_msg(res, "the task function returned %d", rc);
   post(ctx, h->id, rc ? MPROC_ETASK : 0, UINT64_MAX, res, rc == 0);
@@ -172,6 +178,12 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
                              "the worker ran out of memory for the chunk's results");
     return;
   }
+  mproc_map_fn fn = (mproc_map_fn)mproc__pool_fn_local((const void *)h->map);
+  if (!fn) {
+    mproc__pool_post_failure(ctx, h->id, MPROC_ETASK, 0,
+                             "the map function's object file could not be opened in the worker");
+    return;
+  }
   uint64_t fail = UINT64_MAX;
   int frc = 0;
   bool timed = ctx->timeout_ns > 0;
@@ -179,7 +191,7 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
     /* task_timeout applies to each element: the supervisor reads the latest start. */
     if (timed)
       atomic_store_explicit(&slot->start_ns, mproc__now_ns(), memory_order_relaxed);
-    int rc = h->map(in + i * isz, out + i * osz, args);
+    int rc = fn(in + i * isz, out + i * osz, args);
     if (MPROC__UNLIKELY(rc != 0) && fail == UINT64_MAX) {
       fail = i;
       frc = rc;
@@ -194,6 +206,7 @@ static void run_map(mproc__pool_ctx *ctx, mproc__pool_slot *slot, const mproc__t
 
 /* Runs the initializer and reports the start. */
 static void start(mproc__pool_ctx *ctx, mproc__pool_slot *slot) {
+  mproc__pool_fn_setup(ctx);
   if (ctx->initializer && ctx->initializer(ctx->initargs, ctx->initargs_len) != 0) {
     atomic_store(&slot->state, MPROC__SLOT_INIT_FAILED);
     _exit(WORKER_EXIT_INIT);
