@@ -8,6 +8,17 @@
  *
  * The registry is process-private: a forked child inherits a copy along with the
  * descriptors, which stay valid there. Uses os_linux.c, never the other way.
+ *
+ * Where a mapping goes matters for the children that are not forked. Left to the kernel,
+ * mappings land just under the mmap base (~127 TiB on x86-64), which ASLR moves by up to
+ * 1 TiB per process; a spawned child's own libraries, thread stacks and heap arenas sit
+ * there too, and a ring's 32-64 GiB reservation then collides with them often (11 pools in
+ * 100 failed with EEXIST before this). So on x86-64 mproc places its mappings itself, in
+ * [32 TiB, 80 TiB): above ASan's shadow (which ends at 16 TiB), below a PIE executable and
+ * its heap (85-86 TiB) and far below the mmap base, a range nothing in a fresh process
+ * uses. Placement is first-fit among the mappings this process knows (made or received),
+ * so a child that received its parent's mappings puts its own around them; anything else
+ * found there (EEXIST) is stepped over, and a full range falls back to the kernel's choice.
  */
 #define _GNU_SOURCE
 #include "os/os.h"
@@ -40,22 +51,24 @@ __attribute__((constructor(150))) static void shared_init(void) {
   pthread_atfork(reg_prepare, reg_parent, reg_child);
 }
 
-/* Records [p, p+len) backed by fd; false (nothing recorded) when memory runs out. */
-static bool reg_add(void *p, size_t len, int fd) {
-  pthread_mutex_lock(&reg_mu);
-  bool ok = true;
+/* Records [p, p+len) backed by fd; false (nothing recorded) when memory runs out. Under
+ * reg_mu. */
+static bool reg_add_locked(void *p, size_t len, int fd) {
   if (reg_len == reg_cap) {
     size_t cap = reg_cap ? reg_cap * 2 : 64;
     mapping *n = realloc(reg, cap * sizeof *n);
-    if (n) {
-      reg = n;
-      reg_cap = cap;
-    } else {
-      ok = false;
-    }
+    if (!n)
+      return false;
+    reg = n;
+    reg_cap = cap;
   }
-  if (ok)
-    reg[reg_len++] = (mapping){(uintptr_t)p, len, fd};
+  reg[reg_len++] = (mapping){(uintptr_t)p, len, fd};
+  return true;
+}
+
+static bool reg_add(void *p, size_t len, int fd) {
+  pthread_mutex_lock(&reg_mu);
+  bool ok = reg_add_locked(p, len, fd);
   pthread_mutex_unlock(&reg_mu);
   return ok;
 }
@@ -67,6 +80,60 @@ static ssize_t reg_find(const void *p) {
     if (a >= reg[i].base && a < reg[i].base + reg[i].len)
       return (ssize_t)i;
   return -1;
+}
+
+#if defined(__x86_64__)
+#define PLACE_LO ((uintptr_t)32 << 40)
+#define PLACE_HI ((uintptr_t)80 << 40)
+#else /* other layouts (39-bit arm64, 32-bit): the kernel's choice */
+#define PLACE_LO ((uintptr_t)0)
+#define PLACE_HI ((uintptr_t)0)
+#endif
+/* 2 MiB: a mapping that may get transparent huge pages starts on a huge-page boundary. */
+#define PLACE_ALIGN ((uintptr_t)2 << 20)
+#define PLACE_TRIES 16
+
+static uintptr_t place_up(uintptr_t a) { return (a + PLACE_ALIGN - 1) & ~(PLACE_ALIGN - 1); }
+
+/* The lowest aligned address >= from where [a, a+len) overlaps no known mapping, or 0 when
+ * none is left below PLACE_HI. Under reg_mu. */
+static uintptr_t place_gap(uintptr_t from, size_t len) {
+  uintptr_t a = place_up(from);
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (size_t i = 0; i < reg_len; i++) {
+      if (a < reg[i].base + reg[i].len && reg[i].base < a + len) {
+        a = place_up(reg[i].base + reg[i].len);
+        moved = true;
+      }
+    }
+    if (a >= PLACE_HI || PLACE_HI - a < len)
+      return 0;
+  }
+  return a;
+}
+
+/* Maps fd (or anonymous memory) in the placement range; NULL when no room was found there
+ * (the caller then lets the kernel choose). Under reg_mu, so that two threads do not pick
+ * the same gap. */
+static void *place_map(size_t len, int flags, int fd) {
+  uintptr_t from = PLACE_LO;
+  for (int t = 0; PLACE_HI && t < PLACE_TRIES; t++) {
+    uintptr_t a = place_gap(from, len);
+    if (!a)
+      return NULL;
+    void *p = mmap((void *)a, len, PROT_READ | PROT_WRITE, flags | MAP_FIXED_NOREPLACE, fd, 0);
+    if (p == (void *)a)
+      return p;
+    if (p != MAP_FAILED) { /* a kernel older than 4.17 takes the flag as a hint */
+      munmap(p, len);
+      return NULL;
+    }
+    if (errno != EEXIST)
+      return NULL;
+    from = a + PLACE_ALIGN; /* something not ours is there: step over it */
+  }
+  return NULL;
 }
 
 /* A memfd of len bytes, or -1 (errno set). */
@@ -89,20 +156,22 @@ static int memfd_of(size_t len) {
  * otherwise: still shared with forked children, but it cannot cross to a spawned one). */
 static void *map_new(size_t len, int extra_flags) {
   int fd = memfd_of(len);
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                 MAP_SHARED | extra_flags | (fd < 0 ? MAP_ANONYMOUS : 0), fd, 0);
+  int flags = MAP_SHARED | extra_flags | (fd < 0 ? MAP_ANONYMOUS : 0);
+  pthread_mutex_lock(&reg_mu);
+  void *p = place_map(len, flags, fd);
+  if (!p)
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, 0);
+  int e = p == MAP_FAILED ? errno : 0;
+  if (p != MAP_FAILED && !reg_add_locked(p, len, fd)) {
+    munmap(p, len);
+    p = MAP_FAILED;
+    e = ENOMEM;
+  }
+  pthread_mutex_unlock(&reg_mu);
   if (p == MAP_FAILED) {
-    int e = errno;
     if (fd >= 0)
       close(fd);
     errno = e;
-    return NULL;
-  }
-  if (!reg_add(p, len, fd)) {
-    munmap(p, len);
-    if (fd >= 0)
-      close(fd);
-    errno = ENOMEM;
     return NULL;
   }
   return p;
