@@ -64,6 +64,8 @@ static int check_opts(const mproc_pool_opts *o) {
     return MPROC_EINVAL;
   if (!o->initargs && o->initargs_len)
     return MPROC_EINVAL;
+  if ((unsigned)o->start_method > MPROC_START_SPAWN) /* as mproc_process_new refuses it */
+    return MPROC_EINVAL;
   return 0;
 }
 
