@@ -94,7 +94,9 @@ static int ret_marker(void *arg) {
 static int ret_null_check(void *arg) { return arg == NULL ? 9 : 8; }
 
 static int raise_int(void *arg) {
-  raise(*(const int *)arg);
+  int sig = *(const int *)arg;
+  signal(sig, SIG_DFL); /* a sanitizer's SIGSEGV handler would turn the death into exit 1 */
+  raise(sig);
   return 99;
 }
 
@@ -1350,6 +1352,7 @@ BOTH(pool_map_shared_arrays) {
 
 static int segv_task(const void *arg, size_t len, mproc_result *res) {
   (void)arg, (void)len, (void)res;
+  signal(SIGSEGV, SIG_DFL);
   raise(SIGSEGV);
   return 0;
 }
@@ -1357,8 +1360,10 @@ static int segv_task(const void *arg, size_t len, mproc_result *res) {
 static int segv_at_7(const void *in, void *out, const void *args) {
   (void)args;
   int32_t v = *(const int32_t *)in;
-  if (v == 7)
+  if (v == 7) {
+    signal(SIGSEGV, SIG_DFL);
     raise(SIGSEGV);
+  }
   *(int64_t *)out = v;
   return 0;
 }
@@ -1391,12 +1396,19 @@ BOTH(pool_crash_is_contained) {
 }
 
 static int g_init_value; /* set by the initializer, in the workers only */
+static int g_init_misalign; /* initargs' address modulo malloc's alignment, as it saw it */
 
 static int init_fn(const void *initargs, size_t len) {
   if (len != sizeof(int))
     return 1;
-  g_init_value = *(const int *)initargs;
+  g_init_misalign = (int)((uintptr_t)initargs % _Alignof(max_align_t));
+  memcpy(&g_init_value, initargs, sizeof g_init_value);
   return 0;
+}
+
+static int read_misalign(const void *arg, size_t len, mproc_result *res) {
+  (void)arg, (void)len;
+  return mproc_result_set(res, &g_init_misalign, sizeof g_init_misalign);
 }
 
 static int read_init(const void *arg, size_t len, mproc_result *res) {
@@ -1420,6 +1432,8 @@ BOTH(pool_initializer_and_maxtasks) {
   for (int i = 0; i < 10; i++) /* replacement workers run it too */
     cr_expect_eq(apply_int(p, read_init, 0), 4242, "task %d", i);
   cr_expect_eq(g_init_value, 0, "the initializer ran in the caller");
+  /* As under fork (a malloc'd copy), and as a Process's arg: aligned for any type. */
+  cr_expect_eq(apply_int(p, read_misalign, 0), 0, "initargs not aligned for any type");
   mproc_pool_free(p);
 
   /* maxtasksperchild 1: every task in a fresh worker. */
