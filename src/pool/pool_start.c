@@ -32,12 +32,18 @@ static void supervisor_boot(int chan, mproc__rd *r) {
     c.initializer = (int (*)(const void *, size_t))mproc__rd_fn(r);
   c.initargs_len = (size_t)mproc__rd_u64(r);
   const void *ia = mproc__rd_bytes(r, c.initargs_len);
-  c.initargs = (void *)ia; /* inside the boot message, which lives as long as we do */
+  /* A copy, as under fork: inside the boot message it may be misaligned for the
+   * initializer's type. For the supervisor's whole life. */
+  c.initargs = ia && c.initargs_len ? malloc(c.initargs_len) : NULL;
+  if (c.initargs)
+    memcpy(c.initargs, ia, c.initargs_len);
   c.caller = (pid_t)mproc__rd_u64(r);
   c.stage_base = get_ptr(r);
   c.fns = get_ptr(r);
   c.parent = getppid();
   int rc = r->bad || !c.tasks || !c.results ? -EPROTO : 0;
+  if (rc == 0 && c.initargs_len && !c.initargs)
+    rc = -ENOMEM;
   mproc__boot_report(chan, rc);
   if (rc)
     _exit(255);
