@@ -2,7 +2,8 @@
 """Runs every C benchmark (build/bench/bench_*) and every Python twin (bench/py_*.py), then
 the cold cases (whole programs, each run a fresh process, timed from here), and prints one
 line per case: mproc's figure, Python multiprocessing's and a reference beside it (raw C,
-OpenMP, an empty C program, or for the first_* cases the same call warm), with ratios (>1
+OpenMP, an empty C program, for the first_* cases the same call warm, for the start_* cases
+the fork figure or the figure without the heap), with ratios (>1
 means mproc is better). Usage: run.py BUILD_BENCH_DIR [filter]"""
 import collections, glob, os, statistics, subprocess, sys, time
 
@@ -93,7 +94,10 @@ def main():
             continue
         val, unit = impls["mproc"]
         py = impls.get("python", (None, unit))[0]
-        ref_impl = next((i for i in ("raw", "openmp", "warm") if i in impls), None)
+        # start_* cases: a forkserver or spawn row's reference is the fork figure, a heap
+        # row's the same method without the heap.
+        ref_impl = next((i for i in ("raw", "openmp", "warm", "fork", "noheap") if i in impls),
+                        None)
         ref = impls[ref_impl][0] if ref_impl else None
         fmt = lambda v: "-" if v is None else f"{v:.4g} {unit}"
         print(f"{case:38} {fmt(val):>14} {fmt(py):>14} {ratio(val, py, unit):>8} "
