@@ -261,9 +261,14 @@ static double apply_async_rate(mproc_pool *p, mproc_async **a, int n) {
   for (int i = 0; i < n; i++)
     if (mproc_pool_apply_async(p, tiny, &v, sizeof v, &a[i]) != 0)
       exit(1);
+  int bad = 0; /* a failed task must not count as a fast one */
   for (int i = 0; i < n; i++) {
-    mproc_async_wait(a[i], MPROC_FOREVER);
+    bad |= mproc_async_wait(a[i], MPROC_FOREVER) != 0 || !mproc_async_successful(a[i]);
     mproc_async_free(a[i]);
+  }
+  if (bad) {
+    fprintf(stderr, "apply_async: a task failed\n");
+    exit(1);
   }
   return n / (bench_now() - t0);
 }
