@@ -418,8 +418,8 @@ void mproc_array_free(mproc_array *a);
  * only the child's copy). A worker that dies (signal, exit) or runs past task_timeout fails
  * only the task it held (MPROC_ECRASHED / MPROC_EEXPIRED) and is replaced; for map,
  * task_timeout applies to each element. map input and output that already lie in shared
- * memory the workers have (e.g. an mproc_array made before the pool) cross by address, with
- * no copy. */
+ * memory the workers have (an mproc_array made before a fork-started pool) cross by
+ * address, with no copy; under spawn and forkserver they are copied like any memory. */
 typedef struct mproc_pool mproc_pool;
 /* AsyncResult. */
 typedef struct mproc_async mproc_async;

@@ -95,18 +95,33 @@ void mproc_forkserver_stop(void) {
   pthread_mutex_unlock(&fs_mu);
 }
 
+pid_t mproc__forkserver_pid(void) {
+  pthread_mutex_lock(&fs_mu);
+  pid_t pid = fs_owner == mproc__getpid() ? fs.pid : 0;
+  pthread_mutex_unlock(&fs_mu);
+  return pid;
+}
+
 typedef struct fs_reply {
   int32_t pid; /* or -errno */
 } fs_reply;
 
 /* One request on a running server: 0, -errno from the server, or -EPIPE when it is gone. */
 static int fs_request(int child_chan, pid_t *pid, int *pidfd) {
-  char op = 'F';
-  int rc = mproc__send_fds(fs_req, &op, 1, &child_chan, 1);
+  /* The child's stdin, stdout and stderr are the caller's now (as a forked child's would
+   * be), not the server's: they ride along, and a closed one stays closed. */
+  char op[2] = {'F', 0};
+  int fds[4] = {child_chan};
+  size_t nfds = 1;
+  for (int i = 0; i < 3; i++)
+    if (mproc__fd_is_open(i)) {
+      op[1] |= (char)(1 << i);
+      fds[nfds++] = i;
+    }
+  int rc = mproc__send_fds(fs_req, op, sizeof op, fds, nfds);
   if (rc)
     return rc == -ECONNRESET ? -EPIPE : rc;
   fs_reply rep;
-  int fds[1];
   size_t nf = 1;
   ssize_t n = mproc__recv_fds(fs_req, &rep, sizeof rep, fds, &nf);
   if (n <= 0)
@@ -159,7 +174,23 @@ typedef struct server {
   size_t nkids, cap;
 } server;
 
-static _Noreturn void serve_child(server *s, int chan) {
+/* In the new child: stdio[i] (-1: closed in the caller) becomes descriptor i. */
+static int take_stdio(const int stdio[3]) {
+  int rc = 0;
+  for (int i = 0; i < 3 && rc == 0; i++) {
+    if (stdio[i] < 0)
+      mproc__close(i);
+    else
+      rc = mproc__dup2(stdio[i], i);
+  }
+  for (int i = 0; i < 3; i++)
+    mproc__close(stdio[i]);
+  return rc;
+}
+
+static _Noreturn void serve_child(server *s, int chan, const int stdio[3]) {
+  if (take_stdio(stdio) != 0)
+    _exit(255); /* the caller sees its chan close: the start fails */
   mproc__close(s->req);
   mproc__close(s->sig);
   mproc__close(s->caller);
@@ -170,18 +201,26 @@ static _Noreturn void serve_child(server *s, int chan) {
   mproc__boot_run(chan);
 }
 
+/* The request's stdio mask and descriptors as stdio[0..2]; false if they do not match. */
+static bool request_stdio(const char op[2], const int *fds, size_t nf, int stdio[3]) {
+  size_t k = 1;
+  for (int i = 0; i < 3; i++)
+    stdio[i] = (op[1] >> i) & 1 && k < nf ? fds[k++] : -1;
+  return op[0] == 'F' && k == nf && (op[1] & ~7) == 0;
+}
+
 static void serve_fork(server *s) {
-  char op;
-  int fds[1];
-  size_t nf = 1;
-  ssize_t n = mproc__recv_fds(s->req, &op, 1, fds, &nf);
+  char op[2];
+  int fds[4], stdio[3];
+  size_t nf = 4;
+  ssize_t n = mproc__recv_fds(s->req, op, sizeof op, fds, &nf);
   if (n == 0 || (n < 0 && n != -EINTR && n != -EAGAIN))
     _exit(0); /* the program closed its end, or it is gone */
   if (n < 0)
     return;
   fs_reply rep = {-EPROTO};
   int pidfd = -1;
-  if (nf == 1 && op == 'F') {
+  if (n == sizeof op && nf >= 1 && request_stdio(op, fds, nf, stdio)) {
     if (s->nkids == s->cap) {
       size_t cap = s->cap ? s->cap * 2 : 16;
       served *k = realloc(s->kids, cap * sizeof *k);
@@ -192,7 +231,7 @@ static void serve_fork(server *s) {
     }
     pid_t pid = s->nkids < s->cap ? mproc__fork() : -ENOMEM;
     if (pid == 0)
-      serve_child(s, fds[0]);
+      serve_child(s, fds[0], stdio);
     rep.pid = pid < 0 ? (pid == -ENOMEM ? -ENOMEM : -errno) : pid;
     if (pid > 0) {
       s->kids[s->nkids++] = (served){pid, fds[0]};
@@ -200,8 +239,8 @@ static void serve_fork(server *s) {
       pidfd = mproc__pidfd_open(pid);
     }
   }
-  if (nf == 1)
-    mproc__close(fds[0]);
+  for (size_t i = 0; i < nf; i++)
+    mproc__close(fds[i]);
   (void)mproc__send_fds(s->req, &rep, sizeof rep, &pidfd, pidfd >= 0 ? 1 : 0);
   mproc__close(pidfd);
 }
@@ -231,11 +270,18 @@ static void forkserver_main(int chan, mproc__rd *r) {
   sigaddset(&chld, SIGCHLD);
   mproc__block_signals(&chld, &s.old_mask);
   int rc = r->bad ? -EPROTO : 0;
+  /* Its children get the caller's stdio with each request; the server itself must not
+   * keep the caller's pipes open (a reader waiting for EOF would wait for the server). */
+  if (rc == 0)
+    rc = mproc__stdio_to_null();
   if (rc == 0)
     rc = s.sig = mproc__signalfd(&chld);
   if (rc >= 0) {
     /* Ctrl-C goes to the terminal's whole group: the server is not the user's to stop. */
     mproc__signal_set(SIGINT, true);
+    /* A program that ignores SIGCHLD passed that on through exec: the kernel would reap
+     * our children itself and their exit codes would be lost. */
+    mproc__signal_set(SIGCHLD, false);
     s.caller = mproc__pidfd_open(caller);
     rc = s.caller >= 0 || caller == getppid() ? 0 : -ESRCH;
   }

@@ -491,6 +491,10 @@ static int start_unforked(mproc_process *p, mproc_start_method m) {
   mproc__msg_free(&msg);
   if (rc)
     return rc;
+  if (mproc__test_no_pidfd) { /* as on a kernel before pidfd_open (5.3) */
+    mproc__close(c.pidfd);
+    c.pidfd = -1;
+  }
   p->pid = c.pid;
   p->pidfd = c.pidfd;
   p->chan = c.chan;

@@ -334,8 +334,13 @@ int mproc__child_poll(mproc__child *c, int64_t deadline, int *status) {
 int mproc__child_kill(mproc__child *c, int sig) {
   if (c->pidfd >= 0)
     return mproc__pidfd_kill(c->pidfd, sig);
-  /* Without a pidfd only our own (spawned, not yet reaped) child's pid is safe to use. */
-  return c->chan < 0 ? mproc__kill(c->pid, sig) : -ESRCH;
+  /* Without a pidfd (kernels before 5.3) our own unreaped child's pid is safe. A server's
+   * child is safe until the server reaps it, and it tells us at once when it does: while
+   * no status waits on chan the pid is still the child's, but for the moment between the
+   * server's waitpid and its write (the race Python's forkserver accepts for every kill). */
+  if (c->chan >= 0 && mproc__poll_fd(c->chan, POLLIN, 0, NULL) != 0)
+    return -ESRCH;
+  return mproc__kill(c->pid, sig);
 }
 
 void mproc__child_release(mproc__child *c) {

@@ -95,6 +95,10 @@ typedef void (*mproc__boot_entry)(int chan, mproc__rd *r);
 int mproc__child_start(mproc_start_method method, mproc__boot_entry entry, mproc__msg *msg,
                        mproc__child *c);
 
+/* The pid of this process's running forkserver, 0 when there is none (for tests: its
+ * children are this process's children in all but name). */
+pid_t mproc__forkserver_pid(void);
+
 /* How a child comes to be, given the socket end its boot message will arrive on: sets
  * c->pid and c->pidfd. 0 or -errno. */
 typedef int (*mproc__boot_birth)(int child_chan, mproc__child *c);

@@ -155,6 +155,13 @@ int mproc__pipe(int fds[2], bool nonblock);
 void mproc__pipe_grow(int fd, int size);
 /* close(2) that never retries on EINTR (Linux has released the descriptor by then). */
 void mproc__close(int fd);
+/* dup2(2), retried on EINTR and EBUSY (a race with another thread's open). 0 or -errno. */
+int mproc__dup2(int from, int to);
+/* Whether fd is an open descriptor. */
+bool mproc__fd_is_open(int fd);
+/* Points descriptors 0, 1 and 2 at /dev/null: for a long-lived helper process that must
+ * not keep the caller's terminal or pipes open. 0 or -errno. */
+int mproc__stdio_to_null(void);
 
 /* ---- Unix sockets that carry descriptors ---- */
 

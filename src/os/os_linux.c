@@ -477,6 +477,30 @@ void mproc__close(int fd) {
     close(fd);
 }
 
+int mproc__dup2(int from, int to) {
+  int rc;
+  do
+    rc = dup2(from, to);
+  while (rc < 0 && (errno == EINTR || errno == EBUSY));
+  return rc < 0 ? -errno : 0;
+}
+
+bool mproc__fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0 || errno != EBADF; }
+
+int mproc__stdio_to_null(void) {
+  int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  int rc = 0;
+  for (int i = 0; i < 3 && rc == 0; i++)
+    rc = fd == i ? 0 : mproc__dup2(fd, i);
+  if (fd > 2)
+    close(fd);
+  else
+    fcntl(fd, F_SETFD, 0); /* it is one of the three now: keep it across exec */
+  return rc;
+}
+
 int mproc__count_fds(void) {
   DIR *d = opendir("/proc/self/fd");
   if (!d)
