@@ -3,7 +3,9 @@
  *
  * The counter is a raw shared Value (an mproc_array of one int64); the Lock makes each
  * read-modify-write whole, so no increment is lost. mproc_lock_acquire may also return
- * MPROC_EOWNERDEAD: the lock is ours, but its previous holder died while holding it.
+ * MPROC_EOWNERDEAD: the lock is ours, but its previous holder died while holding it. The
+ * objects cross to the children via opts.handles, so the example works under every start
+ * method.
  *
  *   usage: lock_counter [PROCESSES] [INCREMENTS]     (default 4 10000)
  */
@@ -13,21 +15,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-struct shared {
-  mproc_lock *lock;
-  mproc_array *counter;
-  long increments;
-};
-
 static int worker(void *arg) {
-  struct shared *s = arg;
-  int64_t *counter = mproc_array_data(s->counter);
-  for (long i = 0; i < s->increments; i++) {
-    int rc = mproc_lock_acquire(s->lock, MPROC_FOREVER);
+  long increments = *(const long *)arg;
+  mproc_lock *lock = mproc_process_handle(0);
+  int64_t *counter = mproc_array_data(mproc_process_handle(1));
+  for (long i = 0; i < increments; i++) {
+    int rc = mproc_lock_acquire(lock, MPROC_FOREVER);
     if (rc < 0 && rc != MPROC_EOWNERDEAD)
       return 1;
     *counter += 1;
-    mproc_lock_release(s->lock);
+    mproc_lock_release(lock);
   }
   return 0;
 }
@@ -39,19 +36,22 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: lock_counter [PROCESSES 1..64] [INCREMENTS]\n");
     return 2;
   }
-  struct shared s = {.increments = increments};
-  int rc = mproc_lock_new(&s.lock, false);
+  mproc_lock *lock;
+  mproc_array *counter;
+  int rc = mproc_lock_new(&lock, false);
   if (rc == 0)
-    rc = mproc_array_new(&s.counter, sizeof(int64_t), 1, NULL, false);
+    rc = mproc_array_new(&counter, sizeof(int64_t), 1, NULL, false);
   if (rc < 0) {
     fprintf(stderr, "lock_counter: %s\n", mproc_strerror(rc));
     return 1;
   }
 
+  mproc_process_opts opts = {.handles = (void *[]){lock, counter}, .n_handles = 2,
+                             .arg_len = sizeof increments};
   mproc_process *procs[64];
   int started = 0, failed = 0;
   for (int i = 0; i < nproc; i++) {
-    rc = mproc_process_new(&procs[i], worker, &s, NULL);
+    rc = mproc_process_new(&procs[i], worker, &increments, &opts);
     if (rc == 0 && (rc = mproc_process_start(procs[i])) < 0)
       mproc_process_free(procs[i]);
     if (rc < 0) {
@@ -69,11 +69,11 @@ int main(int argc, char **argv) {
     mproc_process_free(procs[i]);
   }
 
-  int64_t got = *(int64_t *)mproc_array_data(s.counter);
+  int64_t got = *(int64_t *)mproc_array_data(counter);
   int64_t want = (int64_t)nproc * increments;
   printf("counter = %lld (expected %lld): %s\n", (long long)got, (long long)want,
          got == want ? "no increment lost" : "INCREMENTS LOST");
-  mproc_array_free(s.counter);
-  mproc_lock_free(s.lock);
+  mproc_array_free(counter);
+  mproc_lock_free(lock);
   return got == want && !failed ? 0 : 1;
 }

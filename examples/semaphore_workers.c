@@ -3,7 +3,8 @@
  *
  * Each worker acquires the semaphore, marks itself active in a shared Array (under the
  * array's lock), works for a moment, and releases. The peak number active at once never
- * exceeds the semaphore's initial value.
+ * exceeds the semaphore's initial value. The objects cross to the workers via opts.handles,
+ * so the example works under every start method.
  *
  *   usage: semaphore_workers [WORKERS] [LIMIT]     (default 6 2)
  */
@@ -14,11 +15,6 @@
 #include <time.h>
 
 enum { ACTIVE, PEAK, DONE };
-
-struct shared {
-  mproc_sem *slots;
-  mproc_array *stats; /* long[3]: ACTIVE, PEAK, DONE, with the array's own lock */
-};
 
 static void update(mproc_array *stats, int delta) {
   mproc_lock *l = mproc_array_lock(stats);
@@ -33,14 +29,16 @@ static void update(mproc_array *stats, int delta) {
 }
 
 static int worker(void *arg) {
-  struct shared *sh = arg;
-  if (mproc_sem_acquire(sh->slots, MPROC_FOREVER) < 0)
+  (void)arg;
+  mproc_sem *slots = mproc_process_handle(0);
+  mproc_array *stats = mproc_process_handle(1);
+  if (mproc_sem_acquire(slots, MPROC_FOREVER) < 0)
     return 1;
-  update(sh->stats, +1);
+  update(stats, +1);
   printf("%s working\n", mproc_current_process_name());
   nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL); /* the "work" */
-  update(sh->stats, -1);
-  mproc_sem_release(sh->slots);
+  update(stats, -1);
+  mproc_sem_release(slots);
   return 0;
 }
 
@@ -51,18 +49,20 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: semaphore_workers [WORKERS 1..64] [LIMIT >= 1]\n");
     return 2;
   }
-  struct shared sh;
-  int rc = mproc_sem_new(&sh.slots, (unsigned)limit, true);
+  mproc_sem *slots;
+  mproc_array *stats; /* long[3]: ACTIVE, PEAK, DONE, with the array's own lock */
+  int rc = mproc_sem_new(&slots, (unsigned)limit, true);
   if (rc == 0)
-    rc = mproc_array_new(&sh.stats, sizeof(long), 3, NULL, true);
+    rc = mproc_array_new(&stats, sizeof(long), 3, NULL, true);
   if (rc < 0) {
     fprintf(stderr, "semaphore_workers: %s\n", mproc_strerror(rc));
     return 1;
   }
+  mproc_process_opts opts = {.handles = (void *[]){slots, stats}, .n_handles = 2};
   mproc_process *procs[64];
   int started = 0;
   for (int i = 0; i < workers; i++) {
-    if (mproc_process_new(&procs[i], worker, &sh, NULL) < 0)
+    if (mproc_process_new(&procs[i], worker, NULL, &opts) < 0)
       break;
     if (mproc_process_start(procs[i]) < 0) {
       mproc_process_free(procs[i]);
@@ -74,11 +74,11 @@ int main(int argc, char **argv) {
     mproc_process_join(procs[i], MPROC_FOREVER);
     mproc_process_free(procs[i]);
   }
-  const long *s = mproc_array_data(sh.stats);
+  const long *s = mproc_array_data(stats);
   int ok = started == workers && s[DONE] == workers && s[PEAK] <= limit;
   printf("%ld of %d workers done; peak %ld at once, limit %d: %s\n", s[DONE], workers, s[PEAK],
          limit, ok ? "OK" : "FAILED");
-  mproc_array_free(sh.stats);
-  mproc_sem_free(sh.slots);
+  mproc_array_free(stats);
+  mproc_sem_free(slots);
   return ok ? 0 : 1;
 }

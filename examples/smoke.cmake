@@ -13,10 +13,9 @@ function(mproc_example_smoke name)
   if(NOT S_EXIT)
     set(S_EXIT 0)
   endif()
-  add_test(NAME example_${S_TEST}
+  mproc_test_each_method(example_${S_TEST} TIMEOUT 180
     COMMAND sh ${PROJECT_SOURCE_DIR}/examples/smoke.sh --exit ${S_EXIT} ${S_EXPECT}
             -- $<TARGET_FILE:example_${name}> ${S_ARGS})
-  set_tests_properties(example_${S_TEST} PROPERTIES TIMEOUT 180)
 endfunction()
 
 # Tutorial patterns
@@ -28,7 +27,7 @@ mproc_example_smoke(shared_value
   EXPECT "^num = 3.1415927$" "^arr = \\[0, -1, -2, -3, -4, -5, -6, -7, -8, -9\\]$"
   "^plain global = 7 ")
 mproc_example_smoke(semaphore_workers ARGS 6 2
-  EXPECT "^6 of 6 workers done; peak [12] at once, limit 2: OK$")
+  EXPECT "^6 of 6 workers done. peak [12] at once, limit 2: OK$") # a ";" would split the list
 mproc_example_smoke(event_release ARGS 3
   EXPECT "^3 waiters blocked" "^3 of 3 waiters released by the event$")
 mproc_example_smoke(producer_consumer ARGS 1000 2 3
@@ -59,9 +58,8 @@ mproc_example_smoke(image_batch TEST image_batch_poison EXIT 1
 
 # make demo's script itself, on tiny data.
 if(TARGET example_image_batch)
-  add_test(NAME example_demo
+  mproc_test_each_method(example_demo TIMEOUT 180 ENV DEMO_COUNT=4 DEMO_SIZE=64
     COMMAND sh ${PROJECT_SOURCE_DIR}/examples/smoke.sh "^  poison.png: MPROC_ECRASHED"
             "^mproc:  4 of 5 blurred" "^speedup .*the results equal" "^demo: done"
             -- sh ${PROJECT_SOURCE_DIR}/examples/demo.sh ${PROJECT_BINARY_DIR})
-  set_tests_properties(example_demo PROPERTIES ENVIRONMENT "DEMO_COUNT=4;DEMO_SIZE=64" TIMEOUT 180)
 endif()

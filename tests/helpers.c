@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "core/internal.h"
+#include "core/start.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -85,7 +86,33 @@ th_scope th_begin(void) {
   return s;
 }
 
+/* Whether the forkserver (a child of ours under MPROC_START_METHOD=forkserver) has a child:
+ * those are the test's children in all but name. */
+static bool th_server_has_children(pid_t server) {
+  char path[64], buf[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)server, (int)server);
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return false;
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  return n > 0;
+}
+
 void th_end(th_scope s) {
+  /* The server is not the test's leftover, but what it forked is. It reaps its children
+   * on its own clock, so give it a moment; then stop it, which also closes its socket
+   * (the descriptor count below would see it) and reaps it. */
+  pid_t server = mproc__forkserver_pid();
+  if (server > 0) {
+    bool left = th_server_has_children(server);
+    for (int i = 0; i < 500 && left; i++) {
+      th_sleep_us(10 * 1000);
+      left = th_server_has_children(server);
+    }
+    cr_expect(!left, "a process the forkserver started is left");
+    mproc_forkserver_stop();
+  }
   cr_expect_eq(th_fd_count(), s.fds, "descriptors leaked: %d before, %d after", s.fds,
                th_fd_count());
   cr_expect(!th_has_children(), "a child process is left");
@@ -153,4 +180,32 @@ void th_expect_each_once(const unsigned char *seen, size_t n) {
   }
   cr_expect_eq(missing, 0, "%zu of %zu messages never arrived", missing, n);
   cr_expect_eq(dup, 0, "%zu of %zu messages arrived twice", dup, n);
+}
+
+void *th_named_buf;
+char th_named_name[64];
+static mproc_shm *th_named_shm;
+
+void th_named_new(size_t size) {
+  static int seq;
+  snprintf(th_named_name, sizeof th_named_name, "th-%d-%d", (int)getpid(), seq++);
+  cr_assert_eq(mproc_shm_create(&th_named_shm, th_named_name, size), 0);
+  th_named_buf = mproc_shm_buf(th_named_shm);
+}
+
+void th_named_free(void) {
+  mproc_shm_unlink(th_named_shm);
+  mproc_shm_free(th_named_shm);
+  th_named_shm = NULL;
+  th_named_buf = NULL;
+}
+
+/* The worker's mapping ends with the worker. */
+int th_named_attach(const void *name, size_t len) {
+  (void)len;
+  mproc_shm *s;
+  if (mproc_shm_attach(&s, name) != 0)
+    return 1;
+  th_named_buf = mproc_shm_buf(s);
+  return 0;
 }

@@ -41,6 +41,16 @@ int th_barrier_once(struct mproc_barrier *b, double timeout);
 /* Every one of n messages arrived exactly once: seen[k] counts deliveries of message k. */
 void th_expect_each_once(const unsigned char *seen, size_t n);
 
+/* Shared memory that a pool's workers find under every start method: th_named_new makes a
+ * segment (its name is not an "mproc" one, so th_end does not count it) and sets
+ * th_named_buf; th_named_attach, as the pool's initializer with th_named_name as initargs,
+ * sets th_named_buf in each worker. */
+extern void *th_named_buf;
+extern char th_named_name[64];
+void th_named_new(size_t size);
+void th_named_free(void);
+int th_named_attach(const void *name, size_t len);
+
 /* Open a leak scope at the start of a test and check it at the end. */
 typedef struct th_scope {
   int fds;

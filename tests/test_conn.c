@@ -29,15 +29,22 @@ static void fill(unsigned char *b, size_t n, unsigned seed) {
 
 /* ---- round trips through an echoing child ---- */
 
-/* The child's copy of the parent's end must go, or the child never sees EOF. */
-typedef struct ends {
-  mproc_conn *mine, *theirs;
-} ends;
+/* A child running fn with the given ends as its handles 0 and 1 (h1 may be NULL): they
+ * cross under every start method. */
+static mproc_process *start_with(mproc_target_fn fn, mproc_conn *h0, mproc_conn *h1) {
+  void *h[2] = {h0, h1};
+  mproc_process_opts o = {.handles = h, .n_handles = h1 ? 2 : 1};
+  mproc_process *p;
+  cr_assert_eq(mproc_process_new(&p, fn, NULL, &o), 0);
+  cr_assert_eq(mproc_process_start(p), 0);
+  return p;
+}
 
+/* The child's copy of the parent's end (handle 1) must go, or it never sees EOF. */
 static int echo(void *arg) {
-  ends *e = arg;
-  mproc_conn_free(e->theirs);
-  mproc_conn *c = e->mine;
+  (void)arg;
+  mproc_conn_free(mproc_process_handle(1));
+  mproc_conn *c = mproc_process_handle(0);
   for (;;) {
     void *m;
     size_t n;
@@ -72,10 +79,7 @@ Test(conn, round_trips_exact_contents) {
   th_scope s = th_begin();
   mproc_conn *a, *b;
   cr_assert_eq(mproc_pipe(&a, &b, true), 0);
-  mproc_process *p;
-  ends e = {b, a};
-  cr_assert_eq(mproc_process_new(&p, echo, &e, NULL), 0);
-  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_process *p = start_with(echo, b, a);
   mproc_conn_free(b);
   size_t sizes[] = {0, 1, 2, 3, 4, 5, 100, 65536, 65537, 1 << 20, (size_t)256 << 20};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
@@ -94,7 +98,8 @@ Test(conn, round_trips_exact_contents) {
 #define N_ORDERED 10000
 
 static int send_ordered(void *arg) {
-  mproc_conn *w = arg;
+  (void)arg;
+  mproc_conn *w = mproc_process_handle(0);
   unsigned char buf[300];
   for (uint32_t i = 0; i < N_ORDERED; i++) {
     size_t len = 4 + i % 200;
@@ -110,9 +115,7 @@ Test(conn, ten_thousand_ordered_messages_then_eof) {
   th_scope s = th_begin();
   mproc_conn *r, *w;
   cr_assert_eq(mproc_pipe(&r, &w, false), 0);
-  mproc_process *p;
-  cr_assert_eq(mproc_process_new(&p, send_ordered, w, NULL), 0);
-  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_process *p = start_with(send_ordered, w, NULL);
   mproc_conn_free(w);
   unsigned char want[300];
   for (uint32_t i = 0; i < N_ORDERED; i++) {
@@ -324,7 +327,8 @@ Test(conn, long_length_header) {
 static void on_usr1(int sig) { (void)sig; }
 
 static int signal_then_send(void *arg) {
-  mproc_conn *c = arg;
+  (void)arg;
+  mproc_conn *c = mproc_process_handle(0);
   kill(mproc_parent_pid(), SIGUSR1);
   nap_ms(50);
   kill(mproc_parent_pid(), SIGUSR1);
@@ -337,9 +341,7 @@ Test(conn, signals_do_not_break_a_blocking_recv) {
   sigaction(SIGUSR1, &sa, NULL);
   mproc_conn *r, *w;
   cr_assert_eq(mproc_pipe(&r, &w, false), 0);
-  mproc_process *p;
-  cr_assert_eq(mproc_process_new(&p, signal_then_send, w, NULL), 0);
-  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_process *p = start_with(signal_then_send, w, NULL);
   void *m;
   size_t n;
   cr_assert_eq(mproc_conn_recv(r, &m, &n, MPROC_FOREVER), 0);
@@ -447,7 +449,8 @@ Test(conn, wait_many_items) {
 /* ---- beyond 4 GiB (needs ~5 GiB of memory: only with MPROC_TEST_HUGE=1) ---- */
 
 static int send_huge(void *arg) {
-  mproc_conn *w = arg;
+  (void)arg;
+  mproc_conn *w = mproc_process_handle(0);
   size_t len = ((size_t)4 << 30) + 3;
   /* Untouched anonymous pages read as zeros and cost no memory. */
   unsigned char *z = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -466,9 +469,7 @@ Test(conn, message_beyond_4GiB) {
   th_scope s = th_begin();
   mproc_conn *r, *w;
   cr_assert_eq(mproc_pipe(&r, &w, false), 0);
-  mproc_process *p;
-  cr_assert_eq(mproc_process_new(&p, send_huge, w, NULL), 0);
-  cr_assert_eq(mproc_process_start(p), 0);
+  mproc_process *p = start_with(send_huge, w, NULL);
   mproc_conn_free(w);
   unsigned char *m;
   size_t n;

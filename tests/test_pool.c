@@ -81,13 +81,12 @@ Test(pool, map_ten_million) {
   th_end(s);
 }
 
-static size_t g_elem; /* element size for xor_elem, set before the pool forks */
-
+/* args: the element size. */
 static int xor_elem(const void *in, void *out, const void *args) {
-  (void)args;
+  size_t len = *(const size_t *)args;
   const unsigned char *a = in;
   unsigned char *b = out;
-  for (size_t i = 0; i < g_elem; i++)
+  for (size_t i = 0; i < len; i++)
     b[i] = (unsigned char)(a[i] ^ 0x5a);
   return 0;
 }
@@ -272,17 +271,18 @@ Test(pool, map_element_sizes) {
   /* The last two are bigger than a chunk may be: one element a chunk, through the stage. */
   const size_t sizes[] = {1, 3, 8, 64, 1000, 4096, (1u << 20) + 1, (3u << 20) + 7};
   for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
-    g_elem = sizes[k];
-    mproc_pool *p = make_pool(2); /* new pool: workers see g_elem */
-    size_t n = g_elem > 65536 ? 5 : 301;
-    unsigned char *in = malloc(n * g_elem), *out = calloc(n, g_elem);
-    for (size_t i = 0; i < n * g_elem; i++)
+    size_t elem = sizes[k];
+    mproc_pool *p = make_pool(2);
+    size_t n = elem > 65536 ? 5 : 301;
+    unsigned char *in = malloc(n * elem), *out = calloc(n, elem);
+    for (size_t i = 0; i < n * elem; i++)
       in[i] = (unsigned char)(i * 131 + k);
-    cr_assert_eq(mproc_pool_map(p, xor_elem, in, n, g_elem, out, g_elem, NULL), 0);
+    mproc_map_opts mo = {.args = &elem, .args_len = sizeof elem};
+    cr_assert_eq(mproc_pool_map(p, xor_elem, in, n, elem, out, elem, &mo), 0);
     size_t bad = 0;
-    for (size_t i = 0; i < n * g_elem; i++)
+    for (size_t i = 0; i < n * elem; i++)
       bad += out[i] != (unsigned char)(in[i] ^ 0x5a);
-    cr_expect_eq(bad, 0, "element size %zu: %zu wrong bytes", g_elem, bad);
+    cr_expect_eq(bad, 0, "element size %zu: %zu wrong bytes", elem, bad);
     free(in);
     free(out);
     mproc_pool_free(p);
@@ -770,7 +770,8 @@ Test(pool, default_processes_and_worker_count) {
 
 #define MIB (1u << 20)
 
-static _Atomic int *g_started; /* shared with the workers: made before the pool */
+/* Shared with the workers (helpers.h: th_named_*). */
+static _Atomic int *started(void) { return th_named_buf; }
 
 static int mib_plus_one(const void *in, void *out, const void *args) {
   (void)args;
@@ -778,7 +779,7 @@ static int mib_plus_one(const void *in, void *out, const void *args) {
   unsigned char *b = out;
   for (size_t i = 0; i < MIB; i += 4096)
     b[i] = (unsigned char)(a[i] + 1);
-  atomic_fetch_add(g_started, 1);
+  atomic_fetch_add(started(), 1);
   sleep_ms(1);
   return 0;
 }
@@ -799,9 +800,11 @@ static void *big_map_thread(void *arg) {
 
 Test(pool, windowed_map_and_close_while_it_runs) {
   th_scope s = th_begin();
-  g_started = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  cr_assert(g_started != MAP_FAILED);
-  mproc_pool *p = make_pool(2);
+  th_named_new(4096);
+  mproc_pool *p = NULL;
+  mproc_pool_opts o = {.processes = 2, .initializer = th_named_attach,
+                       .initargs = th_named_name, .initargs_len = strlen(th_named_name) + 1};
+  cr_assert_eq(mproc_pool_new(&p, &o), 0);
   big_map m = {p, NULL, NULL, 80, -1};
   m.in = malloc(m.n * MIB);
   m.out = calloc(m.n, MIB);
@@ -809,7 +812,7 @@ Test(pool, windowed_map_and_close_while_it_runs) {
     m.in[i] = (unsigned char)(i / 4096);
   pthread_t t;
   pthread_create(&t, NULL, big_map_thread, &m);
-  while (atomic_load(g_started) < 3)
+  while (atomic_load(started()) < 3)
     sleep_ms(1);
   cr_expect_eq(mproc_pool_close(p), 0); /* the map was submitted before: it still completes */
   pthread_join(t, NULL);
@@ -822,7 +825,7 @@ Test(pool, windowed_map_and_close_while_it_runs) {
   free(m.in);
   free(m.out);
   mproc_pool_free(p);
-  munmap((void *)g_started, 4096);
+  th_named_free();
   th_end(s);
 }
 
@@ -897,7 +900,8 @@ Test(pool, shared_arrays_cross_without_copies) {
   cr_assert_eq(mproc_array_new(&ai, 16, n, NULL, false), 0);
   cr_assert_eq(mproc_array_new(&ao, 16, n, NULL, false), 0);
   mproc_pool *p = make_pool(2);
-  zc_run(p, ai, ao, n, true);
+  /* Only forked workers have the caller's mappings; others get copies, as exact. */
+  zc_run(p, ai, ao, n, mproc_get_start_method() == MPROC_START_FORK);
   /* Made after the workers: they do not have it, so the data is copied. */
   cr_assert_eq(mproc_array_new(&late_i, 16, n, NULL, false), 0);
   cr_assert_eq(mproc_array_new(&late_o, 16, n, NULL, false), 0);

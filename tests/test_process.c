@@ -16,7 +16,10 @@
 
 /* ---- targets ---- */
 
-static int ret_arg(void *arg) { return (int)(intptr_t)arg; }
+/* Targets get an int through arg_len (a copy crosses under every start method). */
+static int int_arg(void *arg) { return arg ? *(const int *)arg : 0; }
+
+static int ret_arg(void *arg) { return int_arg(arg); }
 
 static int sleep_forever(void *arg) {
   (void)arg;
@@ -26,7 +29,7 @@ static int sleep_forever(void *arg) {
 }
 
 static int raise_sig(void *arg) {
-  raise((int)(intptr_t)arg);
+  raise(int_arg(arg));
   return 99;
 }
 
@@ -36,14 +39,14 @@ static void nap_ms(int ms) {
 }
 
 static int nap_then_return(void *arg) {
-  nap_ms((int)(intptr_t)arg);
+  nap_ms(int_arg(arg));
   return 3;
 }
 
-static mproc_process *started(mproc_target_fn fn, void *arg, bool daemon) {
+static mproc_process *started(mproc_target_fn fn, int arg, bool daemon) {
   mproc_process *p = NULL;
-  mproc_process_opts o = {.daemon = daemon};
-  cr_assert_eq(mproc_process_new(&p, fn, arg, &o), 0);
+  mproc_process_opts o = {.daemon = daemon, .arg_len = sizeof arg};
+  cr_assert_eq(mproc_process_new(&p, fn, &arg, &o), 0);
   cr_assert_eq(mproc_process_start(p), 0);
   return p;
 }
@@ -61,7 +64,7 @@ Test(process, exit_codes_from_return_values) {
   th_scope s = th_begin();
   int codes[] = {0, 1, 7, 255};
   for (size_t i = 0; i < 4; i++) {
-    mproc_process *p = started(ret_arg, (void *)(intptr_t)codes[i], false);
+    mproc_process *p = started(ret_arg, codes[i], false);
     cr_assert_eq(exit_of(p), codes[i]);
     mproc_process_free(p);
   }
@@ -72,7 +75,7 @@ Test(process, exit_codes_from_signals) {
   th_scope s = th_begin();
   int sigs[] = {SIGUSR1, SIGKILL, SIGTERM};
   for (size_t i = 0; i < 3; i++) {
-    mproc_process *p = started(raise_sig, (void *)(intptr_t)sigs[i], false);
+    mproc_process *p = started(raise_sig, sigs[i], false);
     cr_assert_eq(exit_of(p), -sigs[i]);
     mproc_process_free(p);
   }
@@ -85,7 +88,7 @@ Test(process, terminate_kill_interrupt) {
                                    mproc_process_interrupt};
   int sigs[] = {SIGTERM, SIGKILL, SIGINT};
   for (size_t i = 0; i < 3; i++) {
-    mproc_process *p = started(sleep_forever, NULL, true); /* daemon: dies with a failed test */
+    mproc_process *p = started(sleep_forever, 0, true); /* daemon: dies with a failed test */
     cr_assert_eq(fns[i](p), 0);
     cr_assert_eq(exit_of(p), -sigs[i]);
     cr_assert_eq(fns[i](p), 0, "signalling an ended process is 0");
@@ -97,7 +100,7 @@ Test(process, terminate_kill_interrupt) {
 /* ---- join and is_alive ---- */
 
 static void join_timeouts(void) {
-  mproc_process *p = started(sleep_forever, NULL, true);
+  mproc_process *p = started(sleep_forever, 0, true);
   cr_assert_eq(mproc_process_join(p, 0), MPROC_ETIMEDOUT);
   int64_t t0 = mproc__now_ns();
   cr_assert_eq(mproc_process_join(p, 0.05), MPROC_ETIMEDOUT);
@@ -113,7 +116,7 @@ static void join_timeouts(void) {
   mproc_process_free(p);
 
   /* A child that ends within the timeout. */
-  p = started(nap_then_return, (void *)(intptr_t)20, false);
+  p = started(nap_then_return, 20, false);
   cr_assert_eq(mproc_process_join(p, 30.0), 0);
   cr_assert_eq(mproc_process_exitcode(p, &code), 0);
   cr_assert_eq(code, 3);
@@ -130,8 +133,12 @@ Test(process, join_timeouts_without_pidfd) {
   th_scope s = th_begin();
   mproc__test_no_pidfd = true;
   join_timeouts();
-  mproc_process *p = started(ret_arg, NULL, false);
-  cr_assert_eq(mproc_process_sentinel(p), -1);
+  mproc_process *p = started(ret_arg, 0, false);
+  /* A forkserver child's sentinel is where the server writes its status: no pidfd needed. */
+  if (mproc_get_start_method() == MPROC_START_FORKSERVER)
+    cr_assert_geq(mproc_process_sentinel(p), 0);
+  else
+    cr_assert_eq(mproc_process_sentinel(p), -1);
   mproc_process_free(p);
   mproc__test_no_pidfd = false;
   th_end(s);
@@ -163,7 +170,7 @@ Test(process, is_alive_transitions) {
 
 Test(process, sentinel_turns_readable) {
   th_scope s = th_begin();
-  mproc_process *p = started(nap_then_return, (void *)(intptr_t)10, false);
+  mproc_process *p = started(nap_then_return, 10, false);
   struct pollfd pf = {.fd = mproc_process_sentinel(p), .events = POLLIN};
   cr_assert_eq(poll(&pf, 1, 30000), 1);
   cr_assert_eq(exit_of(p), 3);
@@ -193,7 +200,7 @@ Test(process, wrong_state_calls) {
 
 Test(process, free_kills_and_reaps_running_child) {
   th_scope s = th_begin();
-  mproc_process *p = started(sleep_forever, NULL, false);
+  mproc_process *p = started(sleep_forever, 0, false);
   pid_t pid = mproc_process_pid(p);
   mproc_process_free(p);
   cr_assert(!th_pid_alive(pid));
@@ -204,7 +211,9 @@ Test(process, free_kills_and_reaps_running_child) {
 Test(process, failed_child_setup_is_reported_by_start) {
   th_scope s = th_begin();
   mproc_process *p = NULL;
-  cr_assert_eq(mproc_process_new(&p, ret_arg, NULL, NULL), 0);
+  /* The injected failure is in the forked child's setup (start_kinds has the others'). */
+  mproc_process_opts fork = {.start_method = MPROC_START_FORK};
+  cr_assert_eq(mproc_process_new(&p, ret_arg, NULL, &fork), 0);
   mproc__test_setup_errno = EPERM;
   cr_assert_eq(mproc_process_start(p), -EPERM);
   mproc__test_setup_errno = 0;
@@ -246,7 +255,7 @@ Test(process, names) {
   mproc_process_free(b);
 
   char name[32] = "worker-x";
-  mproc_process_opts o = {.name = name};
+  mproc_process_opts o = {.name = name, .arg_len = sizeof "worker-x"};
   cr_assert_eq(mproc_process_new(&a, check_own_name, (void *)"worker-x", &o), 0);
   name[0] = 'W'; /* the name was copied */
   cr_assert_str_eq(mproc_process_name(a), "worker-x");
@@ -258,14 +267,16 @@ Test(process, names) {
   th_end(s);
 }
 
+/* Under forkserver the OS parent is the server; mproc_parent_pid is still the caller. */
 static int check_parent(void *arg) {
-  return mproc_parent_pid() == *(pid_t *)arg && getppid() == *(pid_t *)arg ? 0 : 1;
+  pid_t me = int_arg(arg);
+  bool served = mproc_get_start_method() == MPROC_START_FORKSERVER;
+  return mproc_parent_pid() == me && (served || getppid() == me) ? 0 : 1;
 }
 
 Test(process, parent_pid) {
   th_scope s = th_begin();
-  pid_t me = getpid();
-  mproc_process *p = started(check_parent, &me, false);
+  mproc_process *p = started(check_parent, getpid(), false);
   cr_assert_eq(exit_of(p), 0);
   mproc_process_free(p);
   cr_assert_eq(mproc_parent_pid(), getppid());
@@ -276,9 +287,9 @@ Test(process, parent_pid) {
 
 Test(process, active_children_reaps_finished_ones) {
   th_scope s = th_begin();
-  mproc_process *quick1 = started(ret_arg, NULL, false);
-  mproc_process *quick2 = started(ret_arg, NULL, false);
-  mproc_process *slow = started(sleep_forever, NULL, true);
+  mproc_process *quick1 = started(ret_arg, 0, false);
+  mproc_process *quick2 = started(ret_arg, 0, false);
+  mproc_process *slow = started(sleep_forever, 0, true);
   /* Wait (without reaping) until both quick ones have ended. */
   mproc_waitable w[2] = {{.process = quick1}, {.process = quick2}};
   while (!(w[0].ready && w[1].ready))
@@ -302,7 +313,7 @@ Test(process, active_children_reaps_finished_ones) {
 /* A forked child has its own, empty registry; the parent's handles are inert there. */
 Test(process, inherited_handles_are_inert_in_a_forked_child) {
   th_scope s = th_begin();
-  mproc_process *p = started(sleep_forever, NULL, true);
+  mproc_process *p = started(sleep_forever, 0, true);
   pid_t pid = fork();
   if (pid == 0) {
     int bad = mproc_active_children(NULL, 0) != 0 || mproc_process_is_alive(p) ||
@@ -334,7 +345,7 @@ Test(process, child_output_flushed_when_target_returns) {
   fflush(stdout);
   int saved = dup(STDOUT_FILENO);
   dup2(fds[1], STDOUT_FILENO);
-  mproc_process *p = started(print_unflushed, NULL, false);
+  mproc_process *p = started(print_unflushed, 0, false);
   int code = exit_of(p);
   dup2(saved, STDOUT_FILENO);
   close(saved);
@@ -354,7 +365,7 @@ Test(process, child_output_flushed_when_target_returns) {
 #define PLAIN_MARK "plain-done\n"
 
 static int plain_child(void *arg) {
-  int fd = (int)(intptr_t)arg;
+  int fd = int_arg(arg);
   nap_ms(150);
   return mproc__write_full(fd, PLAIN_MARK, strlen(PLAIN_MARK)) == 0 ? 0 : 1;
 }
@@ -364,8 +375,10 @@ static mproc_process *g_daemon, *g_plain; /* reachable at exit: no leak report *
 /* Starts a daemon and a non-daemon child and writes their pids to fd. */
 static void start_pair(int fd) {
   mproc_process_opts od = {.daemon = true};
+  /* The plain child writes to an inherited descriptor: a forked one. */
+  mproc_process_opts op = {.start_method = MPROC_START_FORK, .arg_len = sizeof fd};
   if (mproc_process_new(&g_daemon, sleep_forever, NULL, &od) ||
-      mproc_process_new(&g_plain, plain_child, (void *)(intptr_t)fd, NULL) ||
+      mproc_process_new(&g_plain, plain_child, &fd, &op) ||
       mproc_process_start(g_daemon) || mproc_process_start(g_plain))
     _exit(90);
   char line[64];
@@ -385,7 +398,7 @@ __attribute__((constructor)) static void atexit_helper(void) {
 }
 
 static int helper_target(void *arg) {
-  start_pair((int)(intptr_t)arg);
+  start_pair(int_arg(arg));
   return 0; /* the target returns: its children are handled like at exit */
 }
 
@@ -442,7 +455,11 @@ Test(process, target_return_kills_daemons_and_joins_others) {
   th_scope s = th_begin();
   int fds[2];
   cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
-  mproc_process *h = started(helper_target, (void *)(intptr_t)fds[1], false);
+  /* The helper writes to an inherited descriptor: a forked one. */
+  mproc_process *h = NULL;
+  mproc_process_opts o = {.start_method = MPROC_START_FORK, .arg_len = sizeof fds[1]};
+  cr_assert_eq(mproc_process_new(&h, helper_target, &fds[1], &o), 0);
+  cr_assert_eq(mproc_process_start(h), 0);
   close(fds[1]);
   check_helper_exit(0, fds[0], true, h);
   close(fds[0]);

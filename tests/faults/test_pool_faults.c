@@ -22,15 +22,10 @@ static void sleep_ms(int ms) {
     ;
 }
 
-/* Shared with the workers: made before the pool. */
-static _Atomic int32_t *g_shared;
-
-static void shared_setup(void) {
-  g_shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  cr_assert(g_shared != MAP_FAILED);
-}
-
-static void shared_teardown(void) { munmap((void *)g_shared, 4096); }
+/* Shared with the workers (helpers.h: th_named_*), under any start method. */
+static _Atomic int32_t *shared(void) { return th_named_buf; }
+static void shared_setup(void) { th_named_new(4096); }
+static void shared_teardown(void) { th_named_free(); }
 
 /* Waits until the pool has its full worker count again. */
 static bool full_again(mproc_pool *p, int n) {
@@ -72,7 +67,7 @@ static int misbehave(const void *arg, size_t len, mproc_result *res) {
     _exit(5);
   case KILLED:
     /* Says who it is, then waits for the test to kill it from outside. */
-    atomic_store(&g_shared[i / 20], (int32_t)getpid());
+    atomic_store(&shared()[i / 20], (int32_t)getpid());
     sleep_ms(30000);
     break;
   }
@@ -83,7 +78,8 @@ static int misbehave(const void *arg, size_t len, mproc_result *res) {
 Test(pool_faults, crashing_tasks_fail_alone, .init = shared_setup, .fini = shared_teardown) {
   th_scope s = th_begin();
   mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = 2};
+  mproc_pool_opts o = {.processes = 2, .initializer = th_named_attach, .initargs = th_named_name,
+                       .initargs_len = strlen(th_named_name) + 1};
   cr_assert_eq(mproc_pool_new(&p, &o), 0);
   enum { N = 200 };
   mproc_async *a[N];
@@ -94,7 +90,7 @@ Test(pool_faults, crashing_tasks_fail_alone, .init = shared_setup, .fini = share
   }
   for (int k = 0; k < N / 20; k++) { /* the SIGKILL-from-outside tasks */
     pid_t pid;
-    while ((pid = atomic_load(&g_shared[k])) == 0)
+    while ((pid = atomic_load(&shared()[k])) == 0)
       sleep_ms(1);
     kill(pid, SIGKILL);
   }
@@ -319,8 +315,9 @@ Test(pool_faults, initializer_crashes_at_start) {
 
 /* Succeeds in the first worker only. */
 static int init_once(const void *args, size_t len) {
-  (void)args, (void)len;
-  return atomic_fetch_add(&g_shared[0], 1) == 0 ? 0 : 1;
+  if (th_named_attach(args, len) != 0)
+    return 2;
+  return atomic_fetch_add(&shared()[0], 1) == 0 ? 0 : 1;
 }
 
 static int crash_now(const void *arg, size_t len, mproc_result *res) {
@@ -332,7 +329,8 @@ Test(pool_faults, initializer_fails_in_replacements, .init = shared_setup,
      .fini = shared_teardown) {
   th_scope s = th_begin();
   mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = 1, .initializer = init_once};
+  mproc_pool_opts o = {.processes = 1, .initializer = init_once, .initargs = th_named_name,
+                       .initargs_len = strlen(th_named_name) + 1};
   cr_assert_eq(mproc_pool_new(&p, &o), 0);
   mproc_async *c = NULL, *a[5];
   cr_assert_eq(mproc_pool_apply_async(p, crash_now, NULL, 0, &c), 0);
@@ -349,7 +347,7 @@ Test(pool_faults, initializer_fails_in_replacements, .init = shared_setup,
   mproc_async_free(c);
   /* Later tasks fail too, instead of waiting forever. */
   cr_expect_eq(mproc_pool_apply(p, sleeper, &ms, sizeof ms, NULL, NULL), MPROC_ECRASHED);
-  cr_expect_lt(atomic_load(&g_shared[0]), 10, "respawned endlessly");
+  cr_expect_lt(atomic_load(&shared()[0]), 10, "respawned endlessly");
   cr_expect_eq(mproc_pool_close(p), 0);
   cr_expect_eq(mproc_pool_join(p), 0);
   mproc_pool_free(p);
