@@ -1107,7 +1107,7 @@ BOTH(shared_memory) {
   cr_assert_eq(mproc_process_new(&p, shm_worker, (void *)name, &o), 0);
   int rc = mproc_process_start(p);
   cr_expect_lt(rc, 0, "an unlinked segment crossed");
-  cr_expect_eq(rc, -EPROTO, "%s", mproc_err_name(rc));
+  cr_expect_eq(rc, -ENOENT, "%s", mproc_err_name(rc));
   mproc_process_free(p);
   mproc_shm_free(s);
 }

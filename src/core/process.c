@@ -446,7 +446,7 @@ static void process_boot(int chan, mproc__rd *r) {
   void *arg = arg_len ? malloc(arg_len) : NULL;
   int err = !handles || (arg_len && !arg) ? -ENOMEM : 0;
   if (!err && (r->bad || !target || !name || !ident))
-    err = -EPROTO;
+    err = r->err ? r->err : -EPROTO;
   if (!err && daemon) /* under forkserver the parent is the server, which dies with ours */
     err = mproc__die_with_parent(getppid(), SIGKILL);
   if (err) {

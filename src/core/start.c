@@ -381,7 +381,7 @@ _Noreturn void mproc__boot_run(int chan) {
   }
   free(maps);
   mproc__rd r = {body, h.body_len, 0, fds + (rc == 0 ? h.nmaps : 0),
-                 rc == 0 ? h.nfds : 0, 0, false};
+                 rc == 0 ? h.nfds : 0, 0, false, 0};
   mproc__boot_entry entry = rc == 0 ? (mproc__boot_entry)mproc__rd_fn(&r) : NULL;
   if (rc == 0 && !entry)
     rc = -ENOENT;

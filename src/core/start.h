@@ -63,6 +63,7 @@ typedef struct mproc__rd {
   int *fds;
   size_t nfds, fd_off;
   bool bad;
+  int err; /* when bad because a resource was not there (-errno from an import), else 0 */
 } mproc__rd;
 
 void mproc__rd_get(mproc__rd *r, void *out, size_t n);

@@ -220,7 +220,10 @@ static int shm_export(const void *h, mproc__msg *m) {
 static void *shm_import(mproc__rd *r) {
   const char *name = mproc__rd_str(r);
   mproc_shm *s = NULL;
-  return name && mproc_shm_attach(&s, name) == 0 ? s : NULL;
+  int rc = name ? mproc_shm_attach(&s, name) : -EPROTO;
+  if (rc)
+    r->err = rc; /* -ENOENT: unlinked before the child could attach it */
+  return rc ? NULL : s;
 }
 
 __attribute__((constructor(MPROC__CTOR_KINDS))) static void shm_kinds(void) {
