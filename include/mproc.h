@@ -200,7 +200,8 @@ typedef struct mproc_conn mproc_conn;
 /* duplex: both ends send and receive. !duplex: *a only receives, *b only sends. */
 int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex);
 /* Sends one message of any size (0 allowed), whole; blocks while the pipe is full.
- * A peer that is gone: -EPIPE (SIGPIPE never kills the caller). */
+ * A peer that is gone: -EPIPE. No SIGPIPE is raised, and the program's SIGPIPE
+ * disposition and signal mask are left as they are. */
 int mproc_conn_send(mproc_conn *c, const void *buf, size_t len);
 /* Receives one whole message: *buf from malloc (never NULL on success, even for 0 bytes;
  * the caller frees it), *len its size. MPROC_EOF when the peer closed and nothing is left;
@@ -218,9 +219,8 @@ void mproc_conn_free(mproc_conn *c);
  * format is Python's (4-byte big-endian length, or 0xffffffff and an 8-byte length beyond
  * 2 GiB) except that frames shorter than 64 bytes are zero-padded to 64. In a child, free
  * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF).
- * Pipes are pipe(2) (two for duplex): mproc_pipe sets SIGPIPE to ignored when it has the
- * default disposition, so a send to a gone peer returns -EPIPE (a handler the user set is
- * kept, and runs). */
+ * Pipes are pipe(2) (two for duplex). A send blocks SIGPIPE in the calling thread for the
+ * write and consumes the one a gone peer raises, so no process-wide setting changes. */
 
 /* multiprocessing.connection.wait: one object to wait on. */
 typedef struct mproc_waitable {

@@ -199,19 +199,37 @@ static void on_sigpipe(int sig) {
   sigpipes++;
 }
 
+/* mproc raises no SIGPIPE (as send(MSG_NOSIGNAL) does not): a handler stays installed
+ * and is not called; at the default disposition the program is not killed. */
+static void send_to_gone_reader(void) {
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  mproc_conn_free(r);
+  cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
+  char big[100000] = {0};
+  cr_assert_eq(mproc_conn_send(w, big, sizeof big), -EPIPE);
+  mproc_conn_free(w);
+}
+
 Test(conn, user_sigpipe_handler_is_left_alone) {
   th_scope s = th_begin();
   struct sigaction sa = {.sa_handler = on_sigpipe};
   sigaction(SIGPIPE, &sa, NULL);
-  mproc_conn *r, *w;
-  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  send_to_gone_reader();
   struct sigaction now;
   sigaction(SIGPIPE, NULL, &now);
   cr_assert_eq(now.sa_handler, on_sigpipe);
-  mproc_conn_free(r);
-  cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
-  cr_assert_eq(sigpipes, 1);
-  mproc_conn_free(w);
+  cr_assert_eq(sigpipes, 0);
+  th_end(s);
+}
+
+Test(conn, default_sigpipe_does_not_kill_the_sender) {
+  th_scope s = th_begin();
+  struct sigaction dfl = {.sa_handler = SIG_DFL}, now;
+  sigaction(SIGPIPE, &dfl, NULL);
+  send_to_gone_reader();
+  sigaction(SIGPIPE, NULL, &now);
+  cr_assert(now.sa_handler == SIG_DFL, "the disposition was changed");
   th_end(s);
 }
 

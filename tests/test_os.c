@@ -5,10 +5,12 @@
 #include "testing.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,13 +114,45 @@ Test(os, full_read_write_through_pipe) {
   th_end(sc);
 }
 
-Test(os, write_to_closed_pipe_is_epipe) {
-  mproc__ignore_sigpipe();
+/* SIGPIPE at its default would kill us: the write must return -EPIPE, raise nothing
+ * that stays pending, and leave the disposition and the mask as they were. */
+Test(os, write_to_closed_pipe_is_epipe_and_leaves_sigpipe_alone) {
+  struct sigaction dfl = {.sa_handler = SIG_DFL}, now;
+  cr_assert_eq(sigaction(SIGPIPE, &dfl, NULL), 0);
+  sigset_t before, after, pending;
+  pthread_sigmask(SIG_SETMASK, NULL, &before);
+  int fds[2];
+  cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+  close(fds[0]);
+  cr_assert_eq(mproc__write_full(fds[1], "x", 1), -EPIPE);
+  struct iovec iov[2] = {{"ab", 2}, {"cd", 2}};
+  cr_assert_eq(mproc__writev_full(fds[1], iov, 2), -EPIPE);
+  close(fds[1]);
+  cr_assert_eq(sigaction(SIGPIPE, NULL, &now), 0);
+  cr_expect(now.sa_handler == SIG_DFL, "the disposition was changed");
+  pthread_sigmask(SIG_SETMASK, NULL, &after);
+  cr_expect_eq(sigismember(&after, SIGPIPE), sigismember(&before, SIGPIPE));
+  sigpending(&pending);
+  cr_expect(!sigismember(&pending, SIGPIPE), "a SIGPIPE was left pending");
+}
+
+/* A thread that blocks SIGPIPE itself keeps its own pending one. */
+Test(os, a_blocked_sigpipe_stays_the_programs) {
+  sigset_t pipe_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
+  raise(SIGPIPE);
   int fds[2];
   cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
   close(fds[0]);
   cr_assert_eq(mproc__write_full(fds[1], "x", 1), -EPIPE);
   close(fds[1]);
+  sigpending(&pending);
+  cr_expect(sigismember(&pending, SIGPIPE), "the program's pending SIGPIPE was eaten");
+  struct timespec zero = {0, 0};
+  cr_expect_eq(sigtimedwait(&pipe_set, NULL, &zero), SIGPIPE);
+  pthread_sigmask(SIG_UNBLOCK, &pipe_set, NULL);
 }
 
 Test(os, die_with_parent_detects_gone_parent) {

@@ -7,9 +7,9 @@
  * 1 MiB messages faster (~7 vs ~4 GB/s), but pipes reach that ~4 GB/s once their buffer is
  * raised to 1 MiB, which a connection does the first time it sends a message larger than
  * the default 64 KiB buffer (lazily, so that many small-message pipes do not eat into the
- * user's pipe-buffer quota). A send to a gone reader would raise SIGPIPE: mproc_pipe
- * ignores SIGPIPE for the process when its disposition is the default (a handler the user
- * installed is left alone), so a send returns -EPIPE instead.
+ * user's pipe-buffer quota). A send to a gone reader returns -EPIPE: the write blocks
+ * SIGPIPE in the calling thread and consumes the one it raised (os: mproc__writev_full),
+ * so the program's own SIGPIPE disposition and mask stay as they were.
  *
  * Framing is Python's (Connection.send_bytes) with one change: a 4-byte big-endian length;
  * for a message longer than 0x7fffffff bytes the 4 bytes are 0xffffffff and an 8-byte
@@ -95,7 +95,6 @@ int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex) {
     mproc__close(p1[1]);
     return rc;
   }
-  mproc__ignore_sigpipe();
   /* p1 carries b -> a; p2 (duplex only) a -> b. */
   mproc_conn *ca = conn_make(p1[0], p2[1]);
   mproc_conn *cb = conn_make(p2[0], p1[1]);

@@ -209,9 +209,6 @@ int mproc__die_with_parent(pid_t expected_parent, int sig);
 pid_t mproc__waitpid(pid_t pid, int *status, int flags);
 /* Python's exitcode from a wait status: exit status, or -signal. */
 int mproc__exitcode(int status);
-/* Ignores SIGPIPE for the process once (mproc reports -EPIPE instead), leaving any handler
- * the user installed alone. */
-void mproc__ignore_sigpipe(void);
 /* Gettid. */
 pid_t mproc__gettid(void);
 /* getpid(), cached; reset in a forked child. */
