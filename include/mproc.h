@@ -16,6 +16,18 @@
  * of one process. Process and Connection handles are for one thread at a time. Every handle
  * made before a fork() works in the child; the child's _free releases only its own mapping.
  * mproc never starts a thread in the caller's process.
+ *
+ * Signals: mproc never changes a signal disposition in the caller's process. It changes the
+ * calling thread's mask only inside a call and restores it before returning: SIGPIPE is
+ * blocked around a Connection write (the SIGPIPE a gone reader raises is consumed, -EPIPE
+ * returned); a pool wait blocks the asynchronous signals and sleeps in ppoll with the
+ * caller's mask, so a handler that runs makes the call return -EINTR. Children: a daemon
+ * gets PR_SET_PDEATHSIG (SIGKILL) to die with its parent. mproc's own processes (a pool's
+ * supervisor and workers, the forkserver) ignore SIGINT and take SIGCHLD at its default;
+ * a Process child starts with the caller's dispositions and mask under fork, with exec's
+ * under spawn (handlers back at the default, the mask kept), and under forkserver with the
+ * server's as it was spawned, SIGINT at its default. At the first Process start one atexit
+ * handler is registered (daemons killed, other children joined, as Python does).
  */
 #ifndef MPROC_H
 #define MPROC_H
