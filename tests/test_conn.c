@@ -163,6 +163,19 @@ Test(conn, wrong_ends_of_one_way_pipe) {
   th_end(s);
 }
 
+/* mproc raises no SIGPIPE (as send(MSG_NOSIGNAL) does not): a send to a gone reader is
+ * -EPIPE, small or big, a handler stays installed and is not called, and at the default
+ * disposition the program is not killed. */
+static void send_to_gone_reader(bool duplex) {
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, duplex), 0);
+  mproc_conn_free(r);
+  cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
+  char big[100000] = {0};
+  cr_assert_eq(mproc_conn_send(w, big, sizeof big), -EPIPE);
+  mproc_conn_free(w);
+}
+
 Test(conn, eof_after_buffered_messages_and_epipe_without_sigpipe) {
   th_scope s = th_begin();
   for (int duplex = 0; duplex < 2; duplex++) {
@@ -182,13 +195,7 @@ Test(conn, eof_after_buffered_messages_and_epipe_without_sigpipe) {
     cr_assert_eq(mproc_conn_recv(r, &m, &n, MPROC_FOREVER), MPROC_EOF);
     mproc_conn_free(r);
 
-    /* The default SIGPIPE disposition would kill us here: mproc returns -EPIPE. */
-    cr_assert_eq(mproc_pipe(&r, &w, duplex), 0);
-    mproc_conn_free(r);
-    cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
-    char big[100000] = {0};
-    cr_assert_eq(mproc_conn_send(w, big, sizeof big), -EPIPE);
-    mproc_conn_free(w);
+    send_to_gone_reader(duplex);
   }
   th_end(s);
 }
@@ -199,23 +206,11 @@ static void on_sigpipe(int sig) {
   sigpipes++;
 }
 
-/* mproc raises no SIGPIPE (as send(MSG_NOSIGNAL) does not): a handler stays installed
- * and is not called; at the default disposition the program is not killed. */
-static void send_to_gone_reader(void) {
-  mproc_conn *r, *w;
-  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
-  mproc_conn_free(r);
-  cr_assert_eq(mproc_conn_send(w, "lost", 4), -EPIPE);
-  char big[100000] = {0};
-  cr_assert_eq(mproc_conn_send(w, big, sizeof big), -EPIPE);
-  mproc_conn_free(w);
-}
-
 Test(conn, user_sigpipe_handler_is_left_alone) {
   th_scope s = th_begin();
   struct sigaction sa = {.sa_handler = on_sigpipe};
   sigaction(SIGPIPE, &sa, NULL);
-  send_to_gone_reader();
+  send_to_gone_reader(false);
   struct sigaction now;
   sigaction(SIGPIPE, NULL, &now);
   cr_assert_eq(now.sa_handler, on_sigpipe);
@@ -227,7 +222,7 @@ Test(conn, default_sigpipe_does_not_kill_the_sender) {
   th_scope s = th_begin();
   struct sigaction dfl = {.sa_handler = SIG_DFL}, now;
   sigaction(SIGPIPE, &dfl, NULL);
-  send_to_gone_reader();
+  send_to_gone_reader(false);
   sigaction(SIGPIPE, NULL, &now);
   cr_assert(now.sa_handler == SIG_DFL, "the disposition was changed");
   th_end(s);
