@@ -425,9 +425,12 @@ void mproc_array_free(mproc_array *a);
 /* Pool and AsyncResult                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
-/* A pool of worker processes. Safe from several threads of the caller. It belongs to the
- * process that made it: calls from a forked child return MPROC_ESTATE (free there releases
- * only the child's copy). A worker that dies (signal, exit) or runs past task_timeout fails
+/* A pool of worker processes. Safe from several threads of the caller. A child forked
+ * after the pool was made may submit too (apply, map, imap, their _async forms, poll,
+ * fileno): its results come to it, its first call registers it with the pool (one round
+ * trip), and free there releases only its own view; close, join and terminate are the
+ * owner's (MPROC_ESTATE elsewhere), and an AsyncResult submitted before the fork is waited
+ * for only where it was submitted (MPROC_ESTATE in the child). A worker that dies (signal, exit) or runs past task_timeout fails
  * only the task it held (MPROC_ECRASHED / MPROC_EEXPIRED) and is replaced; for map,
  * task_timeout applies to each element. map input and output that already lie in shared
  * memory the workers have (an mproc_array made before a fork-started pool) cross by

@@ -829,27 +829,6 @@ Test(pool, windowed_map_and_close_while_it_runs) {
   th_end(s);
 }
 
-Test(pool, forked_child_cannot_drive_the_pool) {
-  th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
-  pid_t child = fork();
-  cr_assert_geq(child, 0);
-  if (child == 0) {
-    int ok = mproc_pool_apply(p, pid_task, NULL, 0, NULL, NULL) == MPROC_ESTATE &&
-             mproc_pool_close(p) == MPROC_ESTATE;
-    mproc_pool_free(p); /* the child's view only: the pool lives on in the parent */
-    _exit(ok ? 0 : 1);
-  }
-  int status = 0;
-  cr_assert_eq(waitpid(child, &status, 0), child);
-  cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  void *r = NULL;
-  cr_expect_eq(mproc_pool_apply(p, pid_task, NULL, 0, &r, NULL), 0);
-  free(r);
-  mproc_pool_free(p);
-  th_end(s);
-}
-
 /* ---- data already in shared memory crosses by address ---- */
 
 /* The worker marks the input element it was given and reports what the output element held

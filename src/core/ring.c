@@ -751,10 +751,9 @@ int mproc__ring_export(const mproc__ring *r, mproc__msg *m) {
   return m->err;
 }
 
-mproc__ring *mproc__ring_import(mproc__rd *rd) {
-  struct ring_hdr *h = (struct ring_hdr *)(uintptr_t)mproc__rd_u64(rd);
-  size_t map_len = (size_t)mproc__rd_u64(rd);
-  mproc__ring *r = rd->bad ? NULL : calloc(1, sizeof *r);
+/* A handle for the ring whose mapping (map_len bytes) this process has at h. */
+static mproc__ring *handle_at(void *h, size_t map_len) {
+  mproc__ring *r = calloc(1, sizeof *r);
   if (!r)
     return NULL;
   r->h = h;
@@ -762,5 +761,39 @@ mproc__ring *mproc__ring_import(mproc__rd *rd) {
   r->map_len = map_len;
   atomic_init(&r->spin, SPIN_START);
   atomic_init(&r->wspin, SPIN_START);
+  return r;
+}
+
+mproc__ring *mproc__ring_import(mproc__rd *rd) {
+  void *h = (void *)(uintptr_t)mproc__rd_u64(rd);
+  size_t map_len = (size_t)mproc__rd_u64(rd);
+  return rd->bad ? NULL : handle_at(h, map_len);
+}
+
+/* ---- handing a ring to a process that exists already ---- */
+
+int mproc__ring_fd(const mproc__ring *r, size_t *map_len) {
+  void *base;
+  size_t len;
+  int fd = mproc__shared_lookup(r->h, &base, &len);
+  if (fd >= 0 && (base != (void *)r->h || len != r->map_len))
+    fd = -EINVAL; /* not a mapping of its own: cannot be */
+  *map_len = r->map_len;
+  return fd;
+}
+
+mproc__ring *mproc__ring_attach(int fd, size_t map_len) {
+  /* Everything in the shared header is an offset: the ring works at any address. */
+  size_t hdr_len = mproc__page_round(sizeof(struct ring_hdr));
+  void *h = NULL;
+  if (map_len > hdr_len && map_len <= ((size_t)1 << 41))
+    h = mproc__shared_map_fd(fd, map_len);
+  if (!h) {
+    mproc__close(fd);
+    return NULL;
+  }
+  mproc__ring *r = handle_at(h, map_len);
+  if (!r)
+    mproc__shared_unmap(h, map_len); /* closes fd with the mapping */
   return r;
 }

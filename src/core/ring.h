@@ -46,6 +46,14 @@ int mproc__ring_export(const mproc__ring *r, struct mproc__msg *m);
 /* In that child: this process's handle for it, or NULL. */
 mproc__ring *mproc__ring_import(struct mproc__rd *rd);
 
+/* The ring's shared memory descriptor (owned by the ring: do not close) and the length of
+ * its mapping, for mproc__ring_attach in a process that exists already: -EBADF when the
+ * ring has none (anonymous memory). */
+int mproc__ring_fd(const mproc__ring *r, size_t *map_len);
+/* A handle for the ring behind fd (from mproc__ring_fd, received over a socket), mapped at
+ * any free address; takes fd over (closed on failure too). NULL on failure. */
+mproc__ring *mproc__ring_attach(int fd, size_t map_len);
+
 /* Puts one message made of iov[0..n) concatenated. 0, -ETIMEDOUT (full until deadline),
  * MPROC_ECLOSED, MPROC_ENOMEM. */
 int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t deadline);

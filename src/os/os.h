@@ -91,6 +91,10 @@ int mproc__shared_lookup(const void *p, void **base, size_t *len);
 /* Maps len bytes of the shared memory fd at exactly base (never replacing a mapping there:
  * -EEXIST) and takes fd over (closed at unmap; on failure the caller keeps it). 0 or -errno. */
 int mproc__shared_map_at(void *base, size_t len, int fd);
+/* Maps len bytes of the shared memory fd wherever there is room (for memory another process
+ * made after this one was forked: its address may be taken here) and takes fd over (closed
+ * at unmap; on failure the caller keeps it). NULL and errno on failure. */
+void *mproc__shared_map_fd(int fd, size_t len);
 /* Whether len bytes (up to 64 are looked at) at p can be read without a fault. */
 bool mproc__readable(const void *p, size_t len);
 /* Page size, cached. */

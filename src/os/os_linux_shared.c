@@ -152,11 +152,10 @@ static int memfd_of(size_t len) {
   return fd;
 }
 
-/* A shared mapping of len bytes, memfd-backed where a descriptor can be had (anonymous
- * otherwise: still shared with forked children, but it cannot cross to a spawned one). */
-static void *map_new(size_t len, int extra_flags) {
-  int fd = memfd_of(len);
-  int flags = MAP_SHARED | extra_flags | (fd < 0 ? MAP_ANONYMOUS : 0);
+/* Maps len bytes of fd (-1: anonymous memory) shared, in the placement range where it can,
+ * and records it (taking fd over). NULL and errno on failure (fd is then the caller's). */
+static void *map_record(size_t len, int flags, int fd) {
+  flags |= MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0);
   pthread_mutex_lock(&reg_mu);
   void *p = place_map(len, flags, fd);
   if (!p)
@@ -169,10 +168,21 @@ static void *map_new(size_t len, int extra_flags) {
   }
   pthread_mutex_unlock(&reg_mu);
   if (p == MAP_FAILED) {
-    if (fd >= 0)
-      close(fd);
     errno = e;
     return NULL;
+  }
+  return p;
+}
+
+/* A shared mapping of len bytes, memfd-backed where a descriptor can be had (anonymous
+ * otherwise: still shared with forked children, but it cannot cross to a spawned one). */
+static void *map_new(size_t len, int extra_flags) {
+  int fd = memfd_of(len);
+  void *p = map_record(len, extra_flags, fd);
+  if (!p && fd >= 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
   }
   return p;
 }
@@ -207,6 +217,14 @@ int mproc__shared_lookup(const void *p, void **base, size_t *len) {
   }
   pthread_mutex_unlock(&reg_mu);
   return rc;
+}
+
+void *mproc__shared_map_fd(int fd, size_t len) {
+  if (fd < 0 || len == 0) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return map_record(len, 0, fd);
 }
 
 int mproc__shared_map_at(void *base, size_t len, int fd) {

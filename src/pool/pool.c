@@ -26,6 +26,7 @@
 
 #define MAX_PROCESSES 4096
 #define RING_INITIAL_BYTES ((size_t)64 << 10)
+#define RELAY_INITIAL_BYTES ((size_t)4 << 10)
 
 /* ---- the supervisor's end ---- */
 
@@ -72,11 +73,14 @@ static int check_opts(const mproc_pool_opts *o) {
 static void release(mproc_pool *p) {
   mproc__ring_free(p->ctx.tasks);
   mproc__ring_free(p->ctx.results);
+  mproc__ring_free(p->ctx.relay);
   mproc__shared_unmap(p->ctx.sh, p->ctx.sh_len);
   mproc__shared_unmap(p->ctx.fns, sizeof *p->ctx.fns);
   mproc__stage_destroy(&p->stage);
   mproc__close(p->ctx.ctl_fd);
   mproc__close(p->ctx.notify_fd);
+  mproc__close(p->ctx.reg_fd);
+  mproc__close(p->ctx.reg_sup);
   mproc__close(p->sup_fd);
   free(p->poll_wake);
   free(p->ctx.initargs);
@@ -91,19 +95,16 @@ static void release(mproc_pool *p) {
 }
 
 static int init_locals(mproc_pool *p) {
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  int rc = pthread_cond_init(&p->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  int rc = mproc__pool_init_sync(p);
   if (rc)
-    return -rc;
-  pthread_mutex_init(&p->mu, NULL);
-  pthread_mutex_init(&p->join_mu, NULL);
+    return rc;
   p->sup_fd = -1;
   p->ctx.ctl_fd = -1;
   p->ctx.notify_fd = -1;
+  p->ctx.reg_fd = p->ctx.reg_sup = -1;
   p->owner = mproc__getpid();
+  atomic_init(&p->view, (uint32_t)p->owner);
+  atomic_init(&p->claim, (uint32_t)p->owner);
   return 0;
 }
 
@@ -132,6 +133,15 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   int rc = mproc__ring_new(&c->tasks, &ro);
   if (rc == 0)
     rc = mproc__ring_new(&c->results, &ro);
+  /* Only clients (forked children using the pool) post there: as small as a ring comes. */
+  mproc__ring_opts relay_o = {.initial_bytes = RELAY_INITIAL_BYTES};
+  if (rc == 0)
+    rc = mproc__ring_new(&c->relay, &relay_o);
+  int sv[2];
+  if (rc == 0 && (rc = mproc__socketpair(sv, true)) == 0) {
+    c->reg_sup = sv[0];
+    c->reg_fd = sv[1];
+  }
   if (rc == 0)
     rc = mproc__stage_init(&p->stage);
   c->stage_base = p->stage.base;
@@ -142,25 +152,31 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   if (rc == 0 && p->method != MPROC_START_FORK) {
     if (!(c->fns = mproc__shared_map(sizeof *c->fns)))
       rc = -errno;
+    else
+      rc = mproc__mutex_init(&c->fns->mu, false);
   }
   return rc;
 }
 
 /* Forks the supervisor, or has it spawned or forked by the forkserver. */
 static int start_supervisor(mproc_pool *p) {
+  int rc = 0;
   if (p->method != MPROC_START_FORK) {
-    int rc = mproc__pool_start_unforked(&p->ctx, p->method, &p->sup_pid, &p->sup_fd);
+    rc = mproc__pool_start_unforked(&p->ctx, p->method, &p->sup_pid, &p->sup_fd);
     p->sup_served = rc == 0 && p->method == MPROC_START_FORKSERVER;
-    return rc;
+  } else {
+    pid_t pid = mproc__fork();
+    if (pid == 0)
+      mproc__pool_supervise(&p->ctx);
+    rc = pid < 0 ? -errno : 0;
+    p->sup_pid = pid;
+    p->sup_fd = pid < 0 ? -1 : mproc__pidfd_open(pid);
   }
-  pid_t pid = mproc__fork();
-  if (pid == 0)
-    mproc__pool_supervise(&p->ctx);
-  if (pid < 0)
-    return -errno;
-  p->sup_pid = pid;
-  p->sup_fd = mproc__pidfd_open(pid);
-  return 0;
+  /* Only the supervisor may hold the receiving end: its close is how clients learn it is
+   * gone. */
+  mproc__close(p->ctx.reg_sup);
+  p->ctx.reg_sup = -1;
+  return rc;
 }
 
 /* Whether the supervisor has ended, without reaping it. */
@@ -216,9 +232,9 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
   return 0;
 }
 
-/* mproc__pool_check, then the pool's lock, taken when it returns 0. */
+/* For the owner's calls: the pool's lock, taken when it returns 0. */
 static int lock_checked(mproc_pool *p) {
-  int rc = mproc__pool_check(p);
+  int rc = mproc__pool_owner_check(p);
   if (rc == 0)
     pthread_mutex_lock(&p->mu);
   return rc;
@@ -284,8 +300,10 @@ void mproc_pool_free(mproc_pool *p) {
     mproc__pool_cancel_all(p);
     pthread_mutex_unlock(&p->mu);
     mproc__pool_run_callbacks(p); /* none stays queued: an AsyncResult freed later must not look here */
+  } else {
+    /* In a forked child only this process's view goes: the pool's processes are the owner's. */
+    mproc__pool_client_leave(p);
   }
-  /* In a forked child only this process's view goes: the pool's processes are the owner's. */
   release(p);
 }
 
@@ -368,7 +386,8 @@ const char *mproc_async_error(mproc_async *r) {
 void mproc_async_free(mproc_async *r) {
   if (!r)
     return;
-  if (r->pool && (!atomic_load(&r->ready) || r->cb.queued))
+  /* One submitted by another process's view (before a fork) is that process's to forget. */
+  if (r->pool && r->view == (uint32_t)mproc__getpid() && (!atomic_load(&r->ready) || r->cb.queued))
     mproc__pool_abandon(r->pool, r);
   free(r->err);
   if (r->r.res != r->r.small_res)

@@ -13,6 +13,12 @@
  * names exactly the task it held. The supervisor, on that worker's death, posts a failure
  * result for that id. A task whose reader died inside the read may be delivered again; the
  * caller keeps the first result for an id and ignores the rest.
+ *
+ * A child forked from the caller after the pool was made may use it too (a "client",
+ * pool_client.c): the result ring has one reader, so a client registers a ring of its own
+ * with the supervisor and its task ids carry its ticket in their top bits (the caller's
+ * are 0). Workers post a client's results on the relay ring and poke ctl_fd; the supervisor
+ * moves each to its client's ring (pool_relay.c).
  */
 #ifndef MPROC_POOL_H
 #define MPROC_POOL_H
@@ -20,7 +26,9 @@
 #include "core/internal.h"
 #include "core/ring.h"
 
+#include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -60,6 +68,26 @@ typedef struct mproc__result_hdr {
   uint64_t data_len;   /* result bytes after the message */
 } mproc__result_hdr;
 
+/* ---- clients: ids, and the registration socket ---- */
+
+/* A task id's top 16 bits: the ticket of the client that submitted it (0: the caller). */
+#define MPROC__TICKET_SHIFT 48
+static inline uint32_t mproc__id_ticket(uint64_t id) {
+  return (uint32_t)(id >> MPROC__TICKET_SHIFT);
+}
+
+/* One message on the registration socket (SOCK_SEQPACKET: messages stay whole however many
+ * clients send at once). ADD brings, in this order, the client's ring, the eventfd to
+ * signal after moving its results, the reply socket (the supervisor writes one int32, 0 or
+ * -errno, and closes it) and, where the kernel has them, a pidfd of the client (its end
+ * ends the registration). DROP: the client freed the pool. */
+enum { MPROC__REG_ADD = 1, MPROC__REG_DROP = 2 };
+typedef struct mproc__reg_msg {
+  uint32_t op;
+  uint32_t ticket;
+  uint64_t ring_len; /* ADD: the ring's mapping length (mproc__ring_fd) */
+} mproc__reg_msg;
+
 /* A failure message is cut here (the API promises at least 4 KiB). */
 #define MPROC__POOL_MSG_MAX 65536
 
@@ -95,6 +123,7 @@ typedef struct mproc__pool_shared {
    * only when that task's deadline comes sooner (with many tasks, rarely). */
   _Atomic int64_t sup_deadline;
   _Atomic int32_t boot_rc; /* BOOT_FAILED: mproc_pool_new's error (set before boot) */
+  _Atomic uint32_t next_ticket; /* the last client ticket handed out */
   mproc__pool_slot slots[];
 } mproc__pool_shared;
 
@@ -110,6 +139,7 @@ typedef struct mproc__fn_obj {
   char path[MPROC__FN_PATH];
 } mproc__fn_obj;
 typedef struct mproc__fn_table {
+  mproc__mutex mu; /* appenders: the caller and clients, each in its own process */
   _Atomic uint32_t n;
   mproc__fn_obj objs[MPROC__FN_OBJS];
 } mproc__fn_table;
@@ -121,6 +151,9 @@ typedef struct mproc__pool_ctx {
   size_t sh_len;
   mproc__ring *tasks;
   mproc__ring *results;
+  mproc__ring *relay; /* clients' results, workers -> supervisor */
+  int reg_fd;  /* the registration socket's sending end: the caller's, inherited by clients */
+  int reg_sup; /* its receiving end: the supervisor's (-1 elsewhere once it started) */
   int ctl_fd; /* eventfd: "look again" for the supervisor (terminate, task start) */
   int notify_fd; /* eventfd: results arrived, for the caller (mproc_pool_fileno, Ctrl-C) */
   int nworkers;
@@ -135,6 +168,28 @@ typedef struct mproc__pool_ctx {
   mproc__fn_table *fns; /* NULL when the supervisor was forked: functions are as they are */
   pid_t parent; /* the supervisor's parent: the caller, or the forkserver */
 } mproc__pool_ctx;
+
+/* ---- the supervisor's side of clients (pool_relay.c) ---- */
+
+typedef struct mproc__relay_client mproc__relay_client;
+typedef struct mproc__relay {
+  mproc__pool_ctx *ctx;
+  mproc__relay_client *c;
+  size_t n, cap;
+  bool reg_eof; /* every sending end is closed: no registration can come */
+} mproc__relay;
+
+/* Descriptors to poll: the registration socket, then each client's pidfd. *n of them. */
+size_t mproc__relay_nfds(const mproc__relay *r);
+void mproc__relay_fds(const mproc__relay *r, struct pollfd *fds);
+/* After poll: registrations and ends (fds as filled above, with their revents). */
+void mproc__relay_events(mproc__relay *r, const struct pollfd *fds);
+/* Moves the results on the relay ring to their clients' rings, then signals those clients;
+ * true when it stopped at its batch with more left. */
+bool mproc__relay_move(mproc__relay *r);
+/* In a worker just forked from the supervisor: lets go of the clients' rings and
+ * descriptors (only the supervisor talks to clients). */
+void mproc__relay_forget(mproc__relay *r);
 
 /* ---- the supervisor's and the workers' lives ---- */
 

@@ -12,14 +12,6 @@
 #include <string.h>
 #include <sys/uio.h>
 
-/* A pool is driven from the process that made it: its results are routed in that
- * process's memory (a forked child gets MPROC_ESTATE). */
-int mproc__pool_check(const mproc_pool *p) {
-  if (!p)
-    return MPROC_EINVAL;
-  return p->owner == mproc__getpid() ? 0 : MPROC_ESTATE;
-}
-
 /* ---- the id -> AsyncResult table (open addressing, under p->mu) ---- */
 
 /* Ids are handed out in sequence: four consecutive ids share a home group (one cache line),
@@ -202,6 +194,7 @@ int mproc__pool_submit(mproc_pool *p, mproc_async *a, size_t total, size_t count
     return rc;
   }
   a->pool = p;
+  a->view = atomic_load_explicit(&p->view, memory_order_relaxed);
   a->first_id = first;
   a->ntasks = total;
   return 0;
@@ -318,8 +311,10 @@ int mproc__pool_apply_hooked(mproc_pool *p, mproc_task_fn fn, const void *arg, s
 
 mproc_async *mproc__pool_sentinel_new(mproc_pool *p) {
   mproc_async *a = calloc(1, sizeof *a);
-  if (a)
+  if (a) {
     a->pool = p;
+    a->view = atomic_load_explicit(&p->view, memory_order_relaxed);
+  }
   return a;
 }
 

@@ -92,6 +92,7 @@ typedef struct async_cb {
  * member of pool_map.c's map_async, which carries the rest of a map's state. */
 struct mproc_async {
   mproc_pool *pool; /* meaningful only while not ready */
+  uint32_t view; /* the process whose view of the pool submitted it (its results go there) */
   _Atomic bool ready;
   int rc;
   char *err;
@@ -107,6 +108,13 @@ struct mproc_async {
 struct mproc_pool {
   mproc__pool_ctx ctx;
   pid_t owner;
+  /* Whose view of the pool this memory holds: the owner's, or (pool_client.c) a forked
+   * child's once it first used the pool, with its own result ring, eventfd and ticket. */
+  _Atomic uint32_t view;  /* pid */
+  _Atomic uint32_t claim; /* pid of the process making its view now */
+  int view_rc;            /* a client's registration failed with it */
+  uint32_t ticket;        /* 0: the owner */
+  _Atomic uint32_t own_armed; /* a client's stand-in for sh->notify_armed (it is always signalled) */
   pid_t sup_pid;
   int sup_fd;
   int ncpu; /* CPUs this process may use */
@@ -136,8 +144,22 @@ struct mproc_pool {
   unsigned feed_epoch;
 };
 
-/* MPROC_EINVAL / MPROC_ESTATE unless p may be driven from this process. */
-int mproc__pool_check(const mproc_pool *p);
+/* ---- who drives the pool (pool_client.c) ---- */
+
+/* 0 when p may be driven from this process: the owner, or a forked child whose view is
+ * made here at its first call (that registration's error otherwise). MPROC_EINVAL: NULL. */
+int mproc__pool_check(mproc_pool *p);
+/* 0 for the owner; MPROC_ESTATE elsewhere (close, join, terminate are the owner's). */
+int mproc__pool_owner_check(const mproc_pool *p);
+/* pool.c's lock and condition variable, (re)made. 0 or -errno. */
+int mproc__pool_init_sync(mproc_pool *p);
+/* A client frees the pool: the supervisor lets go of its ring now. */
+void mproc__pool_client_leave(mproc_pool *p);
+
+/* The word the collector sets before it sleeps on notify_fd. */
+static inline _Atomic uint32_t *mproc__pool_armed(mproc_pool *p) {
+  return p->ticket ? &p->own_armed : &p->ctx.sh->notify_armed;
+}
 
 /* ---- the id table ---- */
 

@@ -105,7 +105,7 @@ static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old, bo
   if (spin && mproc__ring_wait_readable(r, deadline < soon ? deadline : soon) == 0)
     return 0;
   for (;;) {
-    atomic_store(&p->ctx.sh->notify_armed, 1);
+    atomic_store(mproc__pool_armed(p), 1);
     if (mproc__ring_wait_readable(r, 0) == 0)
       return 0;
     /* The supervisor's pidfd turns readable when it dies: a supervisor killed from
@@ -174,23 +174,27 @@ static int collect(mproc_pool *p, int64_t deadline, bool spin) {
 }
 
 /* A supervisor that died without being asked to (the collector's check, between slices):
- * closing the result ring lets the collector drain it and then fail what is left. */
+ * closing the result ring lets the collector drain it and then fail what is left. A
+ * client's supervisor may also have ended by the owner's terminate, or after the owner's
+ * close once every task was done: it moved every result it had to us before it exited. */
 static void check_supervisor(mproc_pool *p) {
   if (p->sup_fd < 0 || mproc__poll_fd(p->sup_fd, POLLIN, 0, NULL) != 1)
     return;
-  if (atomic_load(&p->ctx.sh->flags) & MPROC__FLAG_TERMINATE)
-    return;
+  bool terminated = atomic_load(&p->ctx.sh->flags) & MPROC__FLAG_TERMINATE;
+  if (terminated && !p->ticket)
+    return; /* the owner's terminate settles its pool itself */
   pthread_mutex_lock(&p->mu);
   /* Closed, it exits on its own once every task is done; then nothing is left to lose. */
   bool lost = p->state == POOL_RUNNING || p->state == POOL_CLOSED;
   if (lost) {
-    p->sup_lost = true;
+    p->sup_lost = !terminated;
     if (p->state == POOL_RUNNING)
       p->state = POOL_TERMINATED; /* later submissions: MPROC_ECLOSED */
   }
   pthread_mutex_unlock(&p->mu);
   if (lost) {
-    mproc__ring_close(p->ctx.tasks);
+    if (!p->ticket) /* the owner's to close */
+      mproc__ring_close(p->ctx.tasks);
     mproc__ring_close(p->ctx.results);
   }
 }
@@ -257,6 +261,10 @@ int mproc__pool_await(mproc_async *a, int64_t deadline) {
   /* A ready result's pool may be gone already: nothing of it is touched then. */
   if (atomic_load_explicit(&a->ready, memory_order_acquire))
     return 0;
+  /* Submitted by another process's view (this one was forked since): its results go
+   * there, and this copy would wait for ever. */
+  if (a->view != (uint32_t)mproc__getpid())
+    return MPROC_ESTATE;
   mproc_pool *p = a->pool;
   pthread_mutex_lock(&p->mu);
   int rc = mproc__pool_await_locked(p, a, deadline);
@@ -271,7 +279,7 @@ void mproc__pool_after_wait(mproc_pool *p) {
   if (atomic_load_explicit(&p->cb_queued, memory_order_relaxed))
     mproc__pool_run_callbacks(p);
   if (atomic_load_explicit(&p->fd_wanted, memory_order_relaxed)) {
-    atomic_store(&p->ctx.sh->notify_armed, 1);
+    atomic_store(mproc__pool_armed(p), 1);
     if (mproc__ring_wait_readable(p->ctx.results, 0) == 0 || atomic_load(&p->cb_queued))
       mproc__eventfd_signal(p->ctx.notify_fd);
   }

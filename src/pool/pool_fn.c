@@ -7,13 +7,10 @@
 #define _GNU_SOURCE
 #include "pool/pool.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 
 /* ---- the caller's side ---- */
-
-static pthread_mutex_t fn_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static bool in_table(const mproc__fn_table *t, uint32_t n, uintptr_t a) {
   for (uint32_t i = 0; i < n; i++)
@@ -29,7 +26,11 @@ int mproc__pool_fn_check(mproc__pool_ctx *ctx, const void *fn) {
   uintptr_t a = (uintptr_t)fn;
   if (in_table(t, atomic_load_explicit(&t->n, memory_order_acquire), a))
     return 0;
-  pthread_mutex_lock(&fn_mu);
+  /* Shared, robust: the caller and its forked clients append, each in its own process; a
+   * holder that died left at most an entry it had not published. */
+  int lrc = mproc__mutex_lock(&t->mu, MPROC__NEVER);
+  if (lrc != 0 && lrc != MPROC_EOWNERDEAD)
+    return lrc;
   uint32_t n = atomic_load_explicit(&t->n, memory_order_relaxed);
   int rc = 0;
   if (!in_table(t, n, a)) {
@@ -46,7 +47,7 @@ int mproc__pool_fn_check(mproc__pool_ctx *ctx, const void *fn) {
       atomic_store_explicit(&t->n, n + 1, memory_order_release);
     }
   }
-  pthread_mutex_unlock(&fn_mu);
+  mproc__mutex_unlock(&t->mu);
   return rc;
 }
 

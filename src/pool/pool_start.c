@@ -1,7 +1,7 @@
 /*
  * A pool's supervisor born by spawn or by the forkserver: what of the caller's
  * mproc__pool_ctx crosses in the boot message, and the supervisor's side that rebuilds it.
- * The shared memory (control block, both rings, the stage, the function table) is mapped
+ * The shared memory (control block, the rings, the stage, the function table) is mapped
  * at the caller's addresses, so every pointer into it stays valid; the eventfds cross as
  * descriptors; the initializer as (object file, offset). The workers fork from the
  * supervisor as always.
@@ -22,6 +22,9 @@ static void supervisor_boot(int chan, mproc__rd *r) {
   c.sh_len = (size_t)mproc__rd_u64(r);
   c.tasks = mproc__ring_import(r);
   c.results = mproc__ring_import(r);
+  c.relay = mproc__ring_import(r);
+  c.reg_fd = -1;
+  c.reg_sup = mproc__rd_fd(r);
   c.ctl_fd = mproc__rd_fd(r);
   c.notify_fd = mproc__rd_fd(r);
   c.nworkers = (int)mproc__rd_u64(r);
@@ -41,7 +44,7 @@ static void supervisor_boot(int chan, mproc__rd *r) {
   c.stage_base = get_ptr(r);
   c.fns = get_ptr(r);
   c.parent = getppid();
-  int rc = r->bad || !c.tasks || !c.results ? -EPROTO : 0;
+  int rc = r->bad || !c.tasks || !c.results || !c.relay ? -EPROTO : 0;
   if (rc == 0 && c.initargs_len && !c.initargs)
     rc = -ENOMEM;
   mproc__boot_report(chan, rc);
@@ -62,6 +65,8 @@ int mproc__pool_start_unforked(mproc__pool_ctx *ctx, mproc_start_method method, 
   mproc__msg_put_u64(&m, ctx->sh_len);
   (void)mproc__ring_export(ctx->tasks, &m);
   (void)mproc__ring_export(ctx->results, &m);
+  (void)mproc__ring_export(ctx->relay, &m);
+  mproc__msg_put_fd(&m, ctx->reg_sup);
   mproc__msg_put_fd(&m, ctx->ctl_fd);
   mproc__msg_put_fd(&m, ctx->notify_fd);
   mproc__msg_put_u64(&m, (uint64_t)ctx->nworkers);

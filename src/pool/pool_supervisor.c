@@ -28,6 +28,9 @@ typedef struct sup {
   bool broken;     /* no more replacements: tasks fail at once when no worker is left */
   bool closed_seen; /* (broken) the task ring was closed and is drained */
   char broken_msg[256];
+  mproc__relay relay; /* clients: children of the caller that use the pool */
+  struct pollfd *fds;
+  size_t fds_cap;
 } sup;
 
 static _Noreturn void kill_all_and_exit(sup *s, int code) {
@@ -63,6 +66,8 @@ static bool spawn(sup *s, int i) {
     atomic_store(&slot->pid, mproc__getpid());
     mproc__close(s->sig_fd);
     mproc__close(s->caller_fd);
+    mproc__close(s->ctx->reg_sup);
+    mproc__relay_forget(&s->relay);
     mproc__pool_worker(s->ctx, i, &s->orig_mask);
   }
   if (pid < 0) {
@@ -227,6 +232,13 @@ static void drain_broken(sup *s) {
     s->closed_seen = true;
 }
 
+/* The pool's work is done: what clients are owed goes to them, then the supervisor goes. */
+static _Noreturn void finish(sup *s) {
+  while (mproc__relay_move(&s->relay))
+    ;
+  _exit(0);
+}
+
 static bool caller_gone(sup *s) { return getppid() != s->ctx->parent; }
 
 static void setup_signals(sup *s) {
@@ -251,18 +263,42 @@ static void setup_signals(sup *s) {
   s->caller_fd = mproc__pidfd_open(s->ctx->caller);
 }
 
+/* The poll set: signals, ctl_fd, the caller, then the clients' (pool_relay.c). NULL when
+ * memory for a bigger set ran out (the clients then wait a round). */
+static struct pollfd *poll_set(sup *s, size_t *n) {
+  size_t want = 3 + mproc__relay_nfds(&s->relay);
+  if (want > s->fds_cap) {
+    struct pollfd *f = realloc(s->fds, want * sizeof *f);
+    if (f) {
+      s->fds = f;
+      s->fds_cap = want;
+    }
+  }
+  if (want > s->fds_cap)
+    want = 3;
+  struct pollfd *fds = s->fds;
+  fds[0] = (struct pollfd){s->sig_fd, POLLIN, 0};
+  fds[1] = (struct pollfd){s->ctx->ctl_fd, POLLIN, 0};
+  fds[2] = (struct pollfd){s->caller_fd, POLLIN, 0}; /* -1: poll skips it */
+  if (want > 3)
+    mproc__relay_fds(&s->relay, fds + 3);
+  *n = want;
+  return fds;
+}
+
 /* One round of poll: returns after any event or the nearest task deadline. */
 static void wait_events(sup *s, int64_t deadline) {
-  struct pollfd fds[3] = {{s->sig_fd, POLLIN, 0}, {s->ctx->ctl_fd, POLLIN, 0},
-                          {s->caller_fd, POLLIN, 0}};
-  int nfds = s->caller_fd >= 0 ? 3 : 2;
-  int rc = mproc__poll(fds, (size_t)nfds, deadline);
+  size_t nfds;
+  struct pollfd *fds = poll_set(s, &nfds);
+  int rc = mproc__poll(fds, nfds, deadline);
   if (rc <= 0)
     return;
   if (fds[1].revents)
     mproc__eventfd_drain(s->ctx->ctl_fd);
-  if (nfds == 3 && fds[2].revents)
+  if (fds[2].revents)
     kill_all_and_exit(s, 0);
+  if (nfds > 3)
+    mproc__relay_events(&s->relay, fds + 3);
   int sig;
   while ((sig = mproc__signalfd_read(s->sig_fd)) > 0) {
     if (sig == SIGTERM)
@@ -271,7 +307,12 @@ static void wait_events(sup *s, int64_t deadline) {
 }
 
 _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
-  sup s = {.ctx = ctx, .self = mproc__getpid(), .caller_fd = -1};
+  sup s = {.ctx = ctx, .self = mproc__getpid(), .caller_fd = -1, .relay.ctx = ctx};
+  mproc__close(ctx->reg_fd); /* the caller's and its clients' end; forked, we have a copy */
+  ctx->reg_fd = -1;
+  if (!(s.fds = malloc(3 * sizeof *s.fds)))
+    _exit(1);
+  s.fds_cap = 3;
   setup_signals(&s);
   if (caller_gone(&s))
     _exit(0);
@@ -283,15 +324,17 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
       kill_all_and_exit(&s, 0);
     reap(&s);
     int64_t deadline = check_timeouts(&s);
+    if (mproc__relay_move(&s.relay))
+      deadline = 0; /* more to move: after a look at everything else */
     if (s.broken && s.live == 0) {
       drain_broken(&s);
       if (s.closed_seen)
-        _exit(0);
+        finish(&s);
       /* Tasks may still come; this state is terminal, so a short period is acceptable. */
       int64_t soon = mproc__now_ns() + 10 * 1000000;
       deadline = soon < deadline ? soon : deadline;
     } else if (s.live == 0) {
-      _exit(0); /* every worker found the closed ring drained */
+      finish(&s); /* every worker found the closed ring drained */
     }
     wait_events(&s, publish_deadline(&s, deadline));
   }

@@ -102,15 +102,27 @@ static void set_msg(mproc_result *res, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Puts a result where its submitter will find it: the result ring for the caller's tasks,
+ * the relay ring (and a poke for the supervisor, who moves it on) for a client's. */
+static int put_result(mproc__pool_ctx *ctx, uint64_t id, const struct iovec *iov, int n) {
+  bool client = mproc__id_ticket(id) != 0;
+  int rc = mproc__ring_putv(client ? ctx->relay : ctx->results, iov, n, MPROC__NEVER);
+  if (rc == MPROC_ENOMEM)
+    return rc;
+  if (client)
+    (void)mproc__eventfd_signal(ctx->ctl_fd);
+  else
+    mproc__pool_notify(ctx);
+  return rc;
+}
+
 int mproc__pool_post_failure(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_index,
                              const char *msg) {
   mproc__result_hdr h = {.id = id, .status = status, .fail_index = fail_index};
   size_t len = msg ? strlen(msg) : 0;
   h.msg_len = (uint32_t)(len > MPROC__POOL_MSG_MAX ? MPROC__POOL_MSG_MAX : len);
   struct iovec iov[2] = {{&h, sizeof h}, {(void *)(msg ? msg : ""), h.msg_len}};
-  int rc = mproc__ring_putv(ctx->results, iov, 2, MPROC__NEVER);
-  mproc__pool_notify(ctx);
-  return rc;
+  return put_result(ctx, id, iov, 2);
 }
 
 /* Posts the task's outcome: data on success (or always, for map chunks). */
@@ -121,12 +133,9 @@ static void post(mproc__pool_ctx *ctx, uint64_t id, int status, uint64_t fail_in
   h.data_len = with_data ? res->len : 0;
   struct iovec iov[3] = {{&h, sizeof h}, {h.msg_len ? res->msg : (char *)&h, h.msg_len},
                          {h.data_len ? res->buf : (char *)&h, h.data_len}};
-  int rc = mproc__ring_putv(ctx->results, iov, 3, MPROC__NEVER);
-  if (rc == MPROC_ENOMEM)
+  if (put_result(ctx, id, iov, 3) == MPROC_ENOMEM)
     mproc__pool_post_failure(ctx, id, MPROC_ETASK, fail_index,
                              "the task's result did not fit in shared memory");
-  else
-    mproc__pool_notify(ctx);
 }
 
 static void run_apply(mproc__pool_ctx *ctx, const mproc__task_hdr *h, const char *arg,
