@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #ifdef MPROC_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -71,7 +73,7 @@ static void map_1m(mproc_pool *p) {
   free(out);
 }
 
-static void apply_async_throughput(mproc_pool *p) {
+static double async_rate(mproc_pool *p) {
   enum { N = 100000, R = 5 };
   mproc_async **a = malloc(N * sizeof *a);
   int64_t v = 7;
@@ -86,8 +88,52 @@ static void apply_async_throughput(mproc_pool *p) {
     }
     rate[r] = N / (bench_now() - t0);
   }
-  bench_report("pool_apply_async_throughput", "mproc", bench_median(rate, R), "tasks/s");
   free(a);
+  return bench_median(rate, R);
+}
+
+static void apply_async_throughput(mproc_pool *p) {
+  bench_report("pool_apply_async_throughput", "mproc", async_rate(p), "tasks/s");
+}
+
+static double one_apply_us(mproc_pool *p) {
+  int64_t v = 7;
+  void *r = NULL;
+  double t0 = bench_now();
+  mproc_pool_apply(p, tiny, &v, sizeof v, &r, NULL);
+  double t = bench_now() - t0;
+  free(r);
+  return t * 1e6;
+}
+
+/* The same pool from a child forked after it was made (Python's pool hangs there): the
+ * child's first call (it registers with the supervisor) and its apply_async rate, beside
+ * the owner's round trip and rate. */
+static void client(mproc_pool *p) {
+  enum { R = 9 };
+  double first[R], owner_rt[R], rate = 0;
+  for (int r = 0; r < R; r++) {
+    owner_rt[r] = one_apply_us(p);
+    int fd[2];
+    if (pipe(fd) != 0)
+      exit(1);
+    pid_t pid = fork();
+    if (pid == 0) {
+      double got[2] = {one_apply_us(p), r == 0 ? async_rate(p) : 0};
+      _exit(write(fd[1], got, sizeof got) == sizeof got ? 0 : 1);
+    }
+    double got[2] = {0, 0};
+    if (pid < 0 || read(fd[0], got, sizeof got) != sizeof got || waitpid(pid, NULL, 0) != pid)
+      exit(1);
+    close(fd[0]);
+    close(fd[1]);
+    first[r] = got[0];
+    rate = r == 0 ? got[1] : rate;
+  }
+  bench_report("pool_client_first_call", "mproc", bench_median(first, R), "us");
+  bench_report("pool_client_first_call", "owner", bench_median(owner_rt, R), "us");
+  bench_report("pool_client_apply_async_throughput", "mproc", rate, "tasks/s");
+  bench_report("pool_client_apply_async_throughput", "owner", async_rate(p), "tasks/s");
 }
 
 static void apply_roundtrip(mproc_pool *p) {
@@ -217,6 +263,8 @@ int main(int argc, char **argv) {
     apply_async_throughput(p);
   if (WANT("pool_apply_roundtrip"))
     apply_roundtrip(p);
+  if (WANT("pool_client"))
+    client(p);
   if (WANT("pool_map_256x1MiB"))
     map_big(p);
   if (WANT("pool_cpu_speedup_2"))
