@@ -4,7 +4,8 @@
  * Layout. One anonymous MAP_SHARED | MAP_NORESERVE mapping made at creation, so every process
  * forked later maps it at the same place: a header, then a data area reserved at about the
  * size of physical memory. Only the first `cap` bytes of the data area are in use (a power of
- * two). Pages are committed just before producers first write into them, a step at a time
+ * two). Pages are committed just before producers first write into them (at creation only
+ * the first), a step at a time
  * (MADV_POPULATE_WRITE, so running out of memory is MPROC_ENOMEM from put, never SIGBUS), and
  * given back (MADV_REMOVE) when a grown ring drains. So a message of any size up to about the machine's memory goes through whole, in
  * one piece: the data area grows to hold it.
@@ -171,7 +172,11 @@ int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
   atomic_init(&r->spin, SPIN_START);
   atomic_init(&r->wspin, SPIN_START);
   struct ring_hdr *h = r->h;
-  int rc = mproc__shared_commit(r->data, initial);
+  /* One page now, the rest of the initial area when a put first reaches it (commit_to): a
+   * page costs ~3 us to populate here, and a ring that carries small messages (a pool's
+   * tasks and results, most queues) never needs more than its first few. */
+  size_t first = mproc__page_size() < initial ? mproc__page_size() : initial;
+  int rc = mproc__shared_commit(r->data, first);
   if (rc == 0)
     rc = mproc__mutex_init(&h->plock, false);
   if (rc == 0)
@@ -183,7 +188,7 @@ int mproc__ring_new(mproc__ring **out, const mproc__ring_opts *opts) {
   }
   h->reserve = reserve;
   h->initial = initial;
-  h->committed = initial;
+  h->committed = first;
   h->max_items = opts ? opts->max_items : 0;
   atomic_store(&h->cap, initial);
   *out = r;
