@@ -717,7 +717,19 @@ int mproc__cpu_count(void) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     n = c > 0 ? (int)c : 1;
   }
-  int quota = cgroup_cpu_limit();
+  /* Reading the cgroup files costs ~35 us (two opens, a walk up the tree), a tenth of a
+   * pool's start: a quota changes rarely, so one reading serves for a second. */
+  static _Atomic int64_t read_at; /* 0: never */
+  static _Atomic int cached;
+  int64_t now = mproc__now_ns(), at = atomic_load_explicit(&read_at, memory_order_acquire);
+  int quota;
+  if (at != 0 && now - at < 1000000000) {
+    quota = atomic_load_explicit(&cached, memory_order_relaxed);
+  } else {
+    quota = cgroup_cpu_limit();
+    atomic_store_explicit(&cached, quota, memory_order_relaxed);
+    atomic_store_explicit(&read_at, now, memory_order_release);
+  }
   if (quota > 0 && quota < n)
     n = quota;
   return n;
