@@ -337,6 +337,39 @@ Test(conn, long_length_header) {
   th_end(s);
 }
 
+/* A header that claims far more than comes: the receiver allocates as bytes arrive, so a
+ * lying peer costs what it sent, and its close is a plain EOF (not ENOMEM, not a crash). */
+Test(conn, lying_length_header) {
+  th_scope s = th_begin();
+  uint64_t claims[] = {(uint64_t)1 << 40, (uint64_t)3 << 20, (uint64_t)INT64_MAX};
+  for (size_t k = 0; k < sizeof claims / sizeof *claims; k++) {
+    mproc_conn *a, *b;
+    cr_assert_eq(mproc_pipe(&a, &b, false), 0);
+    unsigned char f[64 + 4096];
+    memset(f, 'z', sizeof f);
+    f[0] = f[1] = f[2] = f[3] = 0xff; /* the long form: 8 bytes of length follow */
+    for (int i = 0; i < 8; i++)
+      f[4 + i] = (unsigned char)(claims[k] >> (56 - 8 * i));
+    cr_assert_eq(mproc__write_full(mproc_conn_fileno(b), f, sizeof f), 0);
+    /* 1 MiB and a bit more of the body, then the peer goes. */
+    static char more[(1 << 20) + 12345];
+    pid_t w = th_fork_tied();
+    if (w == 0) {
+      mproc_conn_free(a);
+      _exit(mproc__write_full(mproc_conn_fileno(b), more, sizeof more) == 0 ? 0 : 1);
+    }
+    mproc_conn_free(b);
+    void *buf = NULL;
+    size_t len = 0;
+    cr_expect_eq(mproc_conn_recv(a, &buf, &len, MPROC_FOREVER), MPROC_EOF, "claim %llu",
+                 (unsigned long long)claims[k]);
+    cr_expect_null(buf);
+    cr_expect_eq(th_exitcode(w), 0);
+    mproc_conn_free(a);
+  }
+  th_end(s);
+}
+
 static void on_usr1(int sig) { (void)sig; }
 
 static int signal_then_send(void *arg) {

@@ -44,6 +44,10 @@
 #define PIPE_BIG (1 << 20)        /* asked for at the first large message (pipe-max-size) */
 
 #define CONN_MAGIC 0x434f4e4eu /* "CONN" */
+/* A body past this is allocated as its bytes arrive (doubling), so that a header claiming
+ * terabytes costs only what the peer really sent. Big blocks come from mmap in glibc, so
+ * growing one is an mremap, not a copy. */
+#define BODY_FIRST_MAX ((size_t)1 << 20)
 
 struct mproc_conn {
   uint32_t magic; /* first: how a handle's kind is told (start.h) */
@@ -55,6 +59,7 @@ struct mproc_conn {
   size_t body_off; /* where the payload starts in first[] */
   bool have_len;
   size_t len, got;
+  size_t cap; /* bytes of body allocated: all of len, or less while a big one arrives */
   char *body;
 };
 
@@ -167,7 +172,7 @@ static int read_some(mproc_conn *c, char *dst, size_t need, size_t *got, int64_t
 static void rx_reset(mproc_conn *c) {
   c->first_got = 0;
   c->have_len = false;
-  c->len = c->got = 0;
+  c->len = c->got = c->cap = 0;
   c->body = NULL;
 }
 
@@ -198,13 +203,26 @@ static int rx_header(mproc_conn *c, int64_t deadline) {
   }
   if (!c->body) {
     /* Kept NULL on failure: the next recv tries again for the same message. */
-    c->body = malloc(c->len ? c->len : 1);
+    size_t cap = c->len < BODY_FIRST_MAX ? c->len : BODY_FIRST_MAX;
+    c->body = malloc(cap ? cap : 1);
     if (!c->body)
       return MPROC_ENOMEM;
+    c->cap = cap;
     size_t inline_len = FIRST - c->body_off;
     c->got = c->len < inline_len ? c->len : inline_len;
     memcpy(c->body, c->first + c->body_off, c->got);
   }
+  return 0;
+}
+
+/* The body's bytes so far are in: room for more of it (twice as much, at most len). */
+static int grow_body(mproc_conn *c) {
+  size_t cap = c->len - c->cap < c->cap ? c->len : 2 * c->cap;
+  char *b = realloc(c->body, cap);
+  if (!b)
+    return MPROC_ENOMEM; /* the bytes so far stay: the next recv goes on from there */
+  c->body = b;
+  c->cap = cap;
   return 0;
 }
 
@@ -213,8 +231,9 @@ int mproc_conn_recv(mproc_conn *c, void **buf, size_t *len, double timeout) {
     return MPROC_EINVAL;
   int64_t deadline = mproc__deadline(timeout);
   int rc = rx_header(c, deadline);
-  if (rc == 0)
-    rc = read_some(c, c->body, c->len, &c->got, deadline);
+  while (rc == 0 && (rc = read_some(c, c->body, c->cap, &c->got, deadline)) == 0 &&
+         c->cap < c->len)
+    rc = grow_body(c);
   if (rc == MPROC_EOF) {
     /* A message cut short by the peer's close is dropped with the connection. */
     free(c->body);
