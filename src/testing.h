@@ -24,6 +24,13 @@ extern int mproc__test_setup_errno;
 /* true makes start act as if pidfd_open failed (the polling fallback). */
 extern bool mproc__test_no_pidfd;
 
+/* ---- ring (core/ring.c) ---- */
+
+struct mproc__ring;
+/* Overwrites one field of the ring's shared header, as a peer scribbling over the memory
+ * would: field % 5 is cap, rpos, wpos, the readers' cached wpos, the word at rpos. */
+void mproc__ring_test_scribble(struct mproc__ring *r, unsigned field, uint64_t v);
+
 /* ---- pool (src/pool/) ---- */
 
 /* The supervisor's pid, and the live workers' pids (returns how many). */

@@ -3,6 +3,7 @@
 #include "helpers.h"
 #include "core/internal.h"
 #include "core/ring.h"
+#include "testing.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -526,5 +527,54 @@ Test(ring, sleepers_killed_cost_one_wake) {
   }
   cr_assert_eq(mproc__ring_sleepers(r), 0);
   mproc__ring_free(r);
+  th_end(s);
+}
+
+/* A peer that scribbled over the shared header or a record: each read says -EPROTO and
+ * takes nothing, never reading outside the ring, crashing or looping. */
+Test(ring, scribbled_header_is_refused) {
+  th_scope s = th_begin();
+  struct {
+    unsigned field;
+    uint64_t v;
+  } cases[] = {
+      {0, 12345},                               /* cap not a power of two */
+      {0, (uint64_t)1 << 50},                   /* cap beyond the mapping */
+      {0, 1024},                                /* cap below any ring's */
+      {1, (uint64_t)1 << 40},                   /* rpos past wpos */
+      {2, (uint64_t)1 << 40},                   /* wpos a terabyte ahead */
+      {3, (uint64_t)1 << 40},                   /* the readers' cached wpos too */
+      {4, (uint64_t)1 << 40},                   /* a record longer than the area */
+      {4, 60000},                               /* longer than what was put */
+      {4, (UINT64_C(1) << 63) | 3},             /* a pad of no whole record */
+      {4, (UINT64_C(1) << 63) | (1u << 20)},    /* a pad past the area's end */
+  };
+  for (size_t k = 0; k <= sizeof cases / sizeof *cases; k++) {
+    mproc__ring *r = NULL;
+    mproc__ring_opts o = {.initial_bytes = 65536};
+    cr_assert_eq(mproc__ring_new(&r, &o), 0);
+    char big[100];
+    memset(big, 'b', sizeof big);
+    cr_assert_eq(mproc__ring_put(r, "a", 1, 0), 0);
+    cr_assert_eq(mproc__ring_put(r, big, sizeof big, 0), 0);
+    bool control = k == sizeof cases / sizeof *cases; /* last: nothing scribbled */
+    if (!control)
+      mproc__ring_test_scribble(r, cases[k].field, cases[k].v);
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = mproc__ring_get(r, &buf, &len, 0);
+    if (control) {
+      cr_expect_eq(rc, 0);
+      cr_expect_eq(len, 1);
+      cr_expect_eq(*(char *)buf, 'a');
+      free(buf);
+    } else {
+      cr_expect_eq(rc, -EPROTO, "case %zu", k);
+      cr_expect_null(buf);
+      mproc__ring_msg m;
+      cr_expect_eq(mproc__ring_read_begin(r, &m, 0), -EPROTO, "case %zu (again)", k);
+    }
+    mproc__ring_free(r);
+  }
   th_end(s);
 }

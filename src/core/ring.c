@@ -603,12 +603,23 @@ int mproc__ring_putv(mproc__ring *r, const struct iovec *iov, int n, int64_t dea
 
 /* ---------------------------------------------------------------- get */
 
-/* With clock held: finds the oldest record. 0 (*m set, h->c_pending after it), 1 empty. */
+/* Whether cap can be the data area's: the header is in shared memory, which a peer may have
+ * scribbled over; the mapping's length is this process's own. */
+static bool cap_ok(const mproc__ring *r, size_t cap) {
+  size_t area = r->map_len - (size_t)(r->data - (const char *)r->h);
+  return cap >= MIN_INITIAL && (cap & (cap - 1)) == 0 && cap <= area;
+}
+
+/* With clock held: finds the oldest record. 0 (*m set, h->c_pending after it), 1 empty,
+ * -EPROTO when the header or the record cannot be (shared memory scribbled over): every
+ * position and length read from shared memory is checked before it is used, so a bad one
+ * never makes this process read outside the ring or loop. */
 static int peek(mproc__ring *r, mproc__ring_msg *m) {
   struct ring_hdr *h = r->h;
   uint64_t rp = atomic_load_explicit(&h->rpos, memory_order_relaxed);
-  if (rp == atomic_load_explicit(&h->c_wpos_seen, memory_order_relaxed)) {
-    uint64_t w = atomic_load_explicit(&h->wpos, memory_order_acquire);
+  uint64_t w = atomic_load_explicit(&h->c_wpos_seen, memory_order_relaxed);
+  if (rp == w) {
+    w = atomic_load_explicit(&h->wpos, memory_order_acquire);
     atomic_store_explicit(&h->c_wpos_seen, w, memory_order_relaxed);
     if (rp == w)
       return 1;
@@ -616,12 +627,22 @@ static int peek(mproc__ring *r, mproc__ring_msg *m) {
   /* A cached wpos came from an acquire load by an earlier holder of clock: the records below
    * it are published, and clock's hand-over orders that load before the reads here. */
   size_t cap = atomic_load_explicit(&h->cap, memory_order_relaxed);
+  if (!cap_ok(r, cap) || w - rp > cap || (rp | w) % 8) /* records are 8-byte aligned */
+    return -EPROTO;
+  size_t off = (size_t)(rp & (cap - 1));
   uint64_t word = *rec_at(r, rp, cap);
   if (word & PAD_BIT) {
-    /* A pad is published together with the record after it. */
-    rp += word & ~PAD_BIT;
+    /* A pad is published together with the record after it. It reached the area's end
+     * when it was written; a growth since may have moved it, never past the end. */
+    uint64_t pad = word & ~PAD_BIT;
+    if (pad < REC_HDR || pad % 8 || pad > cap - off || pad >= w - rp)
+      return -EPROTO;
+    rp += pad;
+    off = (size_t)(rp & (cap - 1));
     word = *rec_at(r, rp, cap);
   }
+  if (word > cap || rec_size(word) > cap - off || rec_size(word) > w - rp)
+    return -EPROTO;
   m->data = rec_at(r, rp, cap) + 1;
   m->len = (size_t)word;
   h->c_last_rec = rec_size(word);
@@ -655,8 +676,11 @@ int mproc__ring_read_begin(mproc__ring *r, mproc__ring_msg *m, int64_t deadline)
       return rc;
     if ((rc = lock_side(r, false, lock_deadline(deadline))) != 0)
       return rc;
-    if (peek(r, m) == 0)
-      return 0;
+    if ((rc = peek(r, m)) <= 0) {
+      if (rc)
+        unlock_side(r, false);
+      return rc;
+    }
     unlock_side(r, false);
     /* Empty: closed (then nothing more can come, close holds plock), or another reader won. */
     if (atomic_load(&h->closed) && atomic_load(&h->wpos) == atomic_load(&h->rpos))
@@ -801,4 +825,29 @@ mproc__ring *mproc__ring_attach(int fd, size_t map_len) {
   if (!r)
     mproc__shared_unmap(h, map_len); /* closes fd with the mapping */
   return r;
+}
+
+/* ---- test hook (testing.h) ---- */
+
+void mproc__ring_test_scribble(mproc__ring *r, unsigned field, uint64_t v) {
+  struct ring_hdr *h = r->h;
+  switch (field % 5) {
+  case 0:
+    atomic_store(&h->cap, (size_t)v);
+    break;
+  case 1:
+    atomic_store(&h->rpos, v);
+    break;
+  case 2:
+    atomic_store(&h->wpos, v);
+    break;
+  case 3:
+    atomic_store(&h->c_wpos_seen, v);
+    break;
+  default: { /* the word at the reader's position, where the area holds it */
+    size_t cap = atomic_load(&h->cap);
+    if (cap_ok(r, cap))
+      *rec_at(r, atomic_load(&h->rpos) & ~(uint64_t)7, cap) = v;
+  }
+  }
 }

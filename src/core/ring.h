@@ -79,6 +79,8 @@ typedef struct mproc__ring_msg {
 } mproc__ring_msg;
 int mproc__ring_read_begin(mproc__ring *r, mproc__ring_msg *m, int64_t deadline);
 void mproc__ring_read_end(mproc__ring *r, mproc__ring_msg *m, bool consume);
+/* (Both reads: -EPROTO, nothing taken, when the shared header or the oldest record is
+ * inconsistent — memory a peer scribbled over; the ring is then of no more use.) */
 
 /* Refuses later puts; wakes blocked putters and getters. Idempotent. */
 int mproc__ring_close(mproc__ring *r);

@@ -235,8 +235,9 @@ static uint32_t take(mproc__pool_ctx *ctx, mproc__pool_slot *slot, mproc__task_h
                      char **in, size_t *in_cap, size_t *len) {
   mproc__ring_msg m;
   int rc = mproc__ring_read_begin(ctx->tasks, &m, MPROC__NEVER);
-  if (rc == MPROC_ECLOSED) {
-    /* The pool was closed and the ring is drained: done, not to be replaced. */
+  if (rc == MPROC_ECLOSED || rc == -EPROTO) {
+    /* The pool was closed and the ring is drained: done, not to be replaced. (Or the ring
+     * was scribbled over: a replacement would find it so too; the pool ends instead.) */
     atomic_store(&slot->state, MPROC__SLOT_STOPPED);
     _exit(0);
   }
