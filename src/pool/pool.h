@@ -124,6 +124,9 @@ typedef struct mproc__pool_shared {
   _Atomic int64_t sup_deadline;
   _Atomic int32_t boot_rc; /* BOOT_FAILED: mproc_pool_new's error (set before boot) */
   _Atomic uint32_t next_ticket; /* the last client ticket handed out */
+  /* The supervisor is about to sleep: the next worker to post on the relay ring pokes
+   * ctl_fd (only that one, as with notify_armed). */
+  _Atomic uint32_t relay_armed;
   mproc__pool_slot slots[];
 } mproc__pool_shared;
 

@@ -336,6 +336,11 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
     } else if (s.live == 0) {
       finish(&s); /* every worker found the closed ring drained */
     }
+    /* Armed, then one more look (both seq_cst): a result posted before the arming is seen
+     * here, one posted after it pokes ctl_fd. */
+    atomic_store(&ctx->sh->relay_armed, 1);
+    if (mproc__ring_wait_readable(ctx->relay, 0) == 0)
+      deadline = 0;
     wait_events(&s, publish_deadline(&s, deadline));
   }
 }

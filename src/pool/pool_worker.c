@@ -103,16 +103,16 @@ static void set_msg(mproc_result *res, const char *fmt, ...) {
 }
 
 /* Puts a result where its submitter will find it: the result ring for the caller's tasks,
- * the relay ring (and a poke for the supervisor, who moves it on) for a client's. */
+ * the relay ring for a client's (with a poke when the supervisor, who moves it on, sleeps). */
 static int put_result(mproc__pool_ctx *ctx, uint64_t id, const struct iovec *iov, int n) {
   bool client = mproc__id_ticket(id) != 0;
   int rc = mproc__ring_putv(client ? ctx->relay : ctx->results, iov, n, MPROC__NEVER);
   if (rc == MPROC_ENOMEM)
     return rc;
-  if (client)
-    (void)mproc__eventfd_signal(ctx->ctl_fd);
-  else
+  if (!client)
     mproc__pool_notify(ctx);
+  else if (atomic_load(&ctx->sh->relay_armed) && atomic_exchange(&ctx->sh->relay_armed, 0))
+    (void)mproc__eventfd_signal(ctx->ctl_fd);
   return rc;
 }
 
