@@ -209,3 +209,10 @@ int th_named_attach(const void *name, size_t len) {
   th_named_buf = mproc_shm_buf(s);
   return 0;
 }
+
+mproc_pool *th_pool(int processes) {
+  mproc_pool *p = NULL;
+  mproc_pool_opts o = {.processes = processes};
+  cr_assert_eq(mproc_pool_new(&p, &o), 0);
+  return p;
+}

@@ -41,6 +41,11 @@ int th_barrier_once(struct mproc_barrier *b, double timeout);
 /* Every one of n messages arrived exactly once: seen[k] counts deliveries of message k. */
 void th_expect_each_once(const unsigned char *seen, size_t n);
 
+/* A pool of processes workers (0: one per CPU), default options otherwise; asserts it was
+ * made. */
+struct mproc_pool;
+struct mproc_pool *th_pool(int processes);
+
 /* Shared memory that a pool's workers find under every start method: th_named_new makes a
  * segment (its name is not an "mproc" one, so th_end does not count it) and sets
  * th_named_buf; th_named_attach, as the pool's initializer with th_named_name as initargs,

@@ -15,13 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static mproc_pool *make_pool(int processes) {
-  mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = processes};
-  cr_assert_eq(mproc_pool_new(&p, &o), 0);
-  return p;
-}
-
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   while (nanosleep(&ts, &ts) != 0)
@@ -46,7 +39,7 @@ static int square64(const void *in, void *out, const void *args) {
 
 Test(pool, map_n0_and_n1) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   cr_expect_eq(mproc_pool_map(p, square64, NULL, 0, 8, NULL, 8, NULL), 0);
   int64_t in = -7, out = 0;
   cr_expect_eq(mproc_pool_map(p, square64, &in, 1, 8, &out, 8, NULL), 0);
@@ -62,7 +55,7 @@ Test(pool, map_n0_and_n1) {
 
 Test(pool, map_ten_million) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   size_t n = 10 * 1000 * 1000;
   int32_t *in = malloc(n * sizeof *in);
   int64_t *out = malloc(n * sizeof *out);
@@ -108,7 +101,7 @@ static int fail_at(const void *in, void *out, const void *args) {
 Test(pool, map_auto_chunks_cover_every_element) {
   th_scope s = th_begin();
   for (int w = 2; w <= 3; w++) {
-    mproc_pool *p = make_pool(w);
+    mproc_pool *p = th_pool(w);
     size_t sizes[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49,
                       63, 64, 65, 99, 100, 101, 1000, 1001, 4095, 4096, 4097, 262143, 262145};
     size_t most = 262145;
@@ -164,7 +157,7 @@ static void expect_squares(const int64_t *in, const int64_t *out, size_t n) {
 
 Test(pool, map_stage_gives_memory_back) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   /* map_async puts every chunk at once: 64 MiB in and 64 MiB out staged together. */
   size_t n = (size_t)8 << 20, live, retired, committed;
   int64_t *in = iota64(n), *out = calloc(n, sizeof *out);
@@ -209,7 +202,7 @@ static int nothing(const void *arg, size_t len, mproc_result *res) {
 
 Test(pool, map_stage_abandoned_chunks) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   size_t n = (size_t)1 << 20, live, retired, committed;
   int64_t *in = iota64(n), *out = calloc(n, sizeof *out), *junk = calloc(n, sizeof *junk);
   cr_assert(out && junk);
@@ -248,7 +241,7 @@ Test(pool, map_stage_abandoned_chunks) {
 
 Test(pool, map_stage_terminate_midway) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   size_t n = (size_t)1 << 20;
   int64_t *in = iota64(n), *out = calloc(n, sizeof *out);
   cr_assert_not_null(out);
@@ -272,7 +265,7 @@ Test(pool, map_element_sizes) {
   const size_t sizes[] = {1, 3, 8, 64, 1000, 4096, (1u << 20) + 1, (3u << 20) + 7};
   for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
     size_t elem = sizes[k];
-    mproc_pool *p = make_pool(2);
+    mproc_pool *p = th_pool(2);
     size_t n = elem > 65536 ? 5 : 301;
     unsigned char *in = malloc(n * elem), *out = calloc(n, elem);
     for (size_t i = 0; i < n * elem; i++)
@@ -312,7 +305,7 @@ static int starfn(const void *in, void *out, const void *args) {
 
 Test(pool, starmap_structs) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   size_t n = 1000;
   star_in *in = calloc(n, sizeof *in);
   star_out *out = calloc(n, sizeof *out);
@@ -344,7 +337,7 @@ static int linear(const void *in, void *out, const void *args) {
 
 Test(pool, map_chunksizes_and_args) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   size_t n = 1001;
   int64_t *in = malloc(n * 8), *out = malloc(n * 8);
   for (size_t i = 0; i < n; i++)
@@ -376,7 +369,7 @@ static int fail_at_137(const void *in, void *out, const void *args) {
 
 Test(pool, map_element_failure) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   size_t n = 1000;
   int64_t *in = malloc(n * 8), *out = calloc(n, 8);
   for (size_t i = 0; i < n; i++)
@@ -424,7 +417,7 @@ static bool bytes_ok(const unsigned char *b, size_t n) {
 
 Test(pool, apply_result_sizes) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   const size_t sizes[] = {0, 1, 100, 4096, 65537, 1 << 20, 16 << 20};
   const size_t ns = sizeof sizes / sizeof *sizes;
   for (size_t k = 0; k < ns; k++) {
@@ -484,7 +477,7 @@ static int fail_msg(const void *arg, size_t len, mproc_result *res) {
 
 Test(pool, apply_messages_and_empty_results) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   void *r = (void *)1;
   size_t len = 5;
   cr_expect_eq(mproc_pool_apply(p, no_result, NULL, 0, &r, &len), 0);
@@ -527,7 +520,7 @@ static int sleepy(const void *arg, size_t len, mproc_result *res) {
 
 Test(pool, get_with_timeout) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   int ms = 300;
   mproc_async *a = NULL;
   cr_assert_eq(mproc_pool_apply_async(p, sleepy, &ms, sizeof ms, &a), 0);
@@ -619,7 +612,7 @@ static int add_one(const void *arg, size_t len, mproc_result *res) {
 
 Test(pool, close_and_join) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   cr_expect_eq(mproc_pool_join(p), MPROC_ESTATE);
   mproc_async *a[20];
   for (int i = 0; i < 20; i++)
@@ -649,7 +642,7 @@ Test(pool, close_and_join) {
 
 Test(pool, terminate) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   pid_t w[2];
   cr_assert_eq(mproc__pool_worker_pids(p, w, 2), 2);
   int quick = 0, slow = 20000;
@@ -676,7 +669,7 @@ Test(pool, terminate) {
 
 Test(pool, async_outlives_pool) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   int quick = 0, slow = 20000;
   mproc_async *done = NULL, *pending = NULL, *dropped = NULL;
   cr_assert_eq(mproc_pool_apply_async(p, sleepy, &quick, sizeof quick, &done), 0);
@@ -742,7 +735,7 @@ static void *thread_body(void *arg) {
 
 Test(pool, two_threads_share_a_pool) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   thr t[2] = {{p, 1000000, 0}, {p, -5000000, 0}};
   pthread_t th[2];
   for (int i = 0; i < 2; i++)
@@ -878,7 +871,7 @@ Test(pool, shared_arrays_cross_without_copies) {
   mproc_array *ai = NULL, *ao = NULL, *late_i = NULL, *late_o = NULL;
   cr_assert_eq(mproc_array_new(&ai, 16, n, NULL, false), 0);
   cr_assert_eq(mproc_array_new(&ao, 16, n, NULL, false), 0);
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   /* Only forked workers have the caller's mappings; others get copies, as exact. */
   zc_run(p, ai, ao, n, mproc_get_start_method() == MPROC_START_FORK);
   /* Made after the workers: they do not have it, so the data is copied. */

@@ -12,13 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static mproc_pool *make_pool(int processes) {
-  mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = processes};
-  cr_assert_eq(mproc_pool_new(&p, &o), 0);
-  return p;
-}
-
 /* 8-byte v -> v + 1000; fails for odd v. */
 static int plus_task(const void *arg, size_t len, mproc_result *res) {
   uint64_t v;
@@ -76,7 +69,7 @@ Test(pool_callbacks, apply_async_order_and_context) {
   th_scope s = th_begin();
   main_thread = pthread_self();
   main_pid = getpid();
-  mproc_pool *p = make_pool(1); /* one worker: tasks finish in submission order */
+  mproc_pool *p = th_pool(1); /* one worker: tasks finish in submission order */
   log_t l = {0};
   mproc_async_opts cb = {.callback = on_ok, .error_callback = on_err, .ctx = &l};
   mproc_async *r[20];
@@ -124,7 +117,7 @@ Test(pool_callbacks, cancelled_and_freed) {
   th_scope s = th_begin();
   main_thread = pthread_self();
   main_pid = getpid();
-  mproc_pool *p = make_pool(1);
+  mproc_pool *p = th_pool(1);
   log_t l = {0};
   int cancelled = 0;
   mproc_async_opts cb = {.callback = on_ok, .error_callback = on_err, .ctx = &l};
@@ -183,7 +176,7 @@ Test(pool_callbacks, map_progress) {
   th_scope s = th_begin();
   main_thread = pthread_self();
   main_pid = getpid();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   enum { N = 10000 };
   int64_t *in = malloc(N * 8), *out = malloc(N * 8);
   for (int i = 0; i < N; i++)
@@ -229,7 +222,7 @@ Test(pool_callbacks, imap_progress) {
   th_scope s = th_begin();
   main_thread = pthread_self();
   main_pid = getpid();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   uint64_t vals[50];
   const void *items[50];
   size_t lens[50];
@@ -261,7 +254,7 @@ Test(pool_callbacks, poll_loop) {
   th_scope s = th_begin();
   main_thread = pthread_self();
   main_pid = getpid();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   int fd = mproc_pool_fileno(p);
   cr_assert_geq(fd, 0);
   cr_expect_eq(mproc_pool_fileno(p), fd);
@@ -309,7 +302,7 @@ Test(pool_callbacks, bad_input) {
   cr_expect_eq(mproc_pool_poll(NULL, 0), MPROC_EINVAL);
   cr_expect_eq(mproc_pool_apply_async_ex(NULL, plus_task, NULL, 0, NULL, &a), MPROC_EINVAL);
   cr_expect_null(a);
-  mproc_pool *p = make_pool(1);
+  mproc_pool *p = th_pool(1);
   cr_expect_eq(mproc_pool_apply_async_ex(p, plus_task, NULL, 0, NULL, NULL), MPROC_EINVAL);
   cr_expect_eq(mproc_pool_map_ex(p, NULL, NULL, 0, 8, NULL, 8, NULL, NULL), MPROC_EINVAL);
   cr_expect_eq(mproc_pool_poll(p, 0), 0);

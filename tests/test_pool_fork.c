@@ -15,13 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static mproc_pool *make_pool(int processes) {
-  mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = processes};
-  cr_assert_eq(mproc_pool_new(&p, &o), 0);
-  return p;
-}
-
 static int times3(const void *arg, size_t len, mproc_result *res) {
   if (len != sizeof(int64_t))
     return 1;
@@ -156,7 +149,7 @@ static int supervisor_fds_settle(mproc_pool *p, int want) {
 
 Test(pool_fork, child_uses_the_pool) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   int base_fds = supervisor_fds(p);
   /* One of the owner's, in flight across the fork: the owner's alone. */
   int64_t v = 7;
@@ -189,7 +182,7 @@ Test(pool_fork, child_uses_the_pool) {
 
 Test(pool_fork, two_children_submit_at_once) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   pid_t kids[2];
   for (int k = 0; k < 2; k++) {
     kids[k] = th_fork_tied();
@@ -212,7 +205,7 @@ Test(pool_fork, two_children_submit_at_once) {
 
 Test(pool_fork, child_of_a_child_and_a_child_that_never_frees) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   int base_fds = supervisor_fds(p);
   pid_t child = th_fork_tied();
   cr_assert_geq(child, 0);
@@ -238,7 +231,7 @@ Test(pool_fork, child_of_a_child_and_a_child_that_never_frees) {
 
 Test(pool_fork, a_crash_in_a_childs_task_fails_that_task_alone) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   pid_t child = th_fork_tied();
   cr_assert_geq(child, 0);
   if (child == 0) {
@@ -267,7 +260,7 @@ static int slow(const void *arg, size_t len, mproc_result *res) {
 
 Test(pool_fork, the_owners_terminate_ends_a_childs_wait) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(1);
+  mproc_pool *p = th_pool(1);
   int pipefd[2];
   cr_assert_eq(pipe(pipefd), 0);
   pid_t child = th_fork_tied();
@@ -295,10 +288,10 @@ Test(pool_fork, the_owners_terminate_ends_a_childs_wait) {
   th_end(s);
 }
 
-Test(pool_fork, a_child_of_a_freed_pool_and_bad_handles) {
+Test(pool_fork, a_child_of_a_joined_pool_and_a_null_pool) {
   th_scope s = th_begin();
   cr_expect_eq(mproc_pool_apply(NULL, times3, NULL, 0, NULL, NULL), MPROC_EINVAL);
-  mproc_pool *p = make_pool(1);
+  mproc_pool *p = th_pool(1);
   cr_assert_eq(mproc_pool_close(p), 0);
   cr_assert_eq(mproc_pool_join(p), 0);
   pid_t child = th_fork_tied();

@@ -23,13 +23,6 @@
 #define MPROC_TEST_ASAN 0
 #endif
 
-static mproc_pool *make_pool(int processes) {
-  mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = processes};
-  cr_assert_eq(mproc_pool_new(&p, &o), 0);
-  return p;
-}
-
 /* Result: the item's bytes reversed, then its length as a uint32 (variable-size results). */
 static int reverse_task(const void *arg, size_t len, mproc_result *res) {
   char *out = mproc_result_alloc(res, len + 4);
@@ -78,7 +71,7 @@ static void check_reversed(const char *item, size_t ilen, const void *res, size_
 }
 
 static void ordered_case(size_t chunksize, size_t buffersize) {
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   char *items[NVAR];
   size_t lens[NVAR];
   make_items(items, lens, NVAR);
@@ -116,7 +109,7 @@ Test(pool_imap, ordered_exact_chunks) {
 }
 
 static void unordered_case(size_t chunksize) {
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   char *items[NVAR];
   size_t lens[NVAR];
   make_items(items, lens, NVAR);
@@ -170,7 +163,7 @@ static int counter(void *ctx, const void **item, size_t *len) {
 }
 
 static void failures_case(size_t chunksize, bool unordered) {
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   counter_gen g = {.next = 0, .end = 100, .fail_at_end = -ENOSPC};
   mproc_imap_opts o = {.chunksize = chunksize, .unordered = unordered};
   mproc_imap *it = NULL;
@@ -219,7 +212,7 @@ Test(pool_imap, failures_at_position_and_generator_error) {
 
 /* A worker killed mid-stream: that item (its whole chunk) is MPROC_ECRASHED, the rest go on. */
 static void crash_case(size_t chunksize) {
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   counter_gen g = {.next = 1000000, .end = 1000010};
   mproc_imap_opts o = {.chunksize = chunksize};
   mproc_imap *it = NULL;
@@ -288,7 +281,7 @@ static int noop_task(const void *arg, size_t len, mproc_result *res) {
  * resident memory stays flat while a few million items go through. */
 Test(pool_imap, huge_generator_bounded_memory) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   counter_gen g = {.next = 0, .end = 100000000};
   mproc_imap_opts o = {.chunksize = 512, .buffersize = 8192};
   mproc_imap *it = NULL;
@@ -331,7 +324,7 @@ static int slow_task(const void *arg, size_t len, mproc_result *res) {
  * goes on (later results are not confused with the cancelled ones). */
 Test(pool_imap, early_free) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   for (int round = 0; round < 3; round++) {
     counter_gen g = {.next = 0, .end = 1000};
     mproc_imap_opts o = {.chunksize = (size_t)round + 1, .buffersize = 64,
@@ -358,7 +351,7 @@ Test(pool_imap, early_free) {
 
 Test(pool_imap, timeout_and_bad_input) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(1);
+  mproc_pool *p = th_pool(1);
   mproc_imap *it = NULL;
   cr_expect_eq(mproc_pool_imap(NULL, noop_task, NULL, NULL, 0, NULL, &it), MPROC_EINVAL);
   cr_expect_null(it);
@@ -398,7 +391,7 @@ Test(pool_imap, timeout_and_bad_input) {
  * positions, the next one the pool refuses with MPROC_ECLOSED, then MPROC_EOF. */
 Test(pool_imap, pool_terminated_mid_stream) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   counter_gen g = {.next = 0, .end = 1000};
   mproc_imap_opts o = {.buffersize = 16};
   mproc_imap *it = NULL;
@@ -423,7 +416,7 @@ Test(pool_imap, pool_terminated_mid_stream) {
  * submitted fail with MPROC_ECLOSED), so join never waits for a reader. */
 Test(pool_imap, close_then_consume_then_join) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   counter_gen g = {.next = 0, .end = 500};
   mproc_imap_opts o = {.buffersize = 8, .chunksize = 2};
   mproc_imap *it = NULL;
@@ -440,7 +433,7 @@ Test(pool_imap, close_then_consume_then_join) {
   cr_expect_eq(mproc_pool_join(p), 0);
   mproc_pool_free(p);
 
-  p = make_pool(2);
+  p = th_pool(2);
   g = (counter_gen){.next = 0, .end = 500};
   cr_assert_eq(mproc_pool_imap_gen(p, triple_task, counter, &g, &o, &it), 0);
   cr_assert_eq(mproc_pool_close(p), 0);
@@ -476,7 +469,7 @@ static int odd_task(const void *arg, size_t len, mproc_result *res) {
 
 Test(imap, results_are_aligned) {
   th_scope sc = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   enum { N = 200 };
   uint64_t vals[N];
   const void *items[N];

@@ -74,13 +74,6 @@ static int sleepy_map(const void *in, void *out, const void *args) {
   return 0;
 }
 
-static mproc_pool *make_pool(int processes) {
-  mproc_pool *p = NULL;
-  mproc_pool_opts o = {.processes = processes};
-  cr_assert_eq(mproc_pool_new(&p, &o), 0);
-  return p;
-}
-
 static int quick_task(const void *arg, size_t len, mproc_result *res) {
   return mproc_result_set(res, arg, len);
 }
@@ -88,7 +81,7 @@ static int quick_task(const void *arg, size_t len, mproc_result *res) {
 /* The pool's processes ignore SIGINT: they survive it and the pool still works. */
 Test(pool_sigint, workers_ignore_sigint) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   pid_t pids[2];
   cr_assert_eq(mproc__pool_worker_pids(p, pids, 2), 2);
   kill(mproc__pool_supervisor_pid(p), SIGINT);
@@ -108,7 +101,7 @@ Test(pool_sigint, workers_ignore_sigint) {
 }
 
 static void get_case(bool restart) {
-  mproc_pool *p = make_pool(1);
+  mproc_pool *p = th_pool(1);
   mproc_async *a;
   cr_assert_eq(mproc_pool_apply_async(p, sleepy_task, NULL, 0, &a), 0);
   install(restart);
@@ -133,7 +126,7 @@ Test(pool_sigint, during_get) {
 
 Test(pool_sigint, during_map_and_apply) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(2);
+  mproc_pool *p = th_pool(2);
   int64_t in[64] = {0}, out[64];
   install(false);
   pid_t k = start_interrupter();
@@ -152,7 +145,7 @@ Test(pool_sigint, during_map_and_apply) {
 
 Test(pool_sigint, during_imap_next_and_join) {
   th_scope s = th_begin();
-  mproc_pool *p = make_pool(1);
+  mproc_pool *p = th_pool(1);
   const void *items[3] = {"a", "b", "c"};
   size_t lens[3] = {1, 1, 1};
   mproc_imap *it;
