@@ -80,7 +80,8 @@ Test(pool_faults, crashing_tasks_fail_alone, .init = shared_setup, .fini = share
   mproc_pool *p = NULL;
   mproc_pool_opts o = {.processes = 2, .initializer = th_named_attach, .initargs = th_named_name,
                        .initargs_len = strlen(th_named_name) + 1};
-  cr_assert_eq(mproc_pool_new(&p, &o), 0);
+  int rc = mproc_pool_new(&p, &o);
+  cr_assert_eq(rc, 0, "mproc_pool_new: %s", mproc_err_name(rc));
   enum { N = 200 };
   mproc_async *a[N];
   int idx[N];
