@@ -213,6 +213,7 @@ int th_named_attach(const void *name, size_t len) {
 mproc_pool *th_pool(int processes) {
   mproc_pool *p = NULL;
   mproc_pool_opts o = {.processes = processes};
-  cr_assert_eq(mproc_pool_new(&p, &o), 0);
+  int rc = mproc_pool_new(&p, &o);
+  cr_assert_eq(rc, 0, "mproc_pool_new: %s", mproc_err_name(rc));
   return p;
 }
