@@ -204,6 +204,13 @@ int mproc__fn_resolve(const char *path, uint64_t off, void **fn);
 
 /* fork(2) after flushing stdout/stderr, so buffered output is neither lost nor doubled. */
 pid_t mproc__fork(void);
+/* fork(2) for mproc's own single-threaded processes (a supervisor forking its workers):
+ * no stdio flush and no atfork handlers (no other thread can hold a lock, nothing was
+ * buffered; the program's handlers ran when that process itself was forked, and the child
+ * inherits what they reset), only the id caches reset in the child. Each page the parent
+ * or the child writes after a fork costs a fault (~6 us on this VM); the handlers and the
+ * flush wrote ~15 of them per worker. */
+pid_t mproc__fork_lean(void);
 /* A pidfd for pid (close-on-exec), or -errno (-ENOSYS where the kernel lacks it). */
 int mproc__pidfd_open(pid_t pid);
 /* Makes the calling (just forked) child get sig when its parent dies, then checks that the

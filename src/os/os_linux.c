@@ -543,6 +543,17 @@ pid_t mproc__fork(void) {
   return fork();
 }
 
+pid_t mproc__fork_lean(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+  pid_t pid = _Fork(); /* glibc's fork without the atfork handlers */
+  if (pid == 0)
+    atfork_child();
+  return pid;
+#else
+  return fork();
+#endif
+}
+
 int mproc__pidfd_open(pid_t pid) {
 #ifdef SYS_pidfd_open
   long fd = syscall(SYS_pidfd_open, pid, 0);

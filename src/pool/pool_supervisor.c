@@ -57,7 +57,7 @@ static bool spawn(sup *s, int i) {
   atomic_store(&slot->expired_id, 0);
   atomic_store(&slot->progress, 0);
   atomic_store(&slot->state, MPROC__SLOT_STARTING);
-  pid_t pid = mproc__fork();
+  pid_t pid = mproc__fork_lean();
   if (pid == 0) {
     /* The supervisor is single-threaded, so its death signal is the process's death. */
     if (mproc__die_with_parent(s->self, SIGKILL) < 0)
