@@ -20,7 +20,7 @@ build: $(BUILD)/CMakeCache.txt
 
 $(ASAN_BUILD)/CMakeCache.txt:
 	CC=$(SAN_CC) $(CMAKE) -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug \
-	  -DMPROC_SANITIZE=address,undefined -DMPROC_BUILD_BENCH=OFF
+	  -DMPROC_SANITIZE=address,undefined -DMPROC_BUILD_BENCH=OFF -DMPROC_FAULT_INJECTION=ON
 
 test: test-normal test-asan
 

@@ -17,6 +17,12 @@
 /* Number of open descriptors of this process, or -errno. */
 int mproc__count_fds(void);
 
+/* (os/os_linux_inject.c, MPROC_FAULT_INJECTION builds) From now on the nth call of the
+ * kinds (MPROC__INJ_* of os.h) fails, once. Disarming returns whether it did, and how many
+ * such calls this process made meanwhile. */
+void mproc__test_inject_arm(unsigned kinds, long nth);
+bool mproc__test_inject_disarm(long *calls);
+
 /* ---- process (core/process.c) ---- */
 
 /* A nonzero errno makes the next child's setup fail with it. */

@@ -113,8 +113,8 @@ void mproc__msg_put_mem(mproc__msg *m, const void *p) {
   void *base;
   size_t len;
   int fd = mproc__shared_lookup(p, &base, &len);
-  if (fd < 0)
-    return msg_fail(m, MPROC_EINVAL);
+  if (fd < 0) /* not mproc's memory; or memory made without a descriptor, and why */
+    return msg_fail(m, fd == -ENOENT ? MPROC_EINVAL : fd);
   for (size_t i = 0; i < m->nmaps; i++)
     if (m->maps[i].base == (uintptr_t)base)
       return;

@@ -86,7 +86,8 @@ void *mproc__shared_map(size_t len);
 void mproc__shared_unmap(void *p, size_t len);
 /* The mapping made by mproc__shared_map/_reserve/_map_at that holds p: *base, *len, and its
  * descriptor (owned by the mapping: do not close) as the return value; -ENOENT when p is in
- * none, -EBADF when it has no descriptor. */
+ * none, and when it has no descriptor the error that kept it from having one (memfd_create's,
+ * e.g. -EMFILE). */
 int mproc__shared_lookup(const void *p, void **base, size_t *len);
 /* Maps len bytes of the shared memory fd at exactly base (never replacing a mapping there:
  * -EEXIST) and takes fd over (closed at unmap; on failure the caller keeps it). 0 or -errno. */
@@ -275,5 +276,30 @@ int mproc__shared_mapping_find(pid_t pid, const void *addr, size_t len, mproc__m
 
 /* CPUs in the affinity mask, lowered by a cgroup v2 cpu.max quota. >= 1. */
 int mproc__cpu_count(void);
+
+/* ---- fault injection (builds with MPROC_FAULT_INJECTION: the sanitizer build's tests) ----
+ * Each call below that can fail from outside (memory, descriptors, processes) asks first
+ * whether it is the one to fail; tests/inject/ walks that failure over every such call a
+ * lifecycle makes. Without the option the question compiles to false. */
+enum {
+  MPROC__INJ_MMAP = 1u << 0,
+  MPROC__INJ_MEMFD = 1u << 1,
+  MPROC__INJ_FTRUNCATE = 1u << 2,
+  MPROC__INJ_FORK = 1u << 3,
+  MPROC__INJ_PIDFD = 1u << 4,
+  MPROC__INJ_SOCKET = 1u << 5,
+  MPROC__INJ_MALLOC = 1u << 6, /* asked by the test's malloc wrappers (ld --wrap) */
+  MPROC__INJ_FD = 1u << 7,     /* eventfd, signalfd, pipe */
+};
+#ifdef MPROC_FAULT_INJECTION
+/* true, with errno = err, when this call of that kind is the one to fail. */
+bool mproc__inject(unsigned kind, int err);
+#else
+static inline bool mproc__inject(unsigned kind, int err) {
+  (void)kind;
+  (void)err;
+  return false;
+}
+#endif
 
 #endif /* MPROC_OS_H */

@@ -320,6 +320,8 @@ size_t mproc__phys_mem(void) {
 
 /* Maps len bytes of fd shared and read-write; the descriptor is not kept by the mapping. */
 static int map_fd(int fd, size_t len, void **p) {
+  if (mproc__inject(MPROC__INJ_MMAP, ENOMEM))
+    return -ENOMEM;
   void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (m == MAP_FAILED)
     return -errno;
@@ -334,7 +336,7 @@ int mproc__named_create(const char *name, size_t len, void **p) {
   if (fd < 0)
     return -errno;
   int rc = 0;
-  while (rc == 0 && ftruncate(fd, (off_t)len) < 0)
+  while (rc == 0 && (mproc__inject(MPROC__INJ_FTRUNCATE, ENOSPC) || ftruncate(fd, (off_t)len) < 0))
     if (errno != EINTR)
       rc = -errno;
   if (rc == 0)
@@ -484,6 +486,8 @@ int mproc__poll_fd(int fd, short events, int64_t deadline, short *revents) {
 }
 
 int mproc__pipe(int fds[2], bool nonblock) {
+  if (mproc__inject(MPROC__INJ_FD, EMFILE))
+    return -EMFILE;
   return pipe2(fds, O_CLOEXEC | (nonblock ? O_NONBLOCK : 0)) < 0 ? -errno : 0;
 }
 
@@ -540,10 +544,12 @@ int mproc__count_fds(void) {
 pid_t mproc__fork(void) {
   fflush(stdout);
   fflush(stderr);
-  return fork();
+  return mproc__inject(MPROC__INJ_FORK, EAGAIN) ? -1 : fork();
 }
 
 pid_t mproc__fork_lean(void) {
+  if (mproc__inject(MPROC__INJ_FORK, EAGAIN))
+    return -1;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
   pid_t pid = _Fork(); /* glibc's fork without the atfork handlers */
   if (pid == 0)
@@ -556,7 +562,7 @@ pid_t mproc__fork_lean(void) {
 
 int mproc__pidfd_open(pid_t pid) {
 #ifdef SYS_pidfd_open
-  long fd = syscall(SYS_pidfd_open, pid, 0);
+  long fd = mproc__inject(MPROC__INJ_PIDFD, EMFILE) ? -1 : syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0)
     return -errno;
   /* pidfds are always close-on-exec. */
@@ -598,7 +604,7 @@ int mproc__exitcode(int status) {
 /* ---- wake-up descriptors ---- */
 
 int mproc__eventfd(void) {
-  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  int fd = mproc__inject(MPROC__INJ_FD, EMFILE) ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   return fd < 0 ? -errno : fd;
 }
 
@@ -621,7 +627,8 @@ void mproc__eventfd_drain(int fd) {
 }
 
 int mproc__signalfd(const void *mask) {
-  int fd = signalfd(-1, (const sigset_t *)mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  int fd = mproc__inject(MPROC__INJ_FD, EMFILE) ? -1
+                                                 : signalfd(-1, (const sigset_t *)mask, SFD_NONBLOCK | SFD_CLOEXEC);
   return fd < 0 ? -errno : fd;
 }
 

@@ -35,7 +35,7 @@
 typedef struct mapping {
   uintptr_t base;
   size_t len;
-  int fd; /* -1: anonymous (memfd_create failed, e.g. out of descriptors) */
+  int fd; /* < 0: anonymous, memfd_create having failed with -fd (e.g. -EMFILE) */
 } mapping;
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -138,10 +138,10 @@ static void *place_map(size_t len, int flags, int fd) {
 
 /* A memfd of len bytes, or -1 (errno set). */
 static int memfd_of(size_t len) {
-  int fd = memfd_create("mproc", MFD_CLOEXEC);
+  int fd = mproc__inject(MPROC__INJ_MEMFD, EMFILE) ? -1 : memfd_create("mproc", MFD_CLOEXEC);
   if (fd < 0)
     return -1;
-  while (ftruncate(fd, (off_t)len) < 0) {
+  while (mproc__inject(MPROC__INJ_FTRUNCATE, ENOMEM) || ftruncate(fd, (off_t)len) < 0) {
     if (errno != EINTR) {
       int e = errno;
       close(fd);
@@ -152,16 +152,19 @@ static int memfd_of(size_t len) {
   return fd;
 }
 
-/* Maps len bytes of fd (-1: anonymous memory) shared, in the placement range where it can,
- * and records it (taking fd over). NULL and errno on failure (fd is then the caller's). */
-static void *map_record(size_t len, int flags, int fd) {
+/* Maps len bytes of fd (-1: anonymous memory, recorded with nofd_err: why it has no
+ * descriptor) shared, in the placement range where it can, and records it (taking fd over).
+ * NULL and errno on failure (fd is then the caller's). */
+static void *map_record(size_t len, int flags, int fd, int nofd_err) {
   flags |= MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0);
+  if (mproc__inject(MPROC__INJ_MMAP, ENOMEM))
+    return NULL;
   pthread_mutex_lock(&reg_mu);
   void *p = place_map(len, flags, fd);
   if (!p)
     p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, 0);
   int e = p == MAP_FAILED ? errno : 0;
-  if (p != MAP_FAILED && !reg_add_locked(p, len, fd)) {
+  if (p != MAP_FAILED && !reg_add_locked(p, len, fd >= 0 ? fd : -nofd_err)) {
     munmap(p, len);
     p = MAP_FAILED;
     e = ENOMEM;
@@ -178,7 +181,8 @@ static void *map_record(size_t len, int flags, int fd) {
  * otherwise: still shared with forked children, but it cannot cross to a spawned one). */
 static void *map_new(size_t len, int extra_flags) {
   int fd = memfd_of(len);
-  void *p = map_record(len, extra_flags, fd);
+  int nofd_err = fd < 0 && errno ? errno : EBADF;
+  void *p = map_record(len, extra_flags, fd, nofd_err);
   if (!p && fd >= 0) {
     int e = errno;
     close(fd);
@@ -210,7 +214,7 @@ void mproc__shared_unmap(void *p, size_t len) {
 int mproc__shared_lookup(const void *p, void **base, size_t *len) {
   pthread_mutex_lock(&reg_mu);
   ssize_t i = reg_find(p);
-  int rc = i < 0 ? -ENOENT : reg[i].fd < 0 ? -EBADF : reg[i].fd;
+  int rc = i < 0 ? -ENOENT : reg[i].fd; /* < 0: why it has no descriptor */
   if (i >= 0) {
     *base = (void *)reg[i].base;
     *len = reg[i].len;
@@ -224,10 +228,12 @@ void *mproc__shared_map_fd(int fd, size_t len) {
     errno = EINVAL;
     return NULL;
   }
-  return map_record(len, 0, fd);
+  return map_record(len, 0, fd, EBADF);
 }
 
 int mproc__shared_map_at(void *base, size_t len, int fd) {
+  if (mproc__inject(MPROC__INJ_MMAP, ENOMEM))
+    return -ENOMEM;
   void *p = mmap(base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
   if (p == MAP_FAILED)
     return -errno;

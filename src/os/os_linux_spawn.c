@@ -20,6 +20,8 @@
 
 int mproc__socketpair(int fds[2], bool seqpacket) {
   int type = (seqpacket ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC;
+  if (mproc__inject(MPROC__INJ_SOCKET, EMFILE))
+    return -EMFILE;
   return socketpair(AF_UNIX, type, 0, fds) < 0 ? -errno : 0;
 }
 
@@ -124,7 +126,7 @@ int mproc__spawn_exe(const char *path, char *const argv[], char *const envp[], i
    * no other thread's exec can inherit the descriptor meanwhile. */
   rc = posix_spawn_file_actions_adddup2(&fa, keep_fd, keep_fd);
   if (rc == 0)
-    rc = posix_spawn(pid, path, &fa, NULL, argv, envp);
+    rc = mproc__inject(MPROC__INJ_FORK, EAGAIN) ? EAGAIN : posix_spawn(pid, path, &fa, NULL, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   return -rc;
 }
