@@ -242,14 +242,16 @@ static void halt_now(run *r) {
   }
 }
 
-static void finish(run *r, job *j) {
+/* Logs and writes a job that is over (and frees it, unless -k keeps it for its turn); or
+ * starts it again: true then. */
+static bool finish(run *r, job *j) {
   int st = j->status;
   bool sig = WIFSIGNALED(st);
   int exitval = j->killed ? -1 : sig ? 0 : WEXITSTATUS(st);
   int signo = sig ? WTERMSIG(st) : 0;
   bool failed = j->killed || sig || exitval != 0;
   if (retry(r, j, failed))
-    return;
+    return true;
   j->done = true;
   cli_joblog_write(r->log, j->seq, j->start_wall, cli_now() - j->start_mono, j->received,
                    exitval, signo, j->cmd);
@@ -272,6 +274,7 @@ static void finish(run *r, job *j) {
   r->ndone++;
   cli_bar_update(&r->bar, r->ndone, r->total, false);
   write_done(r, j);
+  return false;
 }
 
 /* Reads what a job's pipe holds; closes it at EOF. */
@@ -328,8 +331,7 @@ static void step_jobs(run *r) {
         kill(j->pid, SIGKILL); /* j->pid is -group: what is left of it */
       r->running[i] = r->running[--r->nrunning];
       j->pid = 0;
-      finish(r, j);
-      if (!j->done) /* retried: running again */
+      if (finish(r, j)) /* retried: running again */
         r->running[r->nrunning++] = j;
       continue;
     }

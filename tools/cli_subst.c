@@ -194,7 +194,7 @@ char *cli_command(char *const *cmd, size_t ncmd, char *const *args, size_t nargs
   }
   if (!has) { /* no command: the inputs are the command, as they are (parallel ::: 'ls -l') */
     for (size_t i = 0; i < nargs; i++)
-      if (((len || i) && put(&s, &len, &cap, " ", 1)) ||
+      if (((ncmd || i) && put(&s, &len, &cap, " ", 1)) ||
           (ncmd ? put_arg(&s, &len, &cap, args[i], T_NONE)
                 : put(&s, &len, &cap, args[i], strlen(args[i]))))
         goto fail;
