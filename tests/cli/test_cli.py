@@ -13,9 +13,9 @@ ENV = dict(os.environ, SHELL="/bin/sh", LC_ALL="C")
 FAILS = []
 
 
-def run(argv, stdin=b"", timeout=60, cwd=None):
+def run(argv, stdin=b"", timeout=60, cwd=None, env=None):
     p = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout, env=ENV, cwd=cwd)
+                       timeout=timeout, env=dict(ENV, **(env or {})), cwd=cwd)
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
@@ -27,7 +27,7 @@ def check(name, what, got, want):
 # (name, args, stdin, stdout, status, stderr substring or None, shared with parallel)
 Y = "".join(f"{i}\n" for i in range(1, 201))
 CASES = [
-    ("dry_run_replacements", ["--dry-run", "echo", "{}", "{.}", "{/}", "{//}", "{/.}", "{#}",
+    ("dry_run_replacements", ["-k", "--dry-run", "echo", "{}", "{.}", "{/}", "{//}", "{/.}", "{#}",
                               ":::", "/a/b.c", "d.e/f", "g", "a.", ".bashrc", "/", "a/"], "",
      "echo /a/b.c /a/b b.c /a b 1\necho d.e/f d.e/f f d.e f 2\necho g g g . g 3\n"
      "echo a. a a. . a 4\necho .bashrc '' .bashrc . '' 5\necho / / '' / '' 6\n"
@@ -96,6 +96,7 @@ CASES = [
     ("function_crash_fails_alone", ["--lib", FNLIB, "--fn", "picky"], "a\ncrash\nb\nfail\nc\n",
      "A\nB\nC\n", 2, "line 2 failed (MPROC_ECRASHED)", False),
     ("help", ["--help"], "", None, 0, None, False),
+    ("bar_only_on_a_terminal", ["--bar", "-k", "echo", ":::", "a"], "", "a\n", 0, None, False),
 ]
 
 
@@ -228,9 +229,12 @@ def function_many_lines_case():
     lines[12345] = "crash"
     stdin = ("\n".join(lines) + "\n").encode()
     want = "".join(l.upper() + "\n" for l in lines if l != "crash")
-    for extra in ([], ["--unordered"]):
-        rc, o, e = run([MPROC, "-j2", "--lib", FNLIB, "--fn", "picky"] + extra, stdin)
-        name = "function 20000 lines " + " ".join(extra)
+    # the pool's workers load the library themselves: every start method works
+    for extra, method in (([], "fork"), (["--unordered"], "fork"), ([], "spawn"),
+                          ([], "forkserver")):
+        rc, o, e = run([MPROC, "-j2", "--lib", FNLIB, "--fn", "picky"] + extra, stdin,
+                       env={"MPROC_START_METHOD": method})
+        name = f"function 20000 lines {method} " + " ".join(extra)
         check(name, "status", rc, 1)
         if extra:
             check(name, "stdout (sorted)", sorted(o.splitlines()), sorted(want.splitlines()))
