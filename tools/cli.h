@@ -114,10 +114,10 @@ int cli_run_function(const cli_opts *o);
 /* ---- shared ---- */
 double cli_now(void); /* CLOCK_MONOTONIC seconds */
 double cli_wall(void); /* seconds since the epoch */
-/* Ctrl-C, TERM, HUP (and SIGCHLD when chld): the tool's own handlers write a byte to a
+/* Ctrl-C, TERM, HUP, PIPE (and SIGCHLD when chld): the tool's own handlers write a byte to a
  * self-pipe, so a poll on cli_signal_fd() wakes. */
 int cli_signals_install(bool chld);
 int cli_signal_fd(void);
-int cli_interrupted(void); /* drains the pipe: the first INT/TERM/HUP that came, or 0 */
+int cli_interrupted(void); /* drains the pipe: the first INT/TERM/HUP/PIPE that came, or 0 */
 
 #endif

@@ -159,7 +159,9 @@ int cli_signals_install(bool chld) {
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
+  /* SIGPIPE too: a reader of our output that went away (mproc ... | head) stops the run
+   * like Ctrl-C, so the jobs' groups are killed rather than left running. */
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0] - !chld; i++)
     if (sigaction(sigs[i], &sa, NULL))
       return -1;

@@ -224,6 +224,20 @@ def ctrl_c_case(d):
             os.kill(pid, signal.SIGKILL)
 
 
+def reader_gone_case(d):
+    """mproc ... | head -1: the write that finds no reader stops the run like Ctrl-C."""
+    cmd = f"echo {{}}; sleep 0.2; echo $$ > {d}/rg{{}}; echo again; sleep 60"
+    sh = f"{MPROC} -k --line-buffer -j2 '{cmd}' ::: 1 2 3 | head -1; echo \"${{PIPESTATUS[0]}}\" >&2"
+    p = subprocess.run(["bash", "-c", sh], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=30, env=ENV)
+    check("reader gone", "stdout", p.stdout, "1\n")
+    check("reader gone", "status", p.stderr.strip().splitlines()[-1], "141")
+    for n in os.listdir(d):
+        pid = open(os.path.join(d, n)).read().strip() if n.startswith("rg") else ""
+        if pid and alive(int(pid)):
+            FAILS.append(f"reader gone: job {n} lives on")
+
+
 def function_many_lines_case():
     lines = [f"w{i}" for i in range(20000)]
     lines[12345] = "crash"
@@ -251,6 +265,7 @@ def main():
         timeout_case(d)
         retries_case(d)
         ctrl_c_case(d)
+        reader_gone_case(d)
         function_many_lines_case()
     for f in FAILS:
         print("FAIL", f)
