@@ -94,13 +94,12 @@ static int add_source(cli_opts *o, cli_source s) {
 }
 
 /* The value of an option: "--opt=v", "-jN", or the next word. NULL if there is none. */
-static const char *value_of(int argc, char **argv, int *i, const char *name, size_t skip) {
+static const char *value_of(int argc, char **argv, int *i, size_t skip) {
   const char *a = argv[*i];
   if (a[skip] == '=')
     return a + skip + 1;
   if (a[skip])
     return a + skip;
-  (void)name;
   if (*i + 1 >= argc)
     return NULL;
   return argv[++*i];
@@ -131,7 +130,7 @@ static int parse_option(cli_opts *o, int argc, char **argv, int *i, FILE *err) {
   const char *a = argv[*i], *v;
 #define LONG(n) (strncmp(a, n, sizeof(n) - 1) == 0 && (a[sizeof(n) - 1] == 0 || a[sizeof(n) - 1] == '='))
 #define NEED(n, skip)                                                                      \
-  if (!(v = value_of(argc, argv, i, n, skip)))                                             \
+  if (!(v = value_of(argc, argv, i, skip)))                                             \
     return bad(err, "option %s needs a value", n);
   if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
     cli_usage(stdout);
