@@ -3,8 +3,8 @@
 the cold cases (whole programs, each run a fresh process, timed from here), and prints one
 line per case: mproc's figure, Python multiprocessing's and a reference beside it (raw C,
 OpenMP, an empty C program, for the first_* cases the same call warm, for the start_* cases
-the fork figure or the figure without the heap), with ratios (>1
-means mproc is better). Usage: run.py BUILD_BENCH_DIR [filter]"""
+the fork figure or the figure without the heap; for the cli_* cases of py_cli.py the python
+column is GNU parallel and the reference xargs -P), with ratios (>1 means mproc is better). Usage: run.py BUILD_BENCH_DIR [filter]"""
 import collections, glob, os, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,7 +96,8 @@ def main():
         py = impls.get("python", (None, unit))[0]
         # start_* cases: a forkserver or spawn row's reference is the fork figure, a heap
         # row's the same method without the heap; pool_client_* rows' the pool's owner.
-        ref_impl = next((i for i in ("raw", "openmp", "warm", "fork", "noheap", "owner") if i in impls),
+        ref_impl = next((i for i in ("raw", "openmp", "warm", "fork", "noheap", "owner", "xargs")
+                         if i in impls),
                         None)
         ref = impls[ref_impl][0] if ref_impl else None
         fmt = lambda v: "-" if v is None else f"{v:.4g} {unit}"

@@ -81,6 +81,33 @@ def find_cycle(graph):
     return None
 
 
+def check_tools(root, objdir, layers):
+    """tools/ (the command-line tool) stands on the public API alone: every file is claimed
+    by a row, includes only mproc.h and tools/ headers, and its object needs no mproc__
+    internal (its objects are CMake's mproc_cli.dir, beside mproc_objects.dir)."""
+    errors = []
+    tdir = os.path.join(root, "tools")
+    if not os.path.isdir(tdir):
+        return errors
+    tobj = os.path.join(os.path.dirname(objdir.rstrip("/")), "mproc_cli.dir")
+    for n in sorted(os.listdir(tdir)):
+        if not n.endswith((".c", ".h")):
+            continue
+        rel = os.path.join("tools", n)
+        if layer_of(rel, layers) is None:
+            errors.append(f"{rel}: no layer in docs/architecture.md claims it")
+        for line in open(os.path.join(root, rel), encoding="utf-8"):
+            m = re.match(r'\s*#\s*include\s+"([^"]+)"', line)
+            if m and m.group(1) != "mproc.h" and not os.path.exists(os.path.join(tdir, m.group(1))):
+                errors.append(f"{rel} includes {m.group(1)}: tools/ may use only mproc.h")
+        obj = os.path.join(tobj, rel + ".o")
+        if n.endswith(".c") and os.path.exists(obj):
+            _, needed = symbols(obj)
+            for s in sorted(x for x in needed if x.startswith("mproc__")):
+                errors.append(f"{rel} calls {s}: tools/ may use only the public API")
+    return errors
+
+
 def main():
     root, objdir = sys.argv[1], sys.argv[2]
     layers, exceptions = read_architecture(os.path.join(root, "docs", "architecture.md"))
@@ -149,6 +176,7 @@ def main():
         errors.append(f"known exception {a} -> {b} no longer happens: take it out of "
                       "docs/architecture.md")
 
+    errors += check_tools(root, objdir, layers)
     for e in errors:
         print("layers:", e)
     nfiles = len(files)
