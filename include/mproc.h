@@ -71,7 +71,9 @@ const char *mproc_version_string(void);
   XX(EEXPIRED, -10006, "the task ran past task_timeout and its worker was killed")           \
   XX(ECANCELLED, -10007, "cancelled: the pool was terminated before the task finished")      \
   XX(EOWNERDEAD, -10008, "lock acquired; its previous holder died holding it")               \
-  XX(ETOOBIG, -10009, "a message or size beyond a hard limit")
+  XX(ETOOBIG, -10009, "a message or size beyond a hard limit")                               \
+  XX(EAUTH, -10010, "authentication failed: wrong key, or the peer refused ours")            \
+  XX(ENOTFOUND, -10011, "not found: no such key, index or object")
 
 typedef enum {
 #define MPROC__XX(name, value, message) MPROC_##name = (value),
@@ -243,6 +245,45 @@ typedef struct mproc_waitable {
 /* Waits until at least one of items[0..n) is ready; marks each ready one. Returns the number
  * ready (>= 1), or 0 on timeout. */
 int mproc_wait(mproc_waitable *items, size_t n, double timeout);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Listener and Client (multiprocessing.connection)                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A socket that accepts Connections, wire-compatible with Python's
+ * multiprocessing.connection.Listener for bytes (send_bytes/recv_bytes). For one thread at a
+ * time. Addresses: "unix:PATH" (the socket file is removed at free), "unix:@NAME" (abstract),
+ * "tcp:HOST:PORT" with an IPv4 or IPv6 host ("tcp:[::1]:PORT"; port 0: any free one), NULL: a
+ * fresh Unix socket in a private 0700 directory (both removed at free). A "?legacy" suffix
+ * makes this end deliver Python 3.11's plain HMAC-MD5 challenge instead of 3.12's
+ * "{sha256}" one; either way it answers whichever form the peer sends. */
+typedef struct mproc_listener mproc_listener;
+/* Binds and listens (backlog <= 0: 128). authkey NULL (authkey_len 0): no authentication,
+ * allowed only for unix addresses (MPROC_EINVAL for tcp); else every connection makes the
+ * mutual HMAC challenge with the key (copied) before accept returns it. */
+int mproc_listener_new(mproc_listener **l, const char *address, const void *authkey,
+                       size_t authkey_len, int backlog);
+/* Waits up to timeout for a client, then runs the handshake, bounded by the handshake
+ * timeout (below) rather than by timeout. 0 and *c (the caller frees it), MPROC_ETIMEDOUT
+ * (MPROC_EAGAIN for timeout 0) when no client came. A client that fails the handshake is
+ * dropped and its reason returned, the listener serving on: MPROC_EAUTH (wrong key, sent
+ * #FAILURE#), -EPROTO (not the protocol), MPROC_ETOOBIG (a handshake message over 256
+ * bytes), MPROC_ETIMEDOUT (stalled past the handshake timeout), MPROC_EOF (hung up). */
+int mproc_listener_accept(mproc_listener *l, mproc_conn **c, double timeout);
+/* How long accept gives a client's handshake (default 10 s; < 0: no limit). */
+int mproc_listener_set_handshake_timeout(mproc_listener *l, double timeout);
+/* The bound address, port included ("tcp:127.0.0.1:40123"), owned by l; NULL for NULL. */
+const char *mproc_listener_address(const mproc_listener *l);
+/* Readable when a client waits to be accepted (owned by l). */
+int mproc_listener_fileno(const mproc_listener *l);
+/* Closes the socket (and removes the file of a unix path it made). */
+void mproc_listener_free(mproc_listener *l);
+/* Connects to a Listener (mproc's or Python's) at address and, with an authkey, makes the
+ * mutual challenge, all before timeout: 0 and *c; MPROC_EAUTH for a key the listener
+ * refused or one that failed to answer ours; -ECONNREFUSED / -ENOENT for no listener;
+ * MPROC_ETIMEDOUT; -EPROTO for a peer that does not speak the protocol. */
+int mproc_client(mproc_conn **c, const char *address, const void *authkey, size_t authkey_len,
+                 double timeout);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Queue (Queue, SimpleQueue, JoinableQueue)                                                   */
