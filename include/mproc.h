@@ -286,6 +286,76 @@ int mproc_client(mproc_conn **c, const char *address, const void *authkey, size_
                  double timeout);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Manager: dicts and lists served by a process                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A handle on a Manager's server: the one that started it (mproc_manager_new) or one that
+ * connected to it (mproc_manager_connect, from any program). Objects live in the server and
+ * are opened by name; each operation is one request and one reply, atomic in the server.
+ * For one thread at a time; a child forked with the handle gets its own connection at its
+ * first call (the key and address are inherited). When the server dies, every call returns
+ * MPROC_EOF (blocked ones too, promptly) and MPROC_ECLOSED after that. */
+typedef struct mproc_manager mproc_manager;
+typedef struct mproc_manager_opts {
+  const char *address; /* as for mproc_listener_new; NULL: a private Unix socket */
+  const void *authkey; /* NULL: a random key (children forked later inherit the handle) */
+  size_t authkey_len;  /* at most 256 */
+  mproc_start_method start_method; /* how the server is born; DEFAULT: the default */
+} mproc_manager_opts;
+/* Starts the server (a daemon child: it dies with this process) and connects to it. */
+int mproc_manager_new(mproc_manager **m, const mproc_manager_opts *opts);
+/* Connects to a running server (BaseManager.connect). */
+int mproc_manager_connect(mproc_manager **m, const char *address, const void *authkey,
+                          size_t authkey_len, double timeout);
+/* The server's address, owned by m. */
+const char *mproc_manager_address(const mproc_manager *m);
+/* The server's pid for a handle that started it; 0 for a connected one. */
+pid_t mproc_manager_pid(const mproc_manager *m);
+/* Ends the server (every client's later calls: MPROC_EOF / MPROC_ECLOSED); joins it if this
+ * handle started it. Twice: 0. */
+int mproc_manager_shutdown(mproc_manager *m);
+/* Releases m; shuts down a server this handle started (in the process that started it). */
+void mproc_manager_free(mproc_manager *m);
+
+/* Manager().dict(): bytes keys -> bytes values. A proxy: free it, the object stays. Proxies
+ * must be freed before their manager. */
+typedef struct mproc_dict mproc_dict;
+/* Opens (makes if absent) the dict called name. MPROC_EINVAL if name is a list. */
+int mproc_manager_dict(mproc_manager *m, const char *name, mproc_dict **d);
+int mproc_dict_set(mproc_dict *d, const void *key, size_t klen, const void *val, size_t vlen);
+/* *val from malloc (the caller frees it); MPROC_ENOTFOUND when absent. */
+int mproc_dict_get(mproc_dict *d, const void *key, size_t klen, void **val, size_t *vlen);
+int mproc_dict_del(mproc_dict *d, const void *key, size_t klen); /* MPROC_ENOTFOUND */
+long mproc_dict_len(mproc_dict *d);                             /* or a negative code */
+/* Atomic d[key] += delta (absent: 0; wraps as int64_t); the value is 8 bytes, native
+ * order; another value's length: MPROC_EINVAL. *now (if non-NULL): the new value. */
+int mproc_dict_add_i64(mproc_dict *d, const void *key, size_t klen, int64_t delta,
+                       int64_t *now);
+/* 1 if key is in d, 0 if not, or a negative code. */
+int mproc_dict_contains(mproc_dict *d, const void *key, size_t klen);
+/* Removes key and hands its value over (*val from malloc); MPROC_ENOTFOUND. */
+int mproc_dict_pop(mproc_dict *d, const void *key, size_t klen, void **val, size_t *vlen);
+/* d.setdefault(key, dflt): the value now at key (dflt stored if absent), *val from malloc. */
+int mproc_dict_setdefault(mproc_dict *d, const void *key, size_t klen, const void *dflt,
+                          size_t dlen, void **val, size_t *vlen);
+int mproc_dict_clear(mproc_dict *d);
+void mproc_dict_free(mproc_dict *d);
+
+/* Manager().list(): a list of byte strings. Indexes < 0 count from the end. */
+typedef struct mproc_list mproc_list;
+int mproc_manager_list(mproc_manager *m, const char *name, mproc_list **l);
+int mproc_list_append(mproc_list *l, const void *val, size_t len);
+/* *val from malloc; MPROC_ENOTFOUND out of range. */
+int mproc_list_get(mproc_list *l, long i, void **val, size_t *len);
+long mproc_list_len(mproc_list *l);
+int mproc_list_set(mproc_list *l, long i, const void *val, size_t len); /* MPROC_ENOTFOUND */
+/* list.insert: i past either end is clamped to it. */
+int mproc_list_insert(mproc_list *l, long i, const void *val, size_t len);
+/* Removes item i and hands it over (*val from malloc); MPROC_ENOTFOUND out of range. */
+int mproc_list_pop(mproc_list *l, long i, void **val, size_t *len);
+void mproc_list_free(mproc_list *l);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Queue (Queue, SimpleQueue, JoinableQueue)                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
