@@ -296,6 +296,11 @@ int mproc_client(mproc_conn **c, const char *address, const void *authkey, size_
  * first call (the key and address are inherited). When the server dies, every call returns
  * MPROC_EOF (blocked ones too, promptly) and MPROC_ECLOSED after that. */
 typedef struct mproc_manager mproc_manager;
+/* A byte string: snapshots and batches of the Manager's dicts and lists. */
+typedef struct mproc_bytes {
+  const void *p;
+  size_t len;
+} mproc_bytes;
 typedef struct mproc_manager_opts {
   const char *address; /* as for mproc_listener_new; NULL: a private Unix socket */
   const void *authkey; /* NULL: a random key (children forked later inherit the handle) */
@@ -339,6 +344,12 @@ int mproc_dict_pop(mproc_dict *d, const void *key, size_t klen, void **val, size
 int mproc_dict_setdefault(mproc_dict *d, const void *key, size_t klen, const void *dflt,
                           size_t dlen, void **val, size_t *vlen);
 int mproc_dict_clear(mproc_dict *d);
+/* Snapshots (taken atomically): *keys is *n keys, *items 2 * *n entries (key, value, key,
+ * value...), each array one malloc block with the bytes after it: one free(). */
+int mproc_dict_keys(mproc_dict *d, mproc_bytes **keys, size_t *n);
+int mproc_dict_items(mproc_dict *d, mproc_bytes **items, size_t *n);
+/* d.update: n pairs, items[2i] the key and items[2i+1] the value, applied as one request. */
+int mproc_dict_update(mproc_dict *d, const mproc_bytes *items, size_t n);
 void mproc_dict_free(mproc_dict *d);
 
 /* Manager().list(): a list of byte strings. Indexes < 0 count from the end. */
@@ -353,6 +364,10 @@ int mproc_list_set(mproc_list *l, long i, const void *val, size_t len); /* MPROC
 int mproc_list_insert(mproc_list *l, long i, const void *val, size_t len);
 /* Removes item i and hands it over (*val from malloc); MPROC_ENOTFOUND out of range. */
 int mproc_list_pop(mproc_list *l, long i, void **val, size_t *len);
+/* Appends n values as one request. */
+int mproc_list_extend(mproc_list *l, const mproc_bytes *vals, size_t n);
+/* Removes the first item equal to val; MPROC_ENOTFOUND when none is. */
+int mproc_list_remove(mproc_list *l, const void *val, size_t len);
 void mproc_list_free(mproc_list *l);
 
 /* ------------------------------------------------------------------------------------------ */

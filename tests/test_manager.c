@@ -392,3 +392,73 @@ Test(manager, random_key_and_bad_input) {
   mproc_manager_free(m);
   th_end(s);
 }
+
+/* ---- snapshots and batches ---- */
+
+/* Whether the n strings of v hold exactly the texts want[0..n), in any order. */
+static void expect_set(const mproc_bytes *v, size_t n, const char *const *want, size_t nw) {
+  cr_assert_eq(n, nw);
+  for (size_t i = 0; i < nw; i++) {
+    size_t hits = 0;
+    for (size_t j = 0; j < n; j++)
+      hits += v[j].len == strlen(want[i]) && memcmp(v[j].p, want[i], v[j].len) == 0;
+    cr_assert_eq(hits, 1, "%s found %zu times", want[i], hits);
+  }
+}
+
+Test(manager, dict_snapshots_and_update) {
+  th_scope s = th_begin();
+  mproc_manager *m = start(NULL);
+  mproc_dict *d;
+  cr_assert_eq(mproc_manager_dict(m, "d", &d), 0);
+  mproc_bytes *v = NULL;
+  size_t n = 99;
+  cr_assert_eq(mproc_dict_keys(d, &v, &n), 0); /* empty */
+  cr_assert_eq(n, 0);
+  free(v);
+  mproc_bytes up[] = {{"a", 1}, {"1", 1}, {"bb", 2}, {"", 0}, {"", 0}, {"empty key", 9},
+                      {"a", 1}, {"again", 5}}; /* the later "a" wins, as in dict.update */
+  cr_assert_eq(mproc_dict_update(d, up, 4), 0);
+  cr_assert_eq(mproc_dict_len(d), 3);
+  cr_assert_eq(mproc_dict_keys(d, &v, &n), 0);
+  const char *keys[] = {"a", "bb", ""};
+  expect_set(v, n, keys, 3);
+  free(v);
+  cr_assert_eq(mproc_dict_items(d, &v, &n), 0);
+  cr_assert_eq(n, 3);
+  for (size_t i = 0; i < n; i++) {
+    const char *want = v[2 * i].len == 1 ? "again" : v[2 * i].len == 2 ? "" : "empty key";
+    cr_assert_eq(v[2 * i + 1].len, strlen(want));
+    cr_assert(memcmp(v[2 * i + 1].p, want, strlen(want)) == 0);
+  }
+  free(v);
+  cr_assert_eq(mproc_dict_update(d, NULL, 0), 0);
+  cr_assert_eq(mproc_dict_update(d, NULL, 1), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_keys(d, NULL, &n), MPROC_EINVAL);
+  mproc_dict_free(d);
+  mproc_manager_free(m);
+  th_end(s);
+}
+
+Test(manager, list_extend_and_remove) {
+  th_scope s = th_begin();
+  mproc_manager *m = start(NULL);
+  mproc_list *l;
+  cr_assert_eq(mproc_manager_list(m, "l", &l), 0);
+  mproc_bytes vals[] = {{"x", 1}, {"y", 1}, {"x", 1}, {"", 0}};
+  cr_assert_eq(mproc_list_extend(l, vals, 4), 0);
+  cr_assert_eq(mproc_list_extend(l, NULL, 0), 0);
+  cr_assert_eq(mproc_list_len(l), 4);
+  cr_assert_eq(mproc_list_remove(l, "x", 1), 0); /* the first x only: y x "" */
+  cr_assert_eq(mproc_list_remove(l, "z", 1), MPROC_ENOTFOUND);
+  cr_assert_eq(mproc_list_remove(l, "", 0), 0); /* y x */
+  cr_assert_eq(mproc_list_len(l), 2);
+  expect_item(l, 0, "y");
+  expect_item(l, 1, "x");
+  mproc_bytes bad[] = {{NULL, 3}};
+  cr_assert_eq(mproc_list_extend(l, bad, 1), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_remove(NULL, "x", 1), MPROC_EINVAL);
+  mproc_list_free(l);
+  mproc_manager_free(m);
+  th_end(s);
+}

@@ -99,9 +99,16 @@ int mproc__mgr_call_simple(mproc_manager *m, const mproc__mgr_msg *q, int64_t *n
 
 /* A call whose reply is one value, handed to the caller (a malloc'd copy). */
 int mproc__mgr_call_value(mproc_manager *m, const mproc__mgr_msg *q, void **val, size_t *len) {
+  return mproc__mgr_call_value_num(m, q, val, len, NULL);
+}
+
+int mproc__mgr_call_value_num(mproc_manager *m, const mproc__mgr_msg *q, void **val,
+                              size_t *len, int64_t *num) {
   mproc__mgr_msg r;
   void *hold;
   int rc = call(m, q, &r, &hold);
+  if (rc == 0 && num)
+    *num = r.num;
   if (rc == 0 && r.nf != 1)
     rc = -EPROTO;
   if (rc == 0) {

@@ -37,6 +37,35 @@ void mproc__mgr_encode(const mproc__mgr_msg *m, unsigned char *b) {
   }
 }
 
+size_t mproc__mgr_packed_size(const mproc_bytes *v, size_t n) {
+  size_t s = 0;
+  for (size_t i = 0; i < n; i++)
+    s += 8 + v[i].len;
+  return s;
+}
+
+void mproc__mgr_pack(const mproc_bytes *v, size_t n, unsigned char *b) {
+  for (size_t i = 0; i < n; i++) {
+    put_le(b, v[i].len, 8);
+    if (v[i].len)
+      memcpy(b + 8, v[i].p, v[i].len);
+    b += 8 + v[i].len;
+  }
+}
+
+int mproc__mgr_unpack(const void *buf, size_t len, size_t *off, const void **p, size_t *plen) {
+  const unsigned char *b = buf;
+  if (*off > len || len - *off < 8)
+    return -EPROTO;
+  uint64_t l = get_le(b + *off, 8);
+  if (l > len - *off - 8)
+    return -EPROTO;
+  *p = b + *off + 8;
+  *plen = (size_t)l;
+  *off += 8 + (size_t)l;
+  return 0;
+}
+
 int mproc__mgr_decode(const void *buf, size_t len, mproc__mgr_msg *m) {
   const unsigned char *b = buf;
   memset(m, 0, sizeof *m);

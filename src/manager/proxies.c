@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "manager/proxies.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,7 +141,92 @@ int mproc_dict_clear(mproc_dict *d) {
   return mproc__mgr_call_simple(d->m, &q, NULL);
 }
 
+/* A packed reply of n strings as one block: the array, then the bytes it points into. */
+static int unpack_all(void *packed, size_t len, int64_t n, mproc_bytes **out) {
+  if (n < 0 || (uint64_t)n > len / 8 + 1) {
+    free(packed);
+    return -EPROTO;
+  }
+  size_t head = (size_t)n * sizeof(mproc_bytes);
+  mproc_bytes *v = malloc(head + len + 1);
+  if (!v) {
+    free(packed);
+    return MPROC_ENOMEM;
+  }
+  unsigned char *bytes = (unsigned char *)v + head;
+  memcpy(bytes, packed, len);
+  free(packed);
+  size_t off = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (mproc__mgr_unpack(bytes, len, &off, &v[i].p, &v[i].len)) {
+      free(v);
+      return -EPROTO;
+    }
+  if (off != len) {
+    free(v);
+    return -EPROTO;
+  }
+  *out = v;
+  return 0;
+}
+
+static int snapshot(mproc_dict *d, uint8_t op, int per, mproc_bytes **out, size_t *n) {
+  if (!d || !out || !n)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = DQ(d, op);
+  void *packed;
+  size_t len;
+  int64_t count = 0;
+  int rc = mproc__mgr_call_value_num(d->m, &q, &packed, &len, &count);
+  if (rc)
+    return rc;
+  if (count < 0 || count > INT64_MAX / 2)
+    count = -1;
+  if ((rc = unpack_all(packed, len, count < 0 ? -1 : count * per, out)))
+    return rc;
+  *n = (size_t)count;
+  return 0;
+}
+
+int mproc_dict_keys(mproc_dict *d, mproc_bytes **keys, size_t *n) {
+  return snapshot(d, MGR_D_KEYS, 1, keys, n);
+}
+
+int mproc_dict_items(mproc_dict *d, mproc_bytes **items, size_t *n) {
+  return snapshot(d, MGR_D_ITEMS, 2, items, n);
+}
+
+/* Sends n strings packed in one field with op (a batch: one request). */
+static int batch(mproc_manager *m, uint8_t op, int32_t id, const mproc_bytes *v, size_t n,
+                 int64_t count) {
+  for (size_t i = 0; i < n; i++)
+    if (!v[i].p && v[i].len)
+      return MPROC_EINVAL;
+  size_t len = mproc__mgr_packed_size(v, n);
+  unsigned char *packed = malloc(len ? len : 1);
+  if (!packed)
+    return MPROC_ENOMEM;
+  mproc__mgr_pack(v, n, packed);
+  mproc__mgr_msg q = {.op = op, .id = id, .num = count, .nf = 1, .f = {packed}, .flen = {len}};
+  int rc = mproc__mgr_call_simple(m, &q, NULL);
+  free(packed);
+  return rc;
+}
+
+int mproc_dict_update(mproc_dict *d, const mproc_bytes *items, size_t n) {
+  if (!d || (!items && n) || n > SIZE_MAX / 2)
+    return MPROC_EINVAL;
+  return batch(d->m, MGR_D_UPDATE, d->id, items, 2 * n, (int64_t)n);
+}
+
 /* ---- list ---- */
+
+int mproc_list_extend(mproc_list *l, const mproc_bytes *vals, size_t n) {
+  if (!l || (!vals && n))
+    return MPROC_EINVAL;
+  return batch(l->m, MGR_L_EXTEND, l->id, vals, n, (int64_t)n);
+}
+
 
 static int list_put(mproc_list *l, uint8_t op, long i, const void *val, size_t len) {
   if (!l || (!val && len))
@@ -183,4 +269,7 @@ long mproc_list_len(mproc_list *l) {
   int64_t n = 0;
   int rc = mproc__mgr_call_simple(l->m, &q, &n);
   return rc ? rc : (long)n;
+}
+int mproc_list_remove(mproc_list *l, const void *val, size_t len) {
+  return list_put(l, MGR_L_REMOVE, 0, val, len);
 }

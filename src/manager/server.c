@@ -89,6 +89,59 @@ static int dict_op(mproc__dict *d, const mproc__mgr_msg *q, mproc__mgr_msg *r,
   return -EPROTO;
 }
 
+/* The pairs (or values) of a packed field, checked whole before anything changes, so that
+ * a malformed batch changes nothing. */
+static int packed_check(const mproc__mgr_msg *q, size_t per) {
+  if (q->nf != 1 || q->num < 0)
+    return -EPROTO;
+  size_t off = 0, n = 0, l;
+  const void *p;
+  while (off < q->flen[0]) {
+    if (mproc__mgr_unpack(q->f[0], q->flen[0], &off, &p, &l))
+      return -EPROTO;
+    n++;
+  }
+  return n == (uint64_t)q->num * per ? 0 : -EPROTO;
+}
+
+static int dict_update(mproc__dict *d, const mproc__mgr_msg *q) {
+  int rc = packed_check(q, 2);
+  size_t off = 0, kl, vl;
+  const void *k, *v;
+  while (rc == 0 && off < q->flen[0]) {
+    mproc__mgr_unpack(q->f[0], q->flen[0], &off, &k, &kl);
+    mproc__mgr_unpack(q->f[0], q->flen[0], &off, &v, &vl);
+    rc = mproc__dict_set(d, k, kl, v, vl);
+  }
+  return rc;
+}
+
+static int list_extend(mproc__list *l, const mproc__mgr_msg *q) {
+  int rc = packed_check(q, 1);
+  size_t off = 0, vl;
+  const void *v;
+  while (rc == 0 && off < q->flen[0]) {
+    mproc__mgr_unpack(q->f[0], q->flen[0], &off, &v, &vl);
+    rc = mproc__list_insert(l, mproc__list_len(l), v, vl);
+  }
+  return rc;
+}
+
+static int list_remove(mproc__list *l, const mproc__mgr_msg *q) {
+  if (q->nf != 1)
+    return -EPROTO;
+  for (size_t i = 0; i < mproc__list_len(l); i++) {
+    mproc__blob *b = mproc__list_at(l, i);
+    if (b->len == q->flen[0] && (b->len == 0 || memcmp(b->p, q->f[0], b->len) == 0)) {
+      mproc__blob out;
+      mproc__list_remove(l, i, &out);
+      free(out.p);
+      return 0;
+    }
+  }
+  return MPROC_ENOTFOUND;
+}
+
 static int list_op(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
                    mproc__blob *scratch) {
   size_t n = mproc__list_len(l), i;
@@ -121,6 +174,10 @@ static int list_op(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
     mproc__list_remove(l, i, scratch);
     reply_blob(r, scratch);
     return 0;
+  case MGR_L_EXTEND:
+    return list_extend(l, q);
+  case MGR_L_REMOVE:
+    return list_remove(l, q);
   }
   return -EPROTO;
 }
@@ -134,17 +191,24 @@ int mproc__mgr_handle(mproc__store *s, const mproc__mgr_msg *q, mproc__mgr_msg *
   if (q->op == MGR_OPEN_DICT || q->op == MGR_OPEN_LIST) {
     rc = q->nf == 1 ? mproc__store_open(s, q->f[0], q->flen[0], q->op == MGR_OPEN_LIST) : -EPROTO;
     r->num = rc;
-  } else if (q->op >= MGR_D_SET && q->op <= MGR_D_CLEAR) {
+  } else if (q->op >= MGR_D_SET && q->op <= MGR_D_UPDATE) {
     mproc__dict *d = mproc__store_get(s, q->id, 0);
+    size_t count = 0;
     if (!d)
       rc = MPROC_EINVAL;
     else if (q->op == MGR_D_LEN)
       rc = 0, r->num = (int64_t)mproc__dict_len(d);
     else if (q->op == MGR_D_CLEAR)
       rc = 0, mproc__dict_clear(d);
-    else
+    else if (q->op == MGR_D_UPDATE)
+      rc = dict_update(d, q);
+    else if (q->op == MGR_D_KEYS || q->op == MGR_D_ITEMS) {
+      rc = mproc__dict_snapshot(d, q->op == MGR_D_ITEMS, scratch, &count);
+      if (rc == 0)
+        reply_blob(r, scratch), r->num = (int64_t)count;
+    } else
       rc = q->nf >= 1 ? dict_op(d, q, r, scratch) : -EPROTO;
-  } else if (q->op >= MGR_L_APPEND && q->op <= MGR_L_POP) {
+  } else if (q->op >= MGR_L_APPEND && q->op <= MGR_L_REMOVE) {
     mproc__list *l = mproc__store_get(s, q->id, 1);
     if (!l)
       rc = MPROC_EINVAL;

@@ -1,6 +1,7 @@
 /* The Manager server's objects (store.h): a chained hash table per dict (FNV-1a, doubled
  * at load 1), an array per list, and the table of named objects. */
 #define _GNU_SOURCE
+#include "manager/proto.h"
 #include "manager/store.h"
 
 #include <stdlib.h>
@@ -139,6 +140,27 @@ void mproc__dict_clear(mproc__dict *d) {
   free(d->b);
   d->b = NULL;
   d->nb = d->n = 0;
+}
+
+int mproc__dict_snapshot(mproc__dict *d, bool values, mproc__blob *out, size_t *count) {
+  size_t size = 0, n = 0;
+  for (size_t i = 0; i < d->nb; i++)
+    for (entry *e = d->b[i]; e; e = e->next)
+      size += 8 + e->key.len + (values ? 8 + e->val.len : 0);
+  unsigned char *b = malloc(size ? size : 1), *w = b;
+  if (!b)
+    return MPROC_ENOMEM;
+  for (size_t i = 0; i < d->nb; i++)
+    for (entry *e = d->b[i]; e; e = e->next) {
+      mproc_bytes kv[2] = {{e->key.p, e->key.len}, {e->val.p, e->val.len}};
+      mproc__mgr_pack(kv, values ? 2 : 1, w);
+      w += mproc__mgr_packed_size(kv, values ? 2 : 1);
+      n++;
+    }
+  out->p = b;
+  out->len = size;
+  *count = n;
+  return 0;
 }
 
 /* ---- list ---- */

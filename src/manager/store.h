@@ -28,6 +28,9 @@ mproc__blob *mproc__dict_find(mproc__dict *d, const void *k, size_t kl);
 int mproc__dict_remove(mproc__dict *d, const void *k, size_t kl, mproc__blob *out);
 size_t mproc__dict_len(const mproc__dict *d);
 void mproc__dict_clear(mproc__dict *d);
+/* The keys (or keys and values alternating) packed as proto.h says into *out (malloc'd;
+ * the caller frees out->p), their count in *count. */
+int mproc__dict_snapshot(mproc__dict *d, bool values, mproc__blob *out, size_t *count);
 
 /* Lists. Indexes already normalised (0 <= i < len, or <= len for insert). */
 typedef struct mproc__list mproc__list;
