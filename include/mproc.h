@@ -71,7 +71,9 @@ const char *mproc_version_string(void);
   XX(EEXPIRED, -10006, "the task ran past task_timeout and its worker was killed")           \
   XX(ECANCELLED, -10007, "cancelled: the pool was terminated before the task finished")      \
   XX(EOWNERDEAD, -10008, "lock acquired; its previous holder died holding it")               \
-  XX(ETOOBIG, -10009, "a message or size beyond a hard limit")
+  XX(ETOOBIG, -10009, "a message or size beyond a hard limit")                               \
+  XX(EAUTH, -10010, "authentication failed: wrong key, or the peer refused ours")            \
+  XX(ENOTFOUND, -10011, "not found: no such key, index or object")
 
 typedef enum {
 #define MPROC__XX(name, value, message) MPROC_##name = (value),
@@ -243,6 +245,130 @@ typedef struct mproc_waitable {
 /* Waits until at least one of items[0..n) is ready; marks each ready one. Returns the number
  * ready (>= 1), or 0 on timeout. */
 int mproc_wait(mproc_waitable *items, size_t n, double timeout);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Listener and Client (multiprocessing.connection)                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A socket that accepts Connections, wire-compatible with Python's
+ * multiprocessing.connection.Listener for bytes (send_bytes/recv_bytes). For one thread at a
+ * time. Addresses: "unix:PATH" (the socket file is removed at free), "unix:@NAME" (abstract),
+ * "tcp:HOST:PORT" with an IPv4 or IPv6 host ("tcp:[::1]:PORT"; port 0: any free one), NULL: a
+ * fresh Unix socket in a private 0700 directory (both removed at free). A "?legacy" suffix
+ * makes this end deliver Python 3.11's plain HMAC-MD5 challenge instead of 3.12's
+ * "{sha256}" one; either way it answers whichever form the peer sends. */
+typedef struct mproc_listener mproc_listener;
+/* Binds and listens (backlog <= 0: 128). authkey NULL (authkey_len 0): no authentication,
+ * allowed only for unix addresses (MPROC_EINVAL for tcp); else every connection makes the
+ * mutual HMAC challenge with the key (copied) before accept returns it. */
+int mproc_listener_new(mproc_listener **l, const char *address, const void *authkey,
+                       size_t authkey_len, int backlog);
+/* Waits up to timeout for a client, then runs the handshake, bounded by the handshake
+ * timeout (below) rather than by timeout. 0 and *c (the caller frees it), MPROC_ETIMEDOUT
+ * (MPROC_EAGAIN for timeout 0) when no client came. A client that fails the handshake is
+ * dropped and its reason returned, the listener serving on: MPROC_EAUTH (wrong key, sent
+ * #FAILURE#), -EPROTO (not the protocol), MPROC_ETOOBIG (a handshake message over 256
+ * bytes), MPROC_ETIMEDOUT (stalled past the handshake timeout), MPROC_EOF (hung up). */
+int mproc_listener_accept(mproc_listener *l, mproc_conn **c, double timeout);
+/* How long accept gives a client's handshake (default 10 s; < 0: no limit). */
+int mproc_listener_set_handshake_timeout(mproc_listener *l, double timeout);
+/* The bound address, port included ("tcp:127.0.0.1:40123"), owned by l; NULL for NULL. */
+const char *mproc_listener_address(const mproc_listener *l);
+/* Readable when a client waits to be accepted (owned by l). */
+int mproc_listener_fileno(const mproc_listener *l);
+/* Closes the socket (and removes the file of a unix path it made). */
+void mproc_listener_free(mproc_listener *l);
+/* Connects to a Listener (mproc's or Python's) at address and, with an authkey, makes the
+ * mutual challenge, all before timeout: 0 and *c; MPROC_EAUTH for a key the listener
+ * refused or one that failed to answer ours; -ECONNREFUSED / -ENOENT for no listener;
+ * MPROC_ETIMEDOUT; -EPROTO for a peer that does not speak the protocol. */
+int mproc_client(mproc_conn **c, const char *address, const void *authkey, size_t authkey_len,
+                 double timeout);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Manager: dicts and lists served by a process                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A handle on a Manager's server: the one that started it (mproc_manager_new) or one that
+ * connected to it (mproc_manager_connect, from any program). Objects live in the server and
+ * are opened by name; each operation is one request and one reply, atomic in the server.
+ * For one thread at a time; a child forked with the handle gets its own connection at its
+ * first call (the key and address are inherited). When the server dies, every call returns
+ * MPROC_EOF (blocked ones too, promptly) and MPROC_ECLOSED after that. */
+typedef struct mproc_manager mproc_manager;
+/* A byte string: snapshots and batches of the Manager's dicts and lists. */
+typedef struct mproc_bytes {
+  const void *p;
+  size_t len;
+} mproc_bytes;
+typedef struct mproc_manager_opts {
+  const char *address; /* as for mproc_listener_new; NULL: a private Unix socket */
+  const void *authkey; /* NULL: a random key (children forked later inherit the handle) */
+  size_t authkey_len;  /* at most 256 */
+  mproc_start_method start_method; /* how the server is born; DEFAULT: the default */
+} mproc_manager_opts;
+/* Starts the server (a daemon child: it dies with this process) and connects to it. */
+int mproc_manager_new(mproc_manager **m, const mproc_manager_opts *opts);
+/* Connects to a running server (BaseManager.connect). */
+int mproc_manager_connect(mproc_manager **m, const char *address, const void *authkey,
+                          size_t authkey_len, double timeout);
+/* The server's address, owned by m. */
+const char *mproc_manager_address(const mproc_manager *m);
+/* The server's pid for a handle that started it; 0 for a connected one. */
+pid_t mproc_manager_pid(const mproc_manager *m);
+/* Ends the server (every client's later calls: MPROC_EOF / MPROC_ECLOSED); joins it if this
+ * handle started it. Twice: 0. */
+int mproc_manager_shutdown(mproc_manager *m);
+/* Releases m; shuts down a server this handle started (in the process that started it). */
+void mproc_manager_free(mproc_manager *m);
+
+/* Manager().dict(): bytes keys -> bytes values. A proxy: free it, the object stays. Proxies
+ * must be freed before their manager. */
+typedef struct mproc_dict mproc_dict;
+/* Opens (makes if absent) the dict called name. MPROC_EINVAL if name is a list. */
+int mproc_manager_dict(mproc_manager *m, const char *name, mproc_dict **d);
+int mproc_dict_set(mproc_dict *d, const void *key, size_t klen, const void *val, size_t vlen);
+/* *val from malloc (the caller frees it); MPROC_ENOTFOUND when absent. */
+int mproc_dict_get(mproc_dict *d, const void *key, size_t klen, void **val, size_t *vlen);
+int mproc_dict_del(mproc_dict *d, const void *key, size_t klen); /* MPROC_ENOTFOUND */
+long mproc_dict_len(mproc_dict *d);                             /* or a negative code */
+/* Atomic d[key] += delta (absent: 0; wraps as int64_t); the value is 8 bytes, native
+ * order; another value's length: MPROC_EINVAL. *now (if non-NULL): the new value. */
+int mproc_dict_add_i64(mproc_dict *d, const void *key, size_t klen, int64_t delta,
+                       int64_t *now);
+/* 1 if key is in d, 0 if not, or a negative code. */
+int mproc_dict_contains(mproc_dict *d, const void *key, size_t klen);
+/* Removes key and hands its value over (*val from malloc); MPROC_ENOTFOUND. */
+int mproc_dict_pop(mproc_dict *d, const void *key, size_t klen, void **val, size_t *vlen);
+/* d.setdefault(key, dflt): the value now at key (dflt stored if absent), *val from malloc. */
+int mproc_dict_setdefault(mproc_dict *d, const void *key, size_t klen, const void *dflt,
+                          size_t dlen, void **val, size_t *vlen);
+int mproc_dict_clear(mproc_dict *d);
+/* Snapshots (taken atomically): *keys is *n keys, *items 2 * *n entries (key, value, key,
+ * value...), each array one malloc block with the bytes after it: one free(). */
+int mproc_dict_keys(mproc_dict *d, mproc_bytes **keys, size_t *n);
+int mproc_dict_items(mproc_dict *d, mproc_bytes **items, size_t *n);
+/* d.update: n pairs, items[2i] the key and items[2i+1] the value, applied as one request. */
+int mproc_dict_update(mproc_dict *d, const mproc_bytes *items, size_t n);
+void mproc_dict_free(mproc_dict *d);
+
+/* Manager().list(): a list of byte strings. Indexes < 0 count from the end. */
+typedef struct mproc_list mproc_list;
+int mproc_manager_list(mproc_manager *m, const char *name, mproc_list **l);
+int mproc_list_append(mproc_list *l, const void *val, size_t len);
+/* *val from malloc; MPROC_ENOTFOUND out of range. */
+int mproc_list_get(mproc_list *l, long i, void **val, size_t *len);
+long mproc_list_len(mproc_list *l);
+int mproc_list_set(mproc_list *l, long i, const void *val, size_t len); /* MPROC_ENOTFOUND */
+/* list.insert: i past either end is clamped to it. */
+int mproc_list_insert(mproc_list *l, long i, const void *val, size_t len);
+/* Removes item i and hands it over (*val from malloc); MPROC_ENOTFOUND out of range. */
+int mproc_list_pop(mproc_list *l, long i, void **val, size_t *len);
+/* Appends n values as one request. */
+int mproc_list_extend(mproc_list *l, const mproc_bytes *vals, size_t n);
+/* Removes the first item equal to val; MPROC_ENOTFOUND when none is. */
+int mproc_list_remove(mproc_list *l, const void *val, size_t len);
+void mproc_list_free(mproc_list *l);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Queue (Queue, SimpleQueue, JoinableQueue)                                                   */

@@ -20,6 +20,11 @@
  * 8-byte round trip). The receiver never reads past the end of the current frame, so
  * fileno()'s readability stays exact.
  *
+ * A connection made by a Listener or Client (listener.c) is one stream socket carrying
+ * both directions, and speaks Python's framing exactly: no padding (a Python peer would take
+ * it as the next message), so the receiver reads the 4-byte header alone, then the rest.
+ * Its sends use sendmsg with MSG_NOSIGNAL rather than the SIGPIPE dance of pipes.
+ *
  * A recv whose deadline passes with a message half-arrived keeps what it read in the conn
  * and returns MPROC_ETIMEDOUT (MPROC_EAGAIN for timeout 0); the next recv continues the
  * same message, so messages are never torn. A peer that closes mid-message: MPROC_EOF.
@@ -27,6 +32,7 @@
 #define _GNU_SOURCE
 #include "core/process.h"
 #include "core/start.h"
+#include "ipc/conn.h"
 
 #include <limits.h>
 #include <poll.h>
@@ -53,6 +59,7 @@ struct mproc_conn {
   uint32_t magic; /* first: how a handle's kind is told (start.h) */
   int rfd, wfd; /* -1 where this end does not receive / send */
   bool grown;   /* the send pipe's buffer was raised (or could not be) */
+  bool sock;    /* rfd == wfd, one stream socket: Python's framing, no padding */
   /* The message being received, kept across a recv that timed out. */
   unsigned char first[FIRST]; /* the frame's first bytes: header, payload, padding */
   size_t first_got;
@@ -69,7 +76,8 @@ void mproc_conn_free(mproc_conn *c) {
   if (!c)
     return;
   mproc__close(c->rfd);
-  mproc__close(c->wfd);
+  if (!c->sock)
+    mproc__close(c->wfd);
   free(c->body);
   free(c);
 }
@@ -85,6 +93,15 @@ static mproc_conn *conn_make(int rfd, int wfd) {
   c->magic = CONN_MAGIC;
   c->rfd = rfd;
   c->wfd = wfd;
+  return c;
+}
+
+mproc_conn *mproc__conn_socket(int fd) {
+  mproc_conn *c = conn_make(fd, -1);
+  if (c) {
+    c->wfd = fd;
+    c->sock = true;
+  }
   return c;
 }
 
@@ -148,6 +165,11 @@ int mproc_conn_send(mproc_conn *c, const void *buf, size_t len) {
     return MPROC_ETOOBIG;
   unsigned char f[FIRST];
   size_t hl = put_header(f, len);
+  if (c->sock) {
+    struct iovec iov[2] = {{.iov_base = f, .iov_len = hl},
+                           {.iov_base = (void *)buf, .iov_len = len}};
+    return mproc__sendv_sock(c->wfd, iov, 2);
+  }
   if (hl + len <= FIRST) {
     /* A small message goes out as one padded 64-byte frame. */
     if (len)
@@ -187,12 +209,15 @@ static uint64_t get_be(const unsigned char *p, int n) {
  * with the payload bytes that came along. */
 static int rx_header(mproc_conn *c, int64_t deadline) {
   if (!c->have_len) {
-    int rc = read_some(c, (char *)c->first, FIRST, &c->first_got, deadline);
+    /* A socket's frames are not padded: the header alone, the long one's 8 bytes after. */
+    int rc = read_some(c, (char *)c->first, c->sock ? HDR_SHORT : FIRST, &c->first_got, deadline);
     if (rc)
       return rc;
     uint64_t l = get_be(c->first, 4);
     c->body_off = HDR_SHORT;
     if (l == LEN_ESCAPE) {
+      if (c->sock && (rc = read_some(c, (char *)c->first, HDR_LONG, &c->first_got, deadline)))
+        return rc;
       l = get_be(c->first + 4, 8);
       c->body_off = HDR_LONG;
     }
@@ -208,7 +233,7 @@ static int rx_header(mproc_conn *c, int64_t deadline) {
     if (!c->body)
       return MPROC_ENOMEM;
     c->cap = cap;
-    size_t inline_len = FIRST - c->body_off;
+    size_t inline_len = c->first_got - c->body_off;
     c->got = c->len < inline_len ? c->len : inline_len;
     memcpy(c->body, c->first + c->body_off, c->got);
   }
@@ -221,6 +246,9 @@ static int grow_body(mproc_conn *c) {
   char *b = realloc(c->body, cap);
   if (!b)
     return MPROC_ENOMEM; /* the bytes so far stay: the next recv goes on from there */
+  /* The new pages in one call rather than a fault each as the bytes land (a VM's fault
+   * costs more than the copy into the page). */
+  mproc__prefault_write(b + c->cap, cap - c->cap);
   c->body = b;
   c->cap = cap;
   return 0;
@@ -340,10 +368,11 @@ int mproc_wait(mproc_waitable *items, size_t n, double timeout) {
 /* The descriptors cross (SCM_RIGHTS); a message half-received here stays here. */
 static int conn_export(const void *h, mproc__msg *m) {
   const mproc_conn *c = h;
-  mproc__msg_put_u64(m, (c->rfd >= 0) | (c->wfd >= 0) << 1 | c->grown << 2);
+  mproc__msg_put_u64(m, (c->rfd >= 0) | (c->wfd >= 0 && !c->sock) << 1 | c->grown << 2 |
+                           c->sock << 3);
   if (c->rfd >= 0)
     mproc__msg_put_fd(m, c->rfd);
-  if (c->wfd >= 0)
+  if (c->wfd >= 0 && !c->sock)
     mproc__msg_put_fd(m, c->wfd);
   return m->err;
 }
@@ -357,7 +386,7 @@ static void *conn_import(mproc__rd *r) {
     mproc__close(wfd);
     return NULL;
   }
-  mproc_conn *c = conn_make(rfd, wfd);
+  mproc_conn *c = f & 8 ? mproc__conn_socket(rfd) : conn_make(rfd, wfd);
   if (c)
     c->grown = f & 4;
   return c;

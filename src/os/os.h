@@ -184,6 +184,40 @@ int mproc__write_sock(int sock, const void *buf, size_t len);
  * Returns bytes read (0 at EOF) or -errno. */
 ssize_t mproc__recv_fds(int sock, void *buf, size_t len, int *fds, size_t *nfds);
 
+/* ---- listening and connecting sockets (Listener/Client) ---- */
+
+/* A socket address of any family, opaque above os/. */
+typedef struct mproc__sockaddr {
+  _Alignas(8) unsigned char raw[128];
+  uint32_t len;
+} mproc__sockaddr;
+/* A Unix address: a path, or (abstract) a name in the abstract namespace. -ENAMETOOLONG
+ * for an empty name or one past sun_path. */
+int mproc__addr_unix(mproc__sockaddr *a, const char *name, bool abstract);
+/* A TCP address from a host name or numeric address (IPv4 or IPv6) and a decimal port:
+ * the resolver's first answer. 0, -EADDRNOTAVAIL when the host does not resolve, -errno. */
+int mproc__addr_tcp(mproc__sockaddr *a, const char *host, const char *port);
+bool mproc__addr_is_unix(const mproc__sockaddr *a);
+/* "unix:PATH", "unix:@NAME", "tcp:HOST:PORT", "tcp:[HOST6]:PORT" into buf[cap]. 0 or -errno. */
+int mproc__addr_format(const mproc__sockaddr *a, char *buf, size_t cap);
+/* A non-blocking close-on-exec stream socket bound to *a and listening; *a becomes the bound
+ * address (the port the kernel chose for port 0). The descriptor, or -errno. */
+int mproc__sock_listen(mproc__sockaddr *a, int backlog);
+/* accept4 of one waiting connection, blocking and close-on-exec (TCP_NODELAY for TCP): the
+ * descriptor, -EAGAIN when none waits, or -errno. */
+int mproc__sock_accept(int lfd);
+/* A blocking close-on-exec stream socket connected to *a before the deadline (TCP_NODELAY
+ * for TCP): the descriptor, -ETIMEDOUT, -ECONNREFUSED, -ENOENT, or another -errno. */
+int mproc__sock_connect(const mproc__sockaddr *a, int64_t deadline);
+/* sendmsg(2) of every byte of the buffers with MSG_NOSIGNAL, tracking partial sends (the
+ * iovecs are consumed). 0 or -errno (-EPIPE for a gone peer; SIGPIPE is never raised). */
+int mproc__sendv_sock(int sock, struct iovec *iov, int iovcnt);
+/* A fresh directory only this user may enter (mkdtemp under $TMPDIR or /tmp) into buf[cap]. */
+int mproc__private_dir(char *buf, size_t cap);
+/* unlink(2) and rmdir(2): 0 or -errno. */
+int mproc__unlink(const char *path);
+int mproc__rmdir(const char *path);
+
 /* ---- processes ---- */
 
 /* posix_spawn of path (vfork-like: the caller's page tables are not copied, and it is safe

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Twin of bench_listener.c: multiprocessing.connection Listener/Client with an authkey."""
+import os
+import statistics
+import time
+from multiprocessing import connection
+
+ROUNDS = 20000
+CONNECTS = 500
+RUNS = 5
+BIG = 64 << 20
+BIG_MSGS = 16
+KEY = b"bench key"
+
+
+def child(fn):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def roundtrip():
+    with connection.Listener(family="AF_UNIX", authkey=KEY) as l:
+        def echo():
+            with connection.Client(l.address, authkey=KEY) as c:
+                try:
+                    while True:
+                        c.send_bytes(c.recv_bytes())
+                except EOFError:
+                    pass
+        pid = child(echo)
+        c = l.accept()
+        t = time.perf_counter()
+        for _ in range(ROUNDS):
+            c.send_bytes(b"ping!!!\0")
+            c.recv_bytes()
+        t = time.perf_counter() - t
+        c.close()
+        os.waitpid(pid, 0)
+    return t / ROUNDS * 1e6
+
+
+def connect():
+    with connection.Listener(family="AF_UNIX", authkey=KEY) as l:
+        def acceptor():
+            for _ in range(CONNECTS):
+                l.accept().close()
+        pid = child(acceptor)
+        t = time.perf_counter()
+        for _ in range(CONNECTS):
+            connection.Client(l.address, authkey=KEY).close()
+        t = time.perf_counter() - t
+        os.waitpid(pid, 0)
+    return t / CONNECTS * 1e6
+
+
+def tcp_big():
+    with connection.Listener(("127.0.0.1", 0), authkey=KEY) as l:
+        def sender():
+            buf = bytes(BIG)
+            with connection.Client(l.address, authkey=KEY) as c:
+                for _ in range(BIG_MSGS):
+                    c.send_bytes(buf)
+        pid = child(sender)
+        c = l.accept()
+        t = time.perf_counter()
+        for _ in range(BIG_MSGS):
+            c.recv_bytes()
+        t = time.perf_counter() - t
+        c.close()
+        os.waitpid(pid, 0)
+    return BIG_MSGS * BIG / t / 1e9
+
+
+def main():
+    for name, fn, unit in (("listener_roundtrip_8B_unix", roundtrip, "us"),
+                           ("listener_connect_handshake_unix", connect, "us"),
+                           ("listener_64MiB_tcp_oneway", tcp_big, "GB/s")):
+        v = statistics.median(fn() for _ in range(RUNS))
+        print(f"RESULT {name} python {v:.6g} {unit}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+/* The conn layer's one internal entry: a Connection over a connected stream socket. */
+#ifndef MPROC_IPC_CONN_H
+#define MPROC_IPC_CONN_H
+
+#include "core/internal.h"
+
+/* A Connection owning the stream socket fd, both directions, with Python's framing exactly
+ * (Listener/Client connections). NULL (fd closed) when out of memory. */
+mproc_conn *mproc__conn_socket(int fd);
+
+#endif

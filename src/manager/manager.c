@@ -1,0 +1,275 @@
+/*
+ * The Manager's client side: the handle (starting the server or connecting to one) and the
+ * dict and list proxies. Each call is one request and one reply over the handle's
+ * Connection (a Listener/Client socket with the key's handshake). A process forked with
+ * the handle must not share its parent's socket (their requests and replies would mix), so
+ * a handle remembers whose connection it holds and a child reconnects at its first call.
+ * The server's death shows as EOF on the socket: a call blocked on its reply returns
+ * MPROC_EOF at once, and the handle is marked closed (MPROC_ECLOSED from then on).
+ */
+#define _GNU_SOURCE
+#include "manager/proxies.h"
+#include "manager/server.h"
+#include "ipc/listener.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define START_TIMEOUT 30.0 /* for the server to report its address */
+#define CONNECT_TIMEOUT 10.0
+
+struct mproc_manager {
+  mproc_conn *c;
+  pid_t conn_pid;         /* the process whose connection c is */
+  pid_t owner;            /* the process that started the server (0: connected) */
+  mproc_process *server;  /* NULL for a connected handle */
+  bool closed;
+  bool private_dir; /* address is a socket file in a private directory the server made */
+  char address[300];
+  size_t klen;
+  unsigned char key[256];
+};
+
+/* ---- one call ---- */
+
+static int gone(mproc_manager *m, int rc) {
+  if (rc == MPROC_EOF || rc == -ECONNRESET || rc == -EPIPE) {
+    m->closed = true;
+    return MPROC_EOF;
+  }
+  return rc;
+}
+
+static int reconnect(mproc_manager *m) {
+  /* Our copy of the parent's descriptor goes; the parent's connection stays open. */
+  mproc_conn_free(m->c);
+  m->c = NULL;
+  int rc = mproc_client(&m->c, m->address, m->key, m->klen, CONNECT_TIMEOUT);
+  if (rc) {
+    /* A server that is gone (or died during the handshake) is the server's death here too. */
+    m->closed = true;
+    return rc == -ECONNREFUSED || rc == -ENOENT || rc == -ECONNRESET ? MPROC_EOF
+                                                                      : gone(m, rc);
+  }
+  m->conn_pid = mproc__getpid();
+  return 0;
+}
+
+/* Sends q, waits for the reply into *r, whose fields point into *hold (the caller frees it).
+ * Returns the server's status, or the transport's failure. */
+static int call(mproc_manager *m, const mproc__mgr_msg *q, mproc__mgr_msg *r, void **hold) {
+  *hold = NULL;
+  if (m->closed)
+    return MPROC_ECLOSED;
+  int rc;
+  if (m->conn_pid != mproc__getpid() && (rc = reconnect(m)))
+    return rc;
+  size_t n = mproc__mgr_size(q);
+  unsigned char stack[256], *buf = n <= sizeof stack ? stack : malloc(n);
+  if (!buf)
+    return MPROC_ENOMEM;
+  mproc__mgr_encode(q, buf);
+  rc = mproc_conn_send(m->c, buf, n);
+  if (buf != stack)
+    free(buf);
+  if (rc)
+    return gone(m, rc);
+  size_t len;
+  if ((rc = mproc_conn_recv(m->c, hold, &len, MPROC_FOREVER)))
+    return gone(m, rc);
+  if (mproc__mgr_decode(*hold, len, r) < 0) {
+    free(*hold);
+    *hold = NULL;
+    return -EPROTO;
+  }
+  return r->id;
+}
+
+/* A call whose reply carries nothing the caller keeps. */
+int mproc__mgr_call_simple(mproc_manager *m, const mproc__mgr_msg *q, int64_t *num) {
+  mproc__mgr_msg r;
+  void *hold;
+  int rc = call(m, q, &r, &hold);
+  if (rc == 0 && num)
+    *num = r.num;
+  free(hold);
+  return rc;
+}
+
+/* A call whose reply is one value, handed to the caller (a malloc'd copy). */
+int mproc__mgr_call_value(mproc_manager *m, const mproc__mgr_msg *q, void **val, size_t *len) {
+  return mproc__mgr_call_value_num(m, q, val, len, NULL);
+}
+
+int mproc__mgr_call_value_num(mproc_manager *m, const mproc__mgr_msg *q, void **val,
+                              size_t *len, int64_t *num) {
+  mproc__mgr_msg r;
+  void *hold;
+  int rc = call(m, q, &r, &hold);
+  if (rc == 0 && num)
+    *num = r.num;
+  if (rc == 0 && r.nf != 1)
+    rc = -EPROTO;
+  if (rc == 0) {
+    /* The value sits at the end of the reply: move it to the front, keep the block. */
+    unsigned char *p = hold;
+    size_t n = r.flen[0];
+    memmove(p, r.f[0], n);
+    *val = p;
+    *len = n;
+    return 0;
+  }
+  free(hold);
+  return rc;
+}
+
+/* ---- the handle ---- */
+
+static int handle_new(mproc_manager **out, const char *address, const void *key, size_t klen) {
+  mproc_manager *m = calloc(1, sizeof *m);
+  if (!m)
+    return MPROC_ENOMEM;
+  snprintf(m->address, sizeof m->address, "%s", address);
+  memcpy(m->key, key, klen);
+  m->klen = klen;
+  *out = m;
+  return 0;
+}
+
+int mproc_manager_connect(mproc_manager **mp, const char *address, const void *authkey,
+                          size_t authkey_len, double timeout) {
+  if (!mp || !address || strlen(address) >= 300 || authkey_len > 256 || !authkey != !authkey_len)
+    return MPROC_EINVAL;
+  *mp = NULL;
+  mproc_manager *m;
+  int rc = handle_new(&m, address, authkey, authkey_len);
+  if (rc)
+    return rc;
+  if ((rc = mproc_client(&m->c, address, authkey, authkey_len, timeout))) {
+    free(m);
+    return rc;
+  }
+  m->conn_pid = mproc__getpid();
+  *mp = m;
+  return 0;
+}
+
+/* Starts the server and reads the address it bound (or why it could not). */
+static int start_server(mproc_manager *m, const mproc__mgr_boot *boot, mproc_start_method how) {
+  mproc_conn *rd, *wr;
+  int rc = mproc_pipe(&rd, &wr, false);
+  if (rc)
+    return rc;
+  void *h[1] = {wr};
+  mproc_process_opts o = {.name = "Manager", .daemon = true, .start_method = how,
+                          .arg_len = sizeof *boot, .handles = h, .n_handles = 1};
+  if ((rc = mproc_process_new(&m->server, mproc__mgr_server_main, (void *)boot, &o)) == 0)
+    rc = mproc_process_start(m->server);
+  mproc_conn_free(wr);
+  void *msg = NULL;
+  size_t len = 0;
+  if (rc == 0 && (rc = mproc_conn_recv(rd, &msg, &len, START_TIMEOUT)) == 0) {
+    /* The address, or "!" and the server's failure code (not NUL-terminated). */
+    if (len == 0 || len >= sizeof m->address) {
+      rc = -EPROTO;
+    } else {
+      memcpy(m->address, msg, len);
+      m->address[len] = '\0';
+      if (m->address[0] == '!') {
+        rc = atoi(m->address + 1);
+        m->address[0] = '\0';
+        if (rc >= 0)
+          rc = -EPROTO;
+      }
+    }
+  }
+  free(msg);
+  mproc_conn_free(rd);
+  return rc;
+}
+
+int mproc_manager_new(mproc_manager **mp, const mproc_manager_opts *opts) {
+  mproc_manager_opts none = {0};
+  if (!opts)
+    opts = &none;
+  if (!mp || (opts->address && strlen(opts->address) >= 300) || opts->authkey_len > 256 ||
+      !opts->authkey != !opts->authkey_len)
+    return MPROC_EINVAL;
+  *mp = NULL;
+  mproc__mgr_boot *boot = calloc(1, sizeof *boot);
+  if (!boot)
+    return MPROC_ENOMEM;
+  snprintf(boot->address, sizeof boot->address, "%s", opts->address ? opts->address : "");
+  boot->klen = opts->authkey ? opts->authkey_len : 32;
+  int rc = opts->authkey ? (memcpy(boot->key, opts->authkey, boot->klen), 0)
+                         : mproc__random_bytes(boot->key, boot->klen);
+  mproc_manager *m = NULL;
+  if (rc == 0)
+    rc = handle_new(&m, "", boot->key, boot->klen);
+  if (rc == 0) {
+    m->owner = mproc__getpid();
+    rc = start_server(m, boot, opts->start_method);
+    m->private_dir = rc == 0 && !opts->address;
+  }
+  if (rc == 0 && (rc = mproc_client(&m->c, m->address, m->key, m->klen, CONNECT_TIMEOUT)) == 0)
+    m->conn_pid = mproc__getpid();
+  free(boot);
+  if (rc && m) {
+    m->closed = true;
+    mproc_manager_free(m);
+  }
+  if (rc == 0)
+    *mp = m;
+  return rc;
+}
+
+const char *mproc_manager_address(const mproc_manager *m) { return m ? m->address : NULL; }
+
+pid_t mproc_manager_pid(const mproc_manager *m) {
+  return m && m->server ? mproc_process_pid(m->server) : 0;
+}
+
+int mproc_manager_shutdown(mproc_manager *m) {
+  if (!m)
+    return MPROC_EINVAL;
+  if (!m->closed) {
+    mproc__mgr_msg q = {.op = MGR_SHUTDOWN};
+    int rc = mproc__mgr_call_simple(m, &q, NULL);
+    m->closed = true;
+    if (rc && rc != MPROC_EOF)
+      return rc;
+  }
+  if (m->server && m->owner == mproc__getpid()) {
+    /* The server exits right after its reply; one that does not is killed. */
+    if (mproc_process_join(m->server, 10) != 0) {
+      mproc_process_kill(m->server);
+      mproc_process_join(m->server, MPROC_FOREVER);
+    }
+  }
+  return 0;
+}
+
+void mproc_manager_free(mproc_manager *m) {
+  if (!m)
+    return;
+  if (m->server && m->owner == mproc__getpid()) {
+    if (mproc_process_is_alive(m->server) || !m->closed)
+      mproc_manager_shutdown(m);
+  }
+  if (m->private_dir && m->owner == mproc__getpid()) {
+    /* A server that was killed left its socket file and directory: they go with it. */
+    const char *path = m->address + 5;
+    (void)mproc__unlink(path);
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+      *slash = '\0';
+      (void)mproc__rmdir(dir);
+    }
+  }
+  mproc_process_free(m->server); /* in a forked child: only the handle, never a kill */
+  mproc_conn_free(m->c);
+  free(m);
+}

@@ -1,0 +1,275 @@
+/* The Manager's dict and list proxies: each call one request (manager.c's call). */
+#define _GNU_SOURCE
+#include "manager/proxies.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mproc_dict {
+  mproc_manager *m;
+  int32_t id;
+};
+
+struct mproc_list {
+  mproc_manager *m;
+  int32_t id;
+};
+
+static int open_obj(mproc_manager *m, const char *name, uint8_t op, int32_t *id) {
+  if (!m || !name)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = op, .nf = 1, .f = {name}, .flen = {strlen(name)}};
+  int64_t num = -1;
+  int rc = mproc__mgr_call_simple(m, &q, &num);
+  if (rc == 0 && (num < 0 || num > INT32_MAX))
+    rc = -EPROTO;
+  *id = (int32_t)num;
+  return rc;
+}
+
+int mproc_manager_dict(mproc_manager *m, const char *name, mproc_dict **d) {
+  if (!d)
+    return MPROC_EINVAL;
+  int32_t id;
+  int rc = open_obj(m, name, MGR_OPEN_DICT, &id);
+  if (rc)
+    return rc;
+  if (!(*d = malloc(sizeof **d)))
+    return MPROC_ENOMEM;
+  (*d)->m = m;
+  (*d)->id = id;
+  return 0;
+}
+
+int mproc_manager_list(mproc_manager *m, const char *name, mproc_list **l) {
+  if (!l)
+    return MPROC_EINVAL;
+  int32_t id;
+  int rc = open_obj(m, name, MGR_OPEN_LIST, &id);
+  if (rc)
+    return rc;
+  if (!(*l = malloc(sizeof **l)))
+    return MPROC_ENOMEM;
+  (*l)->m = m;
+  (*l)->id = id;
+  return 0;
+}
+
+void mproc_dict_free(mproc_dict *d) { free(d); }
+void mproc_list_free(mproc_list *l) { free(l); }
+
+/* ---- dict ---- */
+
+#define KEY_OK(d, key, klen) ((d) && ((key) || (klen) == 0))
+#define DQ(d, o) {.op = (o), .id = (d)->id}
+
+int mproc_dict_set(mproc_dict *d, const void *key, size_t klen, const void *val, size_t vlen) {
+  if (!KEY_OK(d, key, klen) || (!val && vlen))
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = MGR_D_SET, .id = d->id, .nf = 2, .f = {key, val}, .flen = {klen, vlen}};
+  return mproc__mgr_call_simple(d->m, &q, NULL);
+}
+
+static int dict_key_value(mproc_dict *d, uint8_t op, const void *key, size_t klen, void **val,
+                          size_t *vlen) {
+  if (!KEY_OK(d, key, klen) || !val || !vlen)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = op, .id = d->id, .nf = 1, .f = {key}, .flen = {klen}};
+  return mproc__mgr_call_value(d->m, &q, val, vlen);
+}
+
+int mproc_dict_get(mproc_dict *d, const void *key, size_t klen, void **val, size_t *vlen) {
+  return dict_key_value(d, MGR_D_GET, key, klen, val, vlen);
+}
+
+int mproc_dict_pop(mproc_dict *d, const void *key, size_t klen, void **val, size_t *vlen) {
+  return dict_key_value(d, MGR_D_POP, key, klen, val, vlen);
+}
+
+int mproc_dict_setdefault(mproc_dict *d, const void *key, size_t klen, const void *dflt,
+                          size_t dlen, void **val, size_t *vlen) {
+  if (!KEY_OK(d, key, klen) || (!dflt && dlen) || !val || !vlen)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = MGR_D_SETDEFAULT, .id = d->id, .nf = 2, .f = {key, dflt},
+                      .flen = {klen, dlen}};
+  return mproc__mgr_call_value(d->m, &q, val, vlen);
+}
+
+int mproc_dict_del(mproc_dict *d, const void *key, size_t klen) {
+  if (!KEY_OK(d, key, klen))
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = MGR_D_DEL, .id = d->id, .nf = 1, .f = {key}, .flen = {klen}};
+  return mproc__mgr_call_simple(d->m, &q, NULL);
+}
+
+int mproc_dict_contains(mproc_dict *d, const void *key, size_t klen) {
+  if (!KEY_OK(d, key, klen))
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = MGR_D_CONTAINS, .id = d->id, .nf = 1, .f = {key}, .flen = {klen}};
+  int64_t num = 0;
+  int rc = mproc__mgr_call_simple(d->m, &q, &num);
+  return rc ? rc : num != 0;
+}
+
+int mproc_dict_add_i64(mproc_dict *d, const void *key, size_t klen, int64_t delta,
+                       int64_t *now) {
+  if (!KEY_OK(d, key, klen))
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = MGR_D_ADD, .id = d->id, .num = delta, .nf = 1, .f = {key},
+                      .flen = {klen}};
+  int64_t n = 0;
+  int rc = mproc__mgr_call_simple(d->m, &q, &n);
+  if (rc == 0 && now)
+    *now = n;
+  return rc;
+}
+
+long mproc_dict_len(mproc_dict *d) {
+  if (!d)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = DQ(d, MGR_D_LEN);
+  int64_t n = 0;
+  int rc = mproc__mgr_call_simple(d->m, &q, &n);
+  return rc ? rc : (long)n;
+}
+
+int mproc_dict_clear(mproc_dict *d) {
+  if (!d)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = DQ(d, MGR_D_CLEAR);
+  return mproc__mgr_call_simple(d->m, &q, NULL);
+}
+
+/* A packed reply of n strings as one block: the array, then the bytes it points into. */
+static int unpack_all(void *packed, size_t len, int64_t n, mproc_bytes **out) {
+  if (n < 0 || (uint64_t)n > len / 8 + 1) {
+    free(packed);
+    return -EPROTO;
+  }
+  size_t head = (size_t)n * sizeof(mproc_bytes);
+  mproc_bytes *v = malloc(head + len + 1);
+  if (!v) {
+    free(packed);
+    return MPROC_ENOMEM;
+  }
+  unsigned char *bytes = (unsigned char *)v + head;
+  memcpy(bytes, packed, len);
+  free(packed);
+  size_t off = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (mproc__mgr_unpack(bytes, len, &off, &v[i].p, &v[i].len)) {
+      free(v);
+      return -EPROTO;
+    }
+  if (off != len) {
+    free(v);
+    return -EPROTO;
+  }
+  *out = v;
+  return 0;
+}
+
+static int snapshot(mproc_dict *d, uint8_t op, int per, mproc_bytes **out, size_t *n) {
+  if (!d || !out || !n)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = DQ(d, op);
+  void *packed;
+  size_t len;
+  int64_t count = 0;
+  int rc = mproc__mgr_call_value_num(d->m, &q, &packed, &len, &count);
+  if (rc)
+    return rc;
+  if (count < 0 || count > INT64_MAX / 2)
+    count = -1;
+  if ((rc = unpack_all(packed, len, count < 0 ? -1 : count * per, out)))
+    return rc;
+  *n = (size_t)count;
+  return 0;
+}
+
+int mproc_dict_keys(mproc_dict *d, mproc_bytes **keys, size_t *n) {
+  return snapshot(d, MGR_D_KEYS, 1, keys, n);
+}
+
+int mproc_dict_items(mproc_dict *d, mproc_bytes **items, size_t *n) {
+  return snapshot(d, MGR_D_ITEMS, 2, items, n);
+}
+
+/* Sends n strings packed in one field with op (a batch: one request). */
+static int batch(mproc_manager *m, uint8_t op, int32_t id, const mproc_bytes *v, size_t n,
+                 int64_t count) {
+  for (size_t i = 0; i < n; i++)
+    if (!v[i].p && v[i].len)
+      return MPROC_EINVAL;
+  size_t len = mproc__mgr_packed_size(v, n);
+  unsigned char *packed = malloc(len ? len : 1);
+  if (!packed)
+    return MPROC_ENOMEM;
+  mproc__mgr_pack(v, n, packed);
+  mproc__mgr_msg q = {.op = op, .id = id, .num = count, .nf = 1, .f = {packed}, .flen = {len}};
+  int rc = mproc__mgr_call_simple(m, &q, NULL);
+  free(packed);
+  return rc;
+}
+
+int mproc_dict_update(mproc_dict *d, const mproc_bytes *items, size_t n) {
+  if (!d || (!items && n) || n > SIZE_MAX / 2)
+    return MPROC_EINVAL;
+  return batch(d->m, MGR_D_UPDATE, d->id, items, 2 * n, (int64_t)n);
+}
+
+/* ---- list ---- */
+
+int mproc_list_extend(mproc_list *l, const mproc_bytes *vals, size_t n) {
+  if (!l || (!vals && n))
+    return MPROC_EINVAL;
+  return batch(l->m, MGR_L_EXTEND, l->id, vals, n, (int64_t)n);
+}
+
+
+static int list_put(mproc_list *l, uint8_t op, long i, const void *val, size_t len) {
+  if (!l || (!val && len))
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = op, .id = l->id, .num = i, .nf = 1, .f = {val}, .flen = {len}};
+  return mproc__mgr_call_simple(l->m, &q, NULL);
+}
+
+int mproc_list_append(mproc_list *l, const void *val, size_t len) {
+  return list_put(l, MGR_L_APPEND, 0, val, len);
+}
+
+int mproc_list_set(mproc_list *l, long i, const void *val, size_t len) {
+  return list_put(l, MGR_L_SET, i, val, len);
+}
+
+int mproc_list_insert(mproc_list *l, long i, const void *val, size_t len) {
+  return list_put(l, MGR_L_INSERT, i, val, len);
+}
+
+static int list_take(mproc_list *l, uint8_t op, long i, void **val, size_t *len) {
+  if (!l || !val || !len)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = op, .id = l->id, .num = i};
+  return mproc__mgr_call_value(l->m, &q, val, len);
+}
+
+int mproc_list_get(mproc_list *l, long i, void **val, size_t *len) {
+  return list_take(l, MGR_L_GET, i, val, len);
+}
+
+int mproc_list_pop(mproc_list *l, long i, void **val, size_t *len) {
+  return list_take(l, MGR_L_POP, i, val, len);
+}
+
+long mproc_list_len(mproc_list *l) {
+  if (!l)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = MGR_L_LEN, .id = l->id};
+  int64_t n = 0;
+  int rc = mproc__mgr_call_simple(l->m, &q, &n);
+  return rc ? rc : (long)n;
+}
+int mproc_list_remove(mproc_list *l, const void *val, size_t len) {
+  return list_put(l, MGR_L_REMOVE, 0, val, len);
+}

@@ -1,0 +1,15 @@
+/* What the proxies (proxies.c) need of the handle (manager.c): one call. */
+#ifndef MPROC_MANAGER_PROXIES_H
+#define MPROC_MANAGER_PROXIES_H
+
+#include "manager/proto.h"
+
+/* Sends q and waits for the reply: the server's status (0 or a code) or the transport's
+ * failure (MPROC_EOF when the server died, MPROC_ECLOSED after). *num: the reply's number. */
+int mproc__mgr_call_simple(mproc_manager *m, const mproc__mgr_msg *q, int64_t *num);
+/* The same for a reply carrying one value: *val from malloc, *len; *num too if non-NULL. */
+int mproc__mgr_call_value(mproc_manager *m, const mproc__mgr_msg *q, void **val, size_t *len);
+int mproc__mgr_call_value_num(mproc_manager *m, const mproc__mgr_msg *q, void **val,
+                              size_t *len, int64_t *num);
+
+#endif
