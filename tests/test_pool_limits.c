@@ -183,3 +183,47 @@ Test(pool_limits, bad_limits_are_refused) {
   mproc_pool_free(p);
   th_end(s);
 }
+
+/* A result of arg bytes, each byte its index's low bits. */
+static int big_result(const void *arg, size_t len, mproc_result *res) {
+  (void)len;
+  size_t n = *(const size_t *)arg;
+  unsigned char *b = mproc_result_alloc(res, n);
+  if (!b)
+    return 1;
+  for (size_t i = 0; i < n; i++)
+    b[i] = (unsigned char)(i * 7);
+  return 0;
+}
+
+Test(pool_limits, big_arguments_and_results_grow_the_rings_in_the_sandbox) {
+  th_scope s = th_begin();
+  mproc_sandbox sb = {0};
+  mproc_pool_opts o = {.processes = 2, .sandbox = &sb};
+  mproc_pool *p = make(&o);
+  size_t sizes[] = {100, (size_t)1 << 20, (size_t)8 << 20, 4096};
+  for (size_t k = 0; k < 4; k++) {
+    void *r = NULL;
+    size_t len = 0;
+    cr_assert_eq(mproc_pool_apply(p, big_result, &sizes[k], sizeof sizes[k], &r, &len), 0);
+    cr_assert_eq(len, sizes[k]);
+    for (size_t i = 0; i < len; i += 4099)
+      cr_assert_eq(((unsigned char *)r)[i], (unsigned char)(i * 7));
+    free(r);
+  }
+  size_t n = (size_t)4 << 20;
+  unsigned char *arg = malloc(n);
+  cr_assert(arg);
+  for (size_t i = 0; i < n; i++)
+    arg[i] = (unsigned char)i;
+  void *r = NULL;
+  cr_assert_eq(mproc_pool_apply(p, echo_sum, arg, n, &r, NULL), 0);
+  int64_t want = 0;
+  for (size_t i = 0; i < n; i++)
+    want += arg[i];
+  cr_assert_eq(*(int64_t *)r, want);
+  free(r);
+  free(arg);
+  mproc_pool_free(p);
+  th_end(s);
+}
