@@ -95,8 +95,9 @@ def main():
         val, unit = impls["mproc"]
         py = impls.get("python", (None, unit))[0]
         # start_* cases: a forkserver or spawn row's reference is the fork figure, a heap
-        # row's the same method without the heap; pool_client_* rows' the pool's owner.
-        ref_impl = next((i for i in ("raw", "openmp", "warm", "fork", "noheap", "owner", "xargs")
+        # row's the same method without the heap; pool_client_* rows' the pool's owner; limits_*
+        # rows' the same pool without limits and sandbox; the cli rows' xargs -P.
+        ref_impl = next((i for i in ("raw", "openmp", "warm", "fork", "noheap", "owner", "off", "xargs")
                          if i in impls),
                         None)
         ref = impls[ref_impl][0] if ref_impl else None

@@ -146,6 +146,54 @@ void mproc_forkserver_stop(void);
  * ends before the process is killed then. */
 typedef struct mproc_process mproc_process;
 
+/* ---- limits and the sandbox (a pool's workers, or one Process) ---- */
+
+/* Kernel-enforced limits on a worker (or a Process's child), set after the initializer.
+ * Zero fields: no limit. A task that breaks one fails alone (the worker is replaced) with a
+ * message that names the limit. */
+typedef struct mproc_limits {
+  /* CPU seconds one task may use (RLIMIT_CPU, moved before each task; whole seconds plus a
+   * quarter, so a task may get up to ~1.25 s more): past it the worker gets SIGXCPU, the
+   * task MPROC_ECRASHED. task_timeout is the wall-clock limit beside it. */
+  double cpu_seconds;
+  /* Descriptors open at once (RLIMIT_NOFILE): past it an open fails with EMFILE. */
+  uint64_t open_files;
+  /* Bytes a file may be written to (RLIMIT_FSIZE): past it the worker gets SIGXFSZ, the
+   * task MPROC_ECRASHED. */
+  uint64_t file_size;
+  /* Processes a task may start. -1: none (fork, vfork, clone and exec's helpers trap, the
+   * task fails with MPROC_ECRASHED; threads stay allowed; needs libseccomp). N > 0: the
+   * kernel's RLIMIT_NPROC = N, which counts all of the user's processes and does not apply
+   * to root. 0: no limit. */
+  long processes;
+} mproc_limits;
+
+/* A seccomp sandbox (no_new_privs plus a filter, needs libseccomp: without it the call that
+ * asks for one fails with -EOPNOTSUPP), applied after the initializer. Allowed: computing,
+ * memory (mmap, brk, madvise), threads, reading and writing descriptors the process has,
+ * clocks, sleeping, the pool's own transport (futex, poll). Denied: everything else, among
+ * it open/openat, socket, exec, fork, ptrace, kill of others. A denied call kills the
+ * worker with SIGSYS and its task fails with MPROC_ECRASHED and a message naming the call. */
+typedef struct mproc_sandbox {
+  /* More system calls to allow, by name ("openat", "socket"); NULL/0: none. An unknown
+   * name: MPROC_EINVAL. Copied. */
+  const char *const *allow_syscalls;
+  size_t n_allow_syscalls;
+  /* Directories under which files may be opened read-only (Landlock; openat is then
+   * allowed, and any other use of a path fails with EACCES). Where the kernel lacks
+   * Landlock the call fails with -EOPNOTSUPP. Copied. */
+  const char *const *read_dirs;
+  size_t n_read_dirs;
+} mproc_sandbox;
+
+/* How memory_limit is enforced. */
+typedef enum {
+  MPROC_MEMLIMIT_NONE = 0,
+  /* RLIMIT_DATA on the worker's private memory (heap, private mappings; not the pool's
+   * shared rings): an allocation past the cap fails (malloc returns NULL). */
+  MPROC_MEMLIMIT_RLIMIT_DATA = 1,
+} mproc_memlimit_kind;
+
 /* Runs in the child; its return value is the child's exit code (its low 8 bits). The child
  * flushes stdout/stderr and leaves with _exit: the parent's atexit handlers do not run. */
 typedef int (*mproc_target_fn)(void *arg);
@@ -592,6 +640,15 @@ typedef struct mproc_pool_opts {
   unsigned maxtasksperchild; /* 0: unlimited */
   double task_timeout;       /* 0: none; a longer task is killed with its worker: MPROC_EEXPIRED */
   mproc_start_method start_method; /* how the supervisor is born; workers fork from it */
+  /* Bytes of peak RSS: a worker past it after a task is replaced, like billiard's
+   * max_memory_per_child (the task itself succeeds). 0: none. */
+  size_t max_memory_per_child;
+  /* A hard cap on each worker's memory, bytes (0: none); mproc_pool_memlimit says how it
+   * is enforced. A task that dies of it fails with MPROC_ECRASHED and a message naming
+   * memory_limit. */
+  size_t memory_limit;
+  const mproc_limits *limits;   /* copied; NULL: none */
+  const mproc_sandbox *sandbox; /* copied; NULL: no sandbox */
 } mproc_pool_opts;
 
 typedef struct mproc_map_opts {
@@ -721,6 +778,16 @@ int mproc_pool_map_ex(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n, 
 /* A descriptor (owned by p; never read it) that is readable while results have arrived or
  * callbacks are due, for poll/epoll/libuv: when it is, call mproc_pool_poll(p, 0). */
 int mproc_pool_fileno(mproc_pool *p);
+/* Grows or shrinks a running pool to n workers (1..4096). Growing forks the new workers
+ * soon after (they run the initializer; they do not delay this call). Shrinking retires
+ * workers behind the tasks already submitted: running and queued tasks all finish. Never
+ * blocks. MPROC_ESTATE after close/terminate or outside the owner. */
+int mproc_pool_resize(mproc_pool *p, int n);
+/* The pids of the workers taking tasks now: up to n into pids; returns how many there are
+ * (may exceed n), or an error. Workers starting or retiring are not listed. */
+int mproc_pool_workers(mproc_pool *p, pid_t *pids, size_t n);
+/* How the pool's memory_limit is enforced (MPROC_MEMLIMIT_NONE without one, or for NULL). */
+mproc_memlimit_kind mproc_pool_memlimit(mproc_pool *p);
 /* Collects the results that have arrived, waiting up to timeout for one, and runs the
  * callbacks due. Returns how many callbacks ran (>= 0), or an error (-EINTR). */
 int mproc_pool_poll(mproc_pool *p, double timeout);

@@ -336,4 +336,40 @@ static inline bool mproc__inject(unsigned kind, int err) {
 }
 #endif
 
+/* ---- what a process may do (os_linux_limits.c) ---- */
+
+enum { MPROC__RLIM_AS = 1, MPROC__RLIM_DATA, MPROC__RLIM_CPU, MPROC__RLIM_NOFILE, MPROC__RLIM_FSIZE,
+       MPROC__RLIM_NPROC };
+/* Sets the soft limit which (MPROC__RLIM_*, in bytes, seconds or a count; UINT64_MAX:
+ * none), capped at the hard one; the hard limit too when hard_too (irreversible without
+ * privilege). 0 or -errno. */
+int mproc__rlimit_set(int which, uint64_t soft, bool hard_too);
+/* CPU time this process has used, in ns (0 if the clock cannot be read). */
+int64_t mproc__cpu_time_ns(void);
+/* The process's peak resident set size, in bytes (getrusage's ru_maxrss). */
+uint64_t mproc__peak_rss(void);
+/* PR_SET_NO_NEW_PRIVS: exec can never again raise privileges. 0 or -errno. */
+int mproc__no_new_privs(void);
+/* Installs a SIGSYS handler for the seccomp filter's traps: it stores the denied call's
+ * number in *record and kills the process with SIGSYS. 0 or -errno. */
+int mproc__sigsys_trap(_Atomic int32_t *record);
+/* The kernel's Landlock ABI version (>= 1), or -errno (-EOPNOTSUPP, -ENOSYS: none). */
+int mproc__landlock_abi(void);
+/* Landlock: from now on this process may use paths only to read files and list
+ * directories under dirs[0..n) (n == 0: no path at all). 0 or -errno. */
+int mproc__landlock_read_only(const char *const *dirs, size_t n);
+/* Whether mproc was built with libseccomp (the sandbox and the processes limit need it). */
+bool mproc__seccomp_available(void);
+/* Loads a seccomp filter in the calling process (no_new_privs is set with it). sandbox:
+ * only the calls of computing on descriptors it has (plus extra[0..n_extra), by name) are
+ * allowed, every other traps (mproc__sigsys_trap); no_processes: making a process (fork,
+ * vfork, clone without CLONE_THREAD) traps, threads stay allowed. 0, -EINVAL for an
+ * unknown name in extra, -EOPNOTSUPP without libseccomp, or -errno. */
+int mproc__seccomp_apply(bool sandbox, bool no_processes, const char *const *extra,
+                         size_t n_extra);
+/* The number of the system call named name on this architecture, or -ENOENT. */
+int mproc__syscall_nr(const char *name);
+/* The name of system call nr on this architecture into buf, or -ENOENT. */
+int mproc__syscall_name(int nr, char *buf, size_t cap);
+
 #endif /* MPROC_OS_H */

@@ -67,6 +67,8 @@ static int check_opts(const mproc_pool_opts *o) {
     return MPROC_EINVAL;
   if ((unsigned)o->start_method > MPROC_START_SPAWN) /* as mproc_process_new refuses it */
     return MPROC_EINVAL;
+  if (o->memory_limit && o->memory_limit < ((size_t)1 << 20)) /* below what a worker needs */
+    return MPROC_EINVAL;
   return 0;
 }
 
@@ -84,6 +86,7 @@ static void release(mproc_pool *p) {
   mproc__close(p->sup_fd);
   free(p->poll_wake);
   free(p->ctx.initargs);
+  mproc__pool_limits_free(&p->ctx.lim);
   for (size_t i = 0; i < p->tab_cap; i++)
     if (p->tab[i].id)
       free(entry_staged(&p->tab[i]));
@@ -118,16 +121,21 @@ static int init_shared(mproc_pool *p, const mproc_pool_opts *o) {
   c->initializer = o ? o->initializer : NULL;
   c->caller = p->owner;
   c->parent = p->owner;
+  int lrc = mproc__pool_limits_init(&c->lim, o);
+  if (lrc)
+    return lrc;
   if (o && o->initargs_len) {
     if (!(c->initargs = malloc(o->initargs_len)))
       return MPROC_ENOMEM;
     memcpy(c->initargs, o->initargs, o->initargs_len);
     c->initargs_len = o->initargs_len;
   }
-  c->sh_len = mproc__page_round(sizeof *c->sh + (size_t)c->nworkers * sizeof(mproc__pool_slot));
+  /* Room for every slot a resize may use: pages never touched cost nothing. */
+  c->sh_len = mproc__page_round(sizeof *c->sh + MPROC__POOL_SLOTS * sizeof(mproc__pool_slot));
   if (!(c->sh = mproc__shared_map(c->sh_len)))
     return -errno;
   atomic_store(&c->sh->sup_deadline, MPROC__NEVER);
+  atomic_store(&c->sh->target, (uint32_t)c->nworkers);
   /* Small to start with (a pool starts fast); the rings grow for big tasks and results. */
   mproc__ring_opts ro = {.initial_bytes = RING_INITIAL_BYTES};
   int rc = mproc__ring_new(&c->tasks, &ro);
@@ -433,6 +441,10 @@ int mproc_pool_poll(mproc_pool *p, double timeout) {
   int n = mproc__pool_run_callbacks(p);
   mproc__pool_after_wait(p);
   return rc == 0 || rc == MPROC_ETIMEDOUT ? n : rc;
+}
+
+mproc_memlimit_kind mproc_pool_memlimit(mproc_pool *p) {
+  return p && p->ctx.lim.memory_limit ? MPROC_MEMLIMIT_RLIMIT_DATA : MPROC_MEMLIMIT_NONE;
 }
 
 /* ---- test hooks (testing.h) ---- */

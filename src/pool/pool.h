@@ -25,6 +25,7 @@
 
 #include "core/internal.h"
 #include "core/ring.h"
+#include "pool/pool_limits.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -34,7 +35,9 @@
 
 /* ---- messages on the task ring ---- */
 
-enum { MPROC__TASK_APPLY = 1, MPROC__TASK_MAP = 2 };
+/* RETIRE (id 0, no body): the worker that takes it exits, not to be replaced: how
+ * mproc_pool_resize shrinks the pool behind the tasks already queued. */
+enum { MPROC__TASK_APPLY = 1, MPROC__TASK_MAP = 2, MPROC__TASK_RETIRE = 3 };
 
 /* MAP flags: the chunk's input / output lies in shared memory that the workers map at the
  * same address (checked by the caller against the supervisor's mappings): no copy. */
@@ -100,7 +103,11 @@ enum {
   MPROC__SLOT_INIT_FAILED, /* initializer returned nonzero; exiting */
   MPROC__SLOT_RETIRING,    /* reached maxtasksperchild; exiting, to be replaced */
   MPROC__SLOT_STOPPED,     /* found the task ring closed and drained; exiting, not replaced */
+  MPROC__SLOT_SHRUNK,      /* took a RETIRE: exiting, not replaced */
 };
+
+/* Slots the control block has room for: mproc_pool_resize grows up to this. */
+#define MPROC__POOL_SLOTS 4096
 
 typedef struct mproc__pool_slot {
   _Atomic uint64_t task_id;    /* the task held now, 0: none */
@@ -109,6 +116,7 @@ typedef struct mproc__pool_slot {
   _Atomic uint64_t expired_id; /* set by the supervisor before it kills for a timeout */
   _Atomic int32_t pid;         /* written by the supervisor; 0: none */
   _Atomic uint32_t state;
+  _Atomic int32_t denied_nr;   /* the system call the sandbox's trap caught; 0: none */
 } MPROC__ALIGNED mproc__pool_slot;
 
 enum { MPROC__BOOT_WAIT = 0, MPROC__BOOT_OK = 1, MPROC__BOOT_FAILED = 2 };
@@ -127,6 +135,8 @@ typedef struct mproc__pool_shared {
   /* The supervisor is about to sleep: the next worker to post on the relay ring pokes
    * ctl_fd (only that one, as with notify_armed). */
   _Atomic uint32_t relay_armed;
+  /* Workers wanted (mproc_pool_resize): the supervisor forks more while it has fewer. */
+  _Atomic uint32_t target;
   mproc__pool_slot slots[];
 } mproc__pool_shared;
 
@@ -159,6 +169,8 @@ typedef struct mproc__pool_ctx {
   int reg_sup; /* its receiving end: the supervisor's (-1 elsewhere once it started) */
   int ctl_fd; /* eventfd: "look again" for the supervisor (terminate, task start) */
   int notify_fd; /* eventfd: results arrived, for the caller (mproc_pool_fileno, Ctrl-C) */
+  /* Workers at the start; raised by mproc_pool_resize (the caller's copy and the
+   * supervisor's each), so loops over slots [0, nworkers) see every slot ever used. */
   int nworkers;
   unsigned maxtasks;
   int64_t timeout_ns;
@@ -170,6 +182,7 @@ typedef struct mproc__pool_ctx {
   const char *stage_base; /* the map stage's area (NULL: none), at this address everywhere */
   mproc__fn_table *fns; /* NULL when the supervisor was forked: functions are as they are */
   pid_t parent; /* the supervisor's parent: the caller, or the forkserver */
+  mproc__pool_limits lim; /* limits and sandbox set in each worker (pool_limits.c) */
 } mproc__pool_ctx;
 
 /* ---- the supervisor's side of clients (pool_relay.c) ---- */

@@ -27,6 +27,7 @@ typedef struct sup {
   int init_streak; /* replacements whose initializer failed in a row */
   bool broken;     /* no more replacements: tasks fail at once when no worker is left */
   bool closed_seen; /* (broken) the task ring was closed and is drained */
+  bool stopping;    /* a worker found the task ring closed and drained: grow no more */
   char broken_msg[256];
   mproc__relay relay; /* clients: children of the caller that use the pool */
   struct pollfd *fds;
@@ -56,6 +57,7 @@ static bool spawn(sup *s, int i) {
   atomic_store(&slot->task_id, 0);
   atomic_store(&slot->expired_id, 0);
   atomic_store(&slot->progress, 0);
+  atomic_store(&slot->denied_nr, 0);
   atomic_store(&slot->state, MPROC__SLOT_STARTING);
   pid_t pid = mproc__fork_lean();
   if (pid == 0) {
@@ -102,7 +104,8 @@ static void fail_held_task(sup *s, mproc__pool_slot *slot, pid_t pid, int status
              "the task ran longer than the pool's task_timeout (%g s); its worker (pid %d) "
              "was killed",
              s->ctx->timeout_s, (int)pid);
-  } else {
+  } else if (!mproc__pool_limits_explain(&s->ctx->lim, pid, status,
+                                         atomic_load(&slot->denied_nr), msg, sizeof msg)) {
     snprintf(msg, sizeof msg, "%s while running the task", why);
   }
   mproc__pool_post_failure(s->ctx, id, code, atomic_load(&slot->progress), msg);
@@ -146,6 +149,9 @@ static void on_death(sup *s, pid_t pid, int status) {
   atomic_store(&slot->state, MPROC__SLOT_EMPTY);
   switch (state) {
   case MPROC__SLOT_STOPPED:
+    s->stopping = true;
+    return;
+  case MPROC__SLOT_SHRUNK:
     return;
   case MPROC__SLOT_STARTING:
   case MPROC__SLOT_INIT_FAILED:
@@ -166,6 +172,21 @@ static void on_death(sup *s, pid_t pid, int status) {
     break;
   }
   replace(s, i);
+}
+
+/* mproc_pool_resize asked for more workers than there are: forks them in empty slots. */
+static void grow(sup *s) {
+  int target = (int)atomic_load(&s->ctx->sh->target);
+  if (s->broken || s->stopping || target <= s->live || target > MPROC__POOL_SLOTS)
+    return;
+  if (target > s->ctx->nworkers)
+    s->ctx->nworkers = target;
+  for (int i = 0; i < s->ctx->nworkers && s->live < target; i++) {
+    mproc__pool_slot *slot = &s->ctx->sh->slots[i];
+    if (atomic_load(&slot->pid) == 0 && atomic_load(&slot->state) == MPROC__SLOT_EMPTY &&
+        !spawn(s, i))
+      return; /* no process to be had now: the next round tries again */
+  }
 }
 
 static void reap(sup *s) {
@@ -323,6 +344,7 @@ _Noreturn void mproc__pool_supervise(mproc__pool_ctx *ctx) {
     if (caller_gone(&s) || (atomic_load(&ctx->sh->flags) & MPROC__FLAG_TERMINATE))
       kill_all_and_exit(&s, 0);
     reap(&s);
+    grow(&s);
     int64_t deadline = check_timeouts(&s);
     if (mproc__relay_move(&s.relay))
       deadline = 0; /* more to move: after a look at everything else */

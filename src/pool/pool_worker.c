@@ -220,6 +220,11 @@ static void start(mproc__pool_ctx *ctx, mproc__pool_slot *slot) {
     atomic_store(&slot->state, MPROC__SLOT_INIT_FAILED);
     _exit(WORKER_EXIT_INIT);
   }
+  /* After the initializer (it may load what the sandbox would deny), before any task. */
+  if (mproc__pool_limits_apply(&ctx->lim, &slot->denied_nr) != 0) {
+    atomic_store(&slot->state, MPROC__SLOT_INIT_FAILED);
+    _exit(WORKER_EXIT_INIT);
+  }
   atomic_store(&slot->state, MPROC__SLOT_READY);
   mproc__pool_shared *sh = ctx->sh;
   if (atomic_load(&sh->boot) == MPROC__BOOT_WAIT &&
@@ -278,6 +283,10 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset
     uint32_t kind = take(ctx, slot, &h, &in, &in_cap, &len);
     if (kind == 0)
       continue;
+    if (kind == MPROC__TASK_RETIRE) {
+      atomic_store(&slot->state, MPROC__SLOT_SHRUNK);
+      _exit(0);
+    }
     if (ctx->timeout_ns > 0) {
       /* Recorded the task, then look at the supervisor's deadline (it stores its deadline,
        * then looks at the slots): one of us sees the other. */
@@ -286,12 +295,13 @@ _Noreturn void mproc__pool_worker(mproc__pool_ctx *ctx, int slot_i, const sigset
         mproc__eventfd_signal(ctx->ctl_fd);
     }
     mproc__result_reset(&res);
+    mproc__pool_limits_task_begin(&ctx->lim);
     if (kind == MPROC__TASK_APPLY)
       run_apply(ctx, &h, in, len, &res);
     else if (kind == MPROC__TASK_MAP)
       run_map(ctx, slot, &h, in, &res);
     atomic_store_explicit(&slot->task_id, 0, memory_order_release);
-    if (ctx->maxtasks && ++done >= ctx->maxtasks) {
+    if ((ctx->maxtasks && ++done >= ctx->maxtasks) || mproc__pool_limits_over_rss(&ctx->lim)) {
       atomic_store(&slot->state, MPROC__SLOT_RETIRING);
       _exit(0);
     }
