@@ -142,3 +142,48 @@ int tl_sync(void) {
   mproc_lock_free(l);
   return rc;
 }
+
+int tl_listener(void) {
+  mproc_listener *l;
+  int rc = mproc_listener_new(&l, NULL, NULL, 0, 4);
+  if (rc)
+    return rc;
+  mproc_conn *c = NULL, *s = NULL;
+  /* No key, so no handshake: the connect completes in the backlog, before the accept. */
+  if ((rc = mproc_client(&c, mproc_listener_address(l), NULL, 0, 5)) == 0 &&
+      (rc = mproc_listener_accept(l, &s, 5)) == 0 && (rc = mproc_conn_send(c, "ping", 4)) == 0) {
+    char *m = NULL;
+    size_t len = 0;
+    if ((rc = mproc_conn_recv(s, (void **)&m, &len, 5)) == 0) {
+      cr_expect(len == 4 && memcmp(m, "ping", 4) == 0);
+      free(m);
+    }
+  }
+  mproc_conn_free(s);
+  mproc_conn_free(c);
+  mproc_listener_free(l);
+  return rc;
+}
+
+int tl_manager(void) {
+  mproc_manager *m;
+  int rc = mproc_manager_new(&m, NULL);
+  if (rc)
+    return rc;
+  mproc_dict *d = NULL;
+  if ((rc = mproc_manager_dict(m, "d", &d)) == 0 && (rc = mproc_dict_set(d, "k", 1, "v1", 2)) == 0) {
+    int64_t now = 0;
+    char *v = NULL;
+    size_t len = 0;
+    if ((rc = mproc_dict_add_i64(d, "n", 1, 5, &now)) == 0)
+      cr_expect(now == 5);
+    if (rc == 0 && (rc = mproc_dict_get(d, "k", 1, (void **)&v, &len)) == 0) {
+      cr_expect(len == 2 && memcmp(v, "v1", 2) == 0);
+      free(v);
+    }
+  }
+  mproc_dict_free(d);
+  int src = mproc_manager_shutdown(m);
+  mproc_manager_free(m);
+  return rc ? rc : src;
+}

@@ -14,5 +14,9 @@ int tl_process(void);
 int tl_pipe(void);
 /* A Lock, and an Array with a lock of its own made while holding it. */
 int tl_sync(void);
+/* A Listener on a private Unix socket, a Client without a key, one message across. */
+int tl_listener(void);
+/* A Manager: a dict's set, add_i64 and get, then shutdown. */
+int tl_manager(void);
 
 #endif

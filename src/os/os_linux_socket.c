@@ -89,7 +89,8 @@ static void tcp_nodelay(int fd, int family) {
 int mproc__sock_listen(mproc__sockaddr *a, int backlog) {
   int family = ((struct sockaddr *)(void *)a->raw)->sa_family;
   /* Non-blocking: a client that vanished between poll and accept must not block accept. */
-  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = mproc__inject(MPROC__INJ_SOCKET, EMFILE) ? -1
+                                                 : socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -errno;
   int one = 1;
@@ -109,7 +110,7 @@ int mproc__sock_listen(mproc__sockaddr *a, int backlog) {
 
 int mproc__sock_accept(int lfd) {
   for (;;) {
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = mproc__inject(MPROC__INJ_SOCKET, EMFILE) ? -1 : accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0) {
       struct sockaddr_storage s;
       socklen_t len = sizeof s;
@@ -139,7 +140,8 @@ static int connect_wait(int fd, int64_t deadline) {
 
 int mproc__sock_connect(const mproc__sockaddr *a, int64_t deadline) {
   int family = ((const struct sockaddr *)(const void *)a->raw)->sa_family;
-  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = mproc__inject(MPROC__INJ_SOCKET, EMFILE) ? -1
+                                                 : socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -errno;
   int rc = 0;

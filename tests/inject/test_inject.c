@@ -1,6 +1,7 @@
 /* Injected failures (issue 18): the Nth call that can fail from outside (mmap, memfd_create,
- * ftruncate, fork, pidfd_open, socketpair, eventfd/signalfd/pipe, malloc) fails, for every N
- * that a lifecycle of a Pool, a Queue, a Process, a Pipe and the shared objects reaches.
+ * ftruncate, fork, pidfd_open, socket/socketpair/accept, eventfd/signalfd/pipe, malloc) fails,
+ * for every N that a lifecycle of a Pool, a Queue, a Process, a Pipe, the shared objects, a
+ * Listener and a Manager reaches.
  * Each failure must come back as a clear code (never MPROC_EINVAL or MPROC_ESTATE: the
  * caller did nothing wrong), or be absorbed by a fallback with exact results; either way
  * nothing is left behind (descriptors, children, segments; leaks: ASan's check at exit),
@@ -86,3 +87,5 @@ Test(inject, queue_lifecycle) { walk("queue", tl_queue); }
 Test(inject, process_lifecycle) { walk("process", tl_process); }
 Test(inject, pipe_lifecycle) { walk("pipe", tl_pipe); }
 Test(inject, lock_and_array_lifecycle) { walk("lock and array", tl_sync); }
+Test(inject, listener_lifecycle) { walk("listener", tl_listener); }
+Test(inject, manager_lifecycle) { walk("manager", tl_manager); }
