@@ -22,20 +22,13 @@ static mproc_pool *new_pool(void) {
   return p;
 }
 
-static int square(const void *in, void *out, const void *args) {
-  (void)args;
-  int64_t v = *(const int64_t *)in;
-  *(int64_t *)out = v * v;
-  return 0;
-}
-
 /* One map of n int64 into out: items/s. out was written before (it is the user's memory,
  * resident: its first-touch faults are the program's, the same for any library; the
  * whole-program cases of bench/run.py count them). */
 static double map_once(mproc_pool *p, const int64_t *in, int64_t *out, size_t n) {
   memset(out, 0, n * sizeof *out);
   double t0 = bench_now();
-  if (mproc_pool_map(p, square, in, n, 8, out, 8, NULL) != 0)
+  if (mproc_pool_map(p, bench_square64, in, n, 8, out, 8, NULL) != 0)
     exit(1);
   double dt = bench_now() - t0;
   for (size_t i = 0; i < n; i++)

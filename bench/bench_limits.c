@@ -30,43 +30,17 @@ static mproc_pool *new_pool(bool on) {
   return p;
 }
 
-static int square(const void *in, void *out, const void *args) {
-  (void)args;
-  int64_t v = *(const int64_t *)in;
-  *(int64_t *)out = v * v;
-  return 0;
-}
-
 static double map_rate(mproc_pool *p, const int64_t *in, int64_t *out, size_t n) {
   enum { R = 15 };
   double t[R];
   for (int i = 0; i < R; i++) {
     double t0 = bench_now();
-    mproc_pool_map(p, square, in, n, 8, out, 8, NULL);
+    mproc_pool_map(p, bench_square64, in, n, 8, out, 8, NULL);
     t[i] = bench_now() - t0;
   }
   if (out[n - 1] != (int64_t)(n - 1) * (int64_t)(n - 1))
     fprintf(stderr, "map: wrong result\n");
   return (double)n / bench_median(t, R);
-}
-
-static double async_rate(mproc_pool *p) {
-  enum { N = 100000, R = 5 };
-  mproc_async **a = malloc(N * sizeof *a);
-  int64_t v = 7;
-  double rate[R];
-  for (int r = 0; r < R; r++) {
-    double t0 = bench_now();
-    for (int i = 0; i < N; i++)
-      mproc_pool_apply_async(p, bench_echo, &v, sizeof v, &a[i]);
-    for (int i = 0; i < N; i++) {
-      mproc_async_wait(a[i], MPROC_FOREVER);
-      mproc_async_free(a[i]);
-    }
-    rate[r] = N / (bench_now() - t0);
-  }
-  free(a);
-  return bench_median(rate, R);
 }
 
 static double start_ms(bool on) {
@@ -97,7 +71,7 @@ int main(void) {
   for (int round = 0; round < 2; round++)
     for (int on = 0; on < 2; on++) {
       mproc_pool *p = new_pool(on);
-      double a = async_rate(p), m = map_rate(p, in, out, n);
+      double a = bench_async_rate(p), m = map_rate(p, in, out, n);
       rate[on] = a > rate[on] ? a : rate[on];
       map[on] = m > map[on] ? m : map[on];
       mproc_pool_free(p);

@@ -45,13 +45,6 @@ static void start_first_result(void) {
   bench_report("pool_start_first_result", "mproc", bench_median(t, R) * 1e3, "ms");
 }
 
-static int square(const void *in, void *out, const void *args) {
-  (void)args;
-  int64_t v = *(const int64_t *)in;
-  *(int64_t *)out = v * v;
-  return 0;
-}
-
 static void map_1m(mproc_pool *p) {
   size_t n = 1000000;
   int64_t *in = malloc(n * 8), *out = malloc(n * 8);
@@ -63,7 +56,7 @@ static void map_1m(mproc_pool *p) {
   double t[R];
   for (int i = 0; i < R; i++) {
     double t0 = bench_now();
-    mproc_pool_map(p, square, in, n, 8, out, 8, NULL);
+    mproc_pool_map(p, bench_square64, in, n, 8, out, 8, NULL);
     t[i] = bench_now() - t0;
   }
   if (out[n - 1] != (int64_t)(n - 1) * (int64_t)(n - 1))
@@ -73,27 +66,8 @@ static void map_1m(mproc_pool *p) {
   free(out);
 }
 
-static double async_rate(mproc_pool *p) {
-  enum { N = 100000, R = 5 };
-  mproc_async **a = malloc(N * sizeof *a);
-  int64_t v = 7;
-  double rate[R];
-  for (int r = 0; r < R; r++) {
-    double t0 = bench_now();
-    for (int i = 0; i < N; i++)
-      mproc_pool_apply_async(p, tiny, &v, sizeof v, &a[i]);
-    for (int i = 0; i < N; i++) {
-      mproc_async_wait(a[i], MPROC_FOREVER);
-      mproc_async_free(a[i]);
-    }
-    rate[r] = N / (bench_now() - t0);
-  }
-  free(a);
-  return bench_median(rate, R);
-}
-
 static void apply_async_throughput(mproc_pool *p) {
-  bench_report("pool_apply_async_throughput", "mproc", async_rate(p), "tasks/s");
+  bench_report("pool_apply_async_throughput", "mproc", bench_async_rate(p), "tasks/s");
 }
 
 static double one_apply_us(mproc_pool *p) {
@@ -119,7 +93,7 @@ static void client(mproc_pool *p) {
       exit(1);
     pid_t pid = fork();
     if (pid == 0) {
-      double got[2] = {one_apply_us(p), r == 0 ? async_rate(p) : 0};
+      double got[2] = {one_apply_us(p), r == 0 ? bench_async_rate(p) : 0};
       _exit(write(fd[1], got, sizeof got) == sizeof got ? 0 : 1);
     }
     double got[2] = {0, 0};
@@ -133,7 +107,7 @@ static void client(mproc_pool *p) {
   bench_report("pool_client_first_call", "mproc", bench_median(first, R), "us");
   bench_report("pool_client_first_call", "owner", bench_median(owner_rt, R), "us");
   bench_report("pool_client_apply_async_throughput", "mproc", rate, "tasks/s");
-  bench_report("pool_client_apply_async_throughput", "owner", async_rate(p), "tasks/s");
+  bench_report("pool_client_apply_async_throughput", "owner", bench_async_rate(p), "tasks/s");
 }
 
 static void apply_roundtrip(mproc_pool *p) {

@@ -39,3 +39,31 @@ int bench_gen_next(void *ctx, const void **item, size_t *len) {
   *len = 8;
   return 1;
 }
+
+int bench_square64(const void *in, void *out, const void *args) {
+  (void)args;
+  int64_t v = *(const int64_t *)in;
+  *(int64_t *)out = v * v;
+  return 0;
+}
+
+double bench_async_rate(mproc_pool *p) {
+  enum { N = 100000, R = 5 };
+  mproc_async **a = malloc(N * sizeof *a);
+  if (!a)
+    return 0;
+  int64_t v = 7;
+  double rate[R];
+  for (int r = 0; r < R; r++) {
+    double t0 = bench_now();
+    for (int i = 0; i < N; i++)
+      mproc_pool_apply_async(p, bench_echo, &v, sizeof v, &a[i]);
+    for (int i = 0; i < N; i++) {
+      mproc_async_wait(a[i], MPROC_FOREVER);
+      mproc_async_free(a[i]);
+    }
+    rate[r] = N / (bench_now() - t0);
+  }
+  free(a);
+  return bench_median(rate, R);
+}

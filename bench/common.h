@@ -16,6 +16,11 @@ double bench_median(double *v, int n);
 
 /* A task that returns its argument. */
 int bench_echo(const void *arg, size_t len, mproc_result *res);
+/* A map function: out = in * in, int64. */
+int bench_square64(const void *in, void *out, const void *args);
+/* apply_async of bench_echo on 8 bytes, 100 000 in flight then all waited, median of 5:
+ * tasks/s. */
+double bench_async_rate(mproc_pool *p);
 /* An imap generator of the integers [next, end), 8 bytes each (ctx: a bench_gen). */
 typedef struct bench_gen {
   uint64_t next, end, buf;

@@ -217,3 +217,19 @@ mproc_pool *th_pool(int processes) {
   cr_assert_eq(rc, 0, "mproc_pool_new: %s", mproc_err_name(rc));
   return p;
 }
+
+int th_times3(const void *arg, size_t len, mproc_result *res) {
+  int64_t v;
+  if (len != sizeof v)
+    return 1;
+  memcpy(&v, arg, sizeof v);
+  v *= 3;
+  return mproc_result_set(res, &v, sizeof v);
+}
+
+int th_square64(const void *in, void *out, const void *args) {
+  (void)args;
+  int64_t v = *(const int64_t *)in;
+  *(int64_t *)out = v * v;
+  return 0;
+}

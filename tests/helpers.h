@@ -45,6 +45,11 @@ void th_expect_each_once(const unsigned char *seen, size_t n);
  * made. */
 struct mproc_pool;
 struct mproc_pool *th_pool(int processes);
+/* A task: its 8-byte int64 argument times 3 (1, a failure, for any other length). */
+struct mproc_result;
+int th_times3(const void *arg, size_t len, struct mproc_result *res);
+/* A map function: out = in * in, int64. */
+int th_square64(const void *in, void *out, const void *args);
 
 /* Shared memory that a pool's workers find under every start method: th_named_new makes a
  * segment (its name is not an "mproc" one, so th_end does not count it) and sets

@@ -1,4 +1,5 @@
 /* Whole lifecycles for the fault suites: see lifecycles.h. */
+#include "helpers.h"
 #include "lifecycles.h"
 #include "mproc.h"
 
@@ -7,22 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-static int times3(const void *arg, size_t len, mproc_result *res) {
-  int64_t v;
-  if (len != sizeof v)
-    return 1;
-  memcpy(&v, arg, sizeof v);
-  v *= 3;
-  return mproc_result_set(res, &v, sizeof v);
-}
-
-static int square64(const void *in, void *out, const void *args) {
-  (void)args;
-  int64_t v = *(const int64_t *)in;
-  *(int64_t *)out = v * v;
-  return 0;
-}
 
 #define MAP_N 4096
 static int64_t map_in[MAP_N], map_out[MAP_N];
@@ -37,12 +22,12 @@ int tl_pool(void) {
     return rc;
   int64_t v = 14, *got = NULL;
   size_t len = 0;
-  if ((rc = mproc_pool_apply(p, times3, &v, sizeof v, (void **)&got, &len)) == 0) {
+  if ((rc = mproc_pool_apply(p, th_times3, &v, sizeof v, (void **)&got, &len)) == 0) {
     cr_expect(len == sizeof v && *got == 42, "apply gave %zu bytes", len);
     free(got);
   }
   mproc_async *a = NULL;
-  if (rc == 0 && (rc = mproc_pool_apply_async(p, times3, &v, sizeof v, &a)) == 0) {
+  if (rc == 0 && (rc = mproc_pool_apply_async(p, th_times3, &v, sizeof v, &a)) == 0) {
     got = NULL;
     if ((rc = mproc_async_get(a, (void **)&got, &len, MPROC_FOREVER)) == 0) {
       cr_expect(len == sizeof v && *got == 42);
@@ -52,7 +37,7 @@ int tl_pool(void) {
   }
   if (rc == 0) {
     memset(map_out, 0, sizeof map_out);
-    rc = mproc_pool_map(p, square64, map_in, MAP_N, sizeof(int64_t), map_out, sizeof(int64_t),
+    rc = mproc_pool_map(p, th_square64, map_in, MAP_N, sizeof(int64_t), map_out, sizeof(int64_t),
                         NULL);
     for (int i = 0; rc == 0 && i < MAP_N; i++)
       cr_expect(map_out[i] == (int64_t)i * i, "map_out[%d] = %lld", i, (long long)map_out[i]);

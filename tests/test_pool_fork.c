@@ -15,22 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int times3(const void *arg, size_t len, mproc_result *res) {
-  if (len != sizeof(int64_t))
-    return 1;
-  int64_t v;
-  memcpy(&v, arg, sizeof v);
-  v *= 3;
-  return mproc_result_set(res, &v, sizeof v);
-}
-
-static int square64(const void *in, void *out, const void *args) {
-  (void)args;
-  int64_t v = *(const int64_t *)in;
-  *(int64_t *)out = v * v;
-  return 0;
-}
-
 static int crash(const void *arg, size_t len, mproc_result *res) {
   (void)arg, (void)len, (void)res;
   abort();
@@ -46,7 +30,7 @@ static int crash(const void *arg, size_t len, mproc_result *res) {
 static int64_t apply_i64(mproc_pool *p, int64_t v) {
   void *r = NULL;
   size_t len = 0;
-  int rc = mproc_pool_apply(p, times3, &v, sizeof v, &r, &len);
+  int rc = mproc_pool_apply(p, th_times3, &v, sizeof v, &r, &len);
   int64_t out = rc == 0 && len == sizeof out ? *(int64_t *)r : INT64_MIN;
   free(r);
   return out;
@@ -58,7 +42,7 @@ static bool async_batch(mproc_pool *p, int64_t base, int n) {
   bool ok = a != NULL;
   for (int i = 0; ok && i < n; i++) {
     int64_t v = base + i;
-    ok = mproc_pool_apply_async(p, times3, &v, sizeof v, &a[i]) == 0;
+    ok = mproc_pool_apply_async(p, th_times3, &v, sizeof v, &a[i]) == 0;
   }
   for (int i = 0; ok && i < n; i++) {
     void *r = NULL;
@@ -78,7 +62,7 @@ static bool map_squares(mproc_pool *p, size_t n) {
   bool ok = in && out;
   for (size_t i = 0; ok && i < n; i++)
     in[i] = (int64_t)i - 1000;
-  ok = ok && mproc_pool_map(p, square64, in, n, sizeof *in, out, sizeof *out, NULL) == 0;
+  ok = ok && mproc_pool_map(p, th_square64, in, n, sizeof *in, out, sizeof *out, NULL) == 0;
   for (size_t i = 0; ok && i < n; i++)
     ok = out[i] == in[i] * in[i];
   free(in);
@@ -97,7 +81,7 @@ static bool imap_in_order(mproc_pool *p, int n) {
     lens[i] = sizeof *args;
   }
   mproc_imap *it = NULL;
-  ok = ok && mproc_pool_imap(p, times3, items, lens, (size_t)n, NULL, &it) == 0;
+  ok = ok && mproc_pool_imap(p, th_times3, items, lens, (size_t)n, NULL, &it) == 0;
   for (int i = 0; ok && i < n; i++) {
     const void *r;
     size_t len;
@@ -154,7 +138,7 @@ Test(pool_fork, child_uses_the_pool) {
   /* One of the owner's, in flight across the fork: the owner's alone. */
   int64_t v = 7;
   mproc_async *before = NULL;
-  cr_assert_eq(mproc_pool_apply_async(p, times3, &v, sizeof v, &before), 0);
+  cr_assert_eq(mproc_pool_apply_async(p, th_times3, &v, sizeof v, &before), 0);
   pid_t child = th_fork_tied();
   cr_assert_geq(child, 0);
   if (child == 0) {
@@ -290,7 +274,7 @@ Test(pool_fork, the_owners_terminate_ends_a_childs_wait) {
 
 Test(pool_fork, a_child_of_a_joined_pool_and_a_null_pool) {
   th_scope s = th_begin();
-  cr_expect_eq(mproc_pool_apply(NULL, times3, NULL, 0, NULL, NULL), MPROC_EINVAL);
+  cr_expect_eq(mproc_pool_apply(NULL, th_times3, NULL, 0, NULL, NULL), MPROC_EINVAL);
   mproc_pool *p = th_pool(1);
   cr_assert_eq(mproc_pool_close(p), 0);
   cr_assert_eq(mproc_pool_join(p), 0);
@@ -299,7 +283,7 @@ Test(pool_fork, a_child_of_a_joined_pool_and_a_null_pool) {
   if (child == 0) {
     /* The supervisor has gone: registering finds nobody, and says so. */
     int64_t v = 1;
-    CHILD_CHECK(mproc_pool_apply(p, times3, &v, sizeof v, NULL, NULL) == MPROC_ECLOSED);
+    CHILD_CHECK(mproc_pool_apply(p, th_times3, &v, sizeof v, NULL, NULL) == MPROC_ECLOSED);
     mproc_pool_free(p);
     _exit(0);
   }
