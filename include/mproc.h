@@ -192,6 +192,13 @@ typedef enum {
   /* RLIMIT_DATA on the worker's private memory (heap, private mappings; not the pool's
    * shared rings): an allocation past the cap fails (malloc returns NULL). */
   MPROC_MEMLIMIT_RLIMIT_DATA = 1,
+  /* A memory cgroup of each worker's (child's) own, made below this process's group: the
+   * cap is exact (all memory it is charged for, no swap past it) and the kernel's OOM
+   * killer ends the worker that goes past it. v2 where the memory controller is on for
+   * this process's group's children, else v1's memory hierarchy. The groups are removed
+   * as their processes are reaped. */
+  MPROC_MEMLIMIT_CGROUP_V2 = 2,
+  MPROC_MEMLIMIT_CGROUP_V1 = 3,
 } mproc_memlimit_kind;
 
 /* Runs in the child; its return value is the child's exit code (its low 8 bits). The child
@@ -208,6 +215,13 @@ typedef struct mproc_process_opts {
    * The array is copied at new; the objects must stay alive until start. */
   void *const *handles;
   size_t n_handles;
+  /* The pool's limits, for this child: set in it before the target runs (cpu_seconds
+   * counts from then, for its whole life). A child ended by one has mproc_process_error
+   * naming it. All copied at new; zero / NULL: none. */
+  size_t memory_limit;
+  mproc_memlimit_kind memory_limit_how;
+  const mproc_limits *limits;
+  const mproc_sandbox *sandbox;
 } mproc_process_opts;
 
 /* Makes (does not start) a process. arg is passed as is and must stay valid until start,
@@ -233,6 +247,11 @@ pid_t mproc_process_pid(const mproc_process *p);
  * (call join or is_alive first to reap it); -ECHILD when the child was reaped behind
  * mproc's back (SIGCHLD ignored, or a waitpid(-1) of the program's own). */
 int mproc_process_exitcode(const mproc_process *p, int *code);
+/* Why the ended child died, when one of its limits or its sandbox explains it: a message
+ * naming the limit (or the denied system call), owned by p. NULL otherwise. */
+const char *mproc_process_error(const mproc_process *p);
+/* How the child's memory_limit is enforced (MPROC_MEMLIMIT_NONE without one, or for NULL). */
+mproc_memlimit_kind mproc_process_memlimit(const mproc_process *p);
 /* The name (owned by p). */
 const char *mproc_process_name(const mproc_process *p);
 bool mproc_process_daemon(const mproc_process *p);
@@ -647,6 +666,9 @@ typedef struct mproc_pool_opts {
    * is enforced. A task that dies of it fails with MPROC_ECRASHED and a message naming
    * memory_limit. */
   size_t memory_limit;
+  /* How: MPROC_MEMLIMIT_NONE (0) for the best this machine allows (a cgroup, else
+   * RLIMIT_DATA), or one kind (-EOPNOTSUPP at new when it cannot be had). */
+  mproc_memlimit_kind memory_limit_how;
   const mproc_limits *limits;   /* copied; NULL: none */
   const mproc_sandbox *sandbox; /* copied; NULL: no sandbox */
 } mproc_pool_opts;

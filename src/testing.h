@@ -37,6 +37,12 @@ struct mproc__ring;
  * would: field % 5 is cap, rpos, wpos, the readers' cached wpos, the word at rpos. */
 void mproc__ring_test_scribble(struct mproc__ring *r, unsigned field, uint64_t v);
 
+/* ---- limits (src/core/limits.c) ---- */
+
+/* Where memory cgroups for children can be made (the directory into dir): 2 for v2, 1 for
+ * v1, or -errno when they cannot. */
+int mproc__test_memcg_dir(char *dir, size_t cap);
+
 /* ---- pool (src/pool/) ---- */
 
 /* The supervisor's pid, and the live workers' pids (returns how many). */

@@ -169,8 +169,14 @@ Test(pool_limits, bad_limits_are_refused) {
   mproc_sandbox sb2 = {.read_dirs = empty, .n_read_dirs = 1};
   mproc_sandbox sb3 = {.n_allow_syscalls = 2};
   mproc_limits l1 = {.cpu_seconds = -1}, l2 = {.processes = -2};
-  mproc_pool_opts o[] = {{.sandbox = &sb1}, {.sandbox = &sb2}, {.sandbox = &sb3},
-                         {.limits = &l1},   {.limits = &l2},   {.memory_limit = 4096}};
+  mproc_pool_opts o[] = {{.sandbox = &sb1},
+                         {.sandbox = &sb2},
+                         {.sandbox = &sb3},
+                         {.limits = &l1},
+                         {.limits = &l2},
+                         {.memory_limit = 4096},
+                         {.memory_limit = (size_t)64 << 20, .memory_limit_how = 99},
+                         {.memory_limit_how = MPROC_MEMLIMIT_RLIMIT_DATA}};
   for (size_t i = 0; i < sizeof o / sizeof *o; i++) {
     o[i].processes = 1;
     cr_assert_eq(mproc_pool_new(&p, &o[i]), MPROC_EINVAL, "case %zu", i);

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "core/process.h"
+#include "core/limits.h"
 #include "core/start.h"
 #include "testing.h"
 
@@ -49,6 +50,11 @@ struct mproc_process {
   size_t arg_len;
   void **handles; /* opts.handles, copied */
   size_t n_handles;
+  mproc__limits lim; /* opts' limits and sandbox (all zero: none) */
+  /* Where the child's SIGSYS trap records the call its filter denied: a shared page, only
+   * with a filter. */
+  _Atomic int32_t *denied;
+  char *error; /* mproc_process_error, once reaped */
 };
 
 int mproc__test_setup_errno;
@@ -133,7 +139,18 @@ static mproc_process *reg_get(size_t i) {
 
 static bool owned(const mproc_process *p) { return p->owner == mproc__getpid(); }
 
+/* Why a limit ended the child, if one did; then its memory group goes. */
+static void explain_end(mproc_process *p, int status) {
+  char buf[320];
+  int32_t nr = p->denied ? atomic_load(p->denied) : 0;
+  if (mproc__limits_explain(&p->lim, "process", "child", p->pid, status, nr, buf, sizeof buf))
+    p->error = strdup(buf); /* NULL on ENOMEM: only the message is lost */
+  mproc__limits_reaped(&p->lim, p->pid);
+}
+
 static void mark_done(mproc_process *p, bool lost, int status) {
+  if (!lost && mproc__limits_any(&p->lim))
+    explain_end(p, status);
   p->lost = lost;
   p->exitcode = lost ? 0 : mproc__exitcode(status);
   p->state = P_DONE;
@@ -252,6 +269,16 @@ static int copy_opts(mproc_process *p, const mproc_process_opts *opts) {
       (opts->n_handles > 0 && !opts->handles) || opts->n_handles > MPROC__FDS_MAX)
     return MPROC_EINVAL;
   p->method = opts->start_method;
+  if (opts->memory_limit && opts->memory_limit < ((size_t)1 << 20)) /* below what a child needs */
+    return MPROC_EINVAL;
+  int rc = mproc__limits_init(&p->lim, opts->memory_limit, opts->memory_limit_how,
+                              opts->limits, opts->sandbox);
+  if (rc)
+    return rc;
+  if (p->lim.sandbox || p->lim.processes == -1) {
+    if (!(p->denied = mproc__shared_map(sizeof *p->denied)))
+      return MPROC_ENOMEM;
+  }
   if (opts->arg_len > 0) {
     if (!p->arg)
       return MPROC_EINVAL;
@@ -325,7 +352,9 @@ static int child_setup(mproc_process *p, pid_t parent, char *names) {
   own_handles = p->handles;
   own_nhandles = p->n_handles;
   atomic_store(&child_counter, 0);
-  return 0;
+  /* Last: the sandbox may deny what the set-up above needs. */
+  int rc = mproc__limits_apply(&p->lim, p->denied);
+  return rc < 0 ? -rc : 0;
 }
 
 static _Noreturn void child_main(mproc_process *p, pid_t parent, int errfd, char *names) {
@@ -438,6 +467,9 @@ static void process_boot(int chan, mproc__rd *r) {
   bool daemon = mproc__rd_u64(r) != 0;
   pid_t parent = (pid_t)mproc__rd_u64(r);
   const char *name = mproc__rd_str(r), *ident = mproc__rd_str(r);
+  mproc__limits lim;
+  int lerr = mproc__limits_get(r, &lim);
+  _Atomic int32_t *denied = (_Atomic int32_t *)(uintptr_t)mproc__rd_u64(r);
   size_t n = (size_t)mproc__rd_u64(r);
   void **handles = n <= MPROC__FDS_MAX ? calloc(n ? n : 1, sizeof *handles) : NULL;
   for (size_t i = 0; handles && i < n && !r->bad; i++)
@@ -447,6 +479,8 @@ static void process_boot(int chan, mproc__rd *r) {
   int err = !handles || (arg_len && !arg) ? -ENOMEM : 0;
   if (!err && (r->bad || !target || !name || !ident))
     err = r->err ? r->err : -EPROTO;
+  if (!err && lerr)
+    err = lerr;
   if (!err && daemon) /* under forkserver the parent is the server, which dies with ours */
     err = mproc__die_with_parent(getppid(), SIGKILL);
   if (err) {
@@ -460,7 +494,11 @@ static void process_boot(int chan, mproc__rd *r) {
   parent_at_start = parent;
   own_handles = handles;
   own_nhandles = n;
-  mproc__boot_report(chan, 0);
+  /* Last before the report: the sandbox may deny what the set-up above needs. */
+  err = mproc__limits_apply(&lim, denied);
+  mproc__boot_report(chan, err);
+  if (err)
+    _exit(255);
   int code = target(arg);
   exit_children();
   fflush(stdout);
@@ -481,6 +519,10 @@ static int start_unforked(mproc_process *p, mproc_start_method m) {
   mproc__msg_put_u64(&msg, (uint64_t)mproc__getpid());
   mproc__msg_put_str(&msg, p->name);
   mproc__msg_put_str(&msg, p->ident);
+  mproc__limits_put(&msg, &p->lim);
+  mproc__msg_put_u64(&msg, (uint64_t)(uintptr_t)p->denied);
+  if (p->denied)
+    mproc__msg_put_mem(&msg, p->denied);
   mproc__msg_put_u64(&msg, p->n_handles);
   int rc = 0;
   for (size_t i = 0; i < p->n_handles && rc == 0; i++)
@@ -554,6 +596,10 @@ int mproc_process_exitcode(const mproc_process *p, int *code) {
 }
 
 const char *mproc_process_name(const mproc_process *p) { return p ? p->name : NULL; }
+const char *mproc_process_error(const mproc_process *p) { return p ? p->error : NULL; }
+mproc_memlimit_kind mproc_process_memlimit(const mproc_process *p) {
+  return p ? (mproc_memlimit_kind)p->lim.memlimit_kind : MPROC_MEMLIMIT_NONE;
+}
 bool mproc_process_daemon(const mproc_process *p) { return p && p->daemon; }
 int mproc_process_sentinel(const mproc_process *p) {
   return p && p->state != P_NEW ? (p->served ? p->chan : p->pidfd) : -1;
@@ -571,6 +617,12 @@ void mproc_process_free(mproc_process *p) {
   mproc__close(p->chan);
   free(p->arg_copy);
   free(p->handles);
+  free(p->error);
+  if (owned(p))
+    mproc__limits_sweep(&p->lim); /* the group of a child reaped behind our back */
+  mproc__limits_free(&p->lim);
+  if (p->denied)
+    mproc__shared_unmap((void *)p->denied, sizeof *p->denied);
   free(p->name);
   free(p->ident);
   free(p);

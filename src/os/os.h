@@ -372,4 +372,24 @@ int mproc__syscall_nr(const char *name);
 /* The name of system call nr on this architecture into buf, or -ENOENT. */
 int mproc__syscall_name(int nr, char *buf, size_t cap);
 
+/* ---- memory cgroups for children (os_linux_cgroup.c) ---- */
+
+enum { MPROC__MEMCG_V1 = 1, MPROC__MEMCG_V2 = 2 };
+#define MPROC__MEMCG_PATH 1024
+/* Where this process may make memory cgroups for its children: a directory below its own
+ * group (v2 with the memory controller on for its children, else v1's memory hierarchy)
+ * in which a group could be made and capped just now. Writes it into dir; returns
+ * MPROC__MEMCG_V2 / _V1, or -EOPNOTSUPP. */
+int mproc__memcg_probe(char *dir, size_t cap);
+/* Makes dir/name with a cap of limit bytes (and no swap past it) and moves the calling
+ * process into it. 0 or -errno (then nothing is left made). */
+int mproc__memcg_enter(int kind, const char *dir, const char *name, uint64_t limit);
+/* How many processes the OOM killer has killed in dir/name, or -errno. */
+int64_t mproc__memcg_oom_kills(int kind, const char *dir, const char *name);
+/* Removes dir/name (ENOENT counts as done); wait: its last process was just reaped, so
+ * retry briefly while the kernel still counts it. 0 or -errno. */
+int mproc__memcg_remove(const char *dir, const char *name, bool wait);
+/* Removes every group in dir whose name starts with prefix and that holds no process. */
+void mproc__memcg_sweep(const char *dir, const char *prefix);
+
 #endif /* MPROC_OS_H */

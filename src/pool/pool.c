@@ -86,7 +86,7 @@ static void release(mproc_pool *p) {
   mproc__close(p->sup_fd);
   free(p->poll_wake);
   free(p->ctx.initargs);
-  mproc__pool_limits_free(&p->ctx.lim);
+  mproc__limits_free(&p->ctx.lim);
   for (size_t i = 0; i < p->tab_cap; i++)
     if (p->tab[i].id)
       free(entry_staged(&p->tab[i]));
@@ -308,6 +308,7 @@ void mproc_pool_free(mproc_pool *p) {
     mproc__pool_cancel_all(p);
     pthread_mutex_unlock(&p->mu);
     mproc__pool_run_callbacks(p); /* none stays queued: an AsyncResult freed later must not look here */
+    mproc__limits_sweep(&p->ctx.lim); /* groups of workers that died with their supervisor */
   } else {
     /* In a forked child only this process's view goes: the pool's processes are the owner's. */
     mproc__pool_client_leave(p);
@@ -444,7 +445,7 @@ int mproc_pool_poll(mproc_pool *p, double timeout) {
 }
 
 mproc_memlimit_kind mproc_pool_memlimit(mproc_pool *p) {
-  return p && p->ctx.lim.memory_limit ? MPROC_MEMLIMIT_RLIMIT_DATA : MPROC_MEMLIMIT_NONE;
+  return p ? (mproc_memlimit_kind)p->ctx.lim.memlimit_kind : MPROC_MEMLIMIT_NONE;
 }
 
 /* ---- test hooks (testing.h) ---- */

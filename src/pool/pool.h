@@ -182,7 +182,7 @@ typedef struct mproc__pool_ctx {
   const char *stage_base; /* the map stage's area (NULL: none), at this address everywhere */
   mproc__fn_table *fns; /* NULL when the supervisor was forked: functions are as they are */
   pid_t parent; /* the supervisor's parent: the caller, or the forkserver */
-  mproc__pool_limits lim; /* limits and sandbox set in each worker (pool_limits.c) */
+  mproc__limits lim; /* limits and sandbox set in each worker (core/limits.c) */
 } mproc__pool_ctx;
 
 /* ---- the supervisor's side of clients (pool_relay.c) ---- */

@@ -44,7 +44,7 @@ static void supervisor_boot(int chan, mproc__rd *r) {
   c.stage_base = get_ptr(r);
   c.fns = get_ptr(r);
   c.parent = getppid();
-  int lrc = mproc__pool_limits_get(r, &c.lim);
+  int lrc = mproc__limits_get(r, &c.lim);
   int rc = r->bad || !c.tasks || !c.results || !c.relay ? -EPROTO : lrc;
   if (rc == 0 && c.initargs_len && !c.initargs)
     rc = -ENOMEM;
@@ -82,7 +82,7 @@ int mproc__pool_start_unforked(mproc__pool_ctx *ctx, mproc_start_method method, 
   mproc__msg_put_u64(&m, (uint64_t)ctx->caller);
   put_ptr(&m, ctx->stage_base);
   put_ptr(&m, ctx->fns);
-  mproc__pool_limits_put(&m, &ctx->lim);
+  mproc__limits_put(&m, &ctx->lim);
   mproc__child c;
   int rc = mproc__child_start(method, supervisor_boot, &m, &c);
   mproc__msg_free(&m);

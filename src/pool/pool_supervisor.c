@@ -46,6 +46,7 @@ static _Noreturn void kill_all_and_exit(sup *s, int code) {
     if (pid > 0) {
       mproc__waitpid(pid, NULL, 0);
       atomic_store(&sh->slots[i].pid, 0);
+      mproc__limits_reaped(&s->ctx->lim, pid);
     }
   }
   _exit(code);
@@ -104,8 +105,8 @@ static void fail_held_task(sup *s, mproc__pool_slot *slot, pid_t pid, int status
              "the task ran longer than the pool's task_timeout (%g s); its worker (pid %d) "
              "was killed",
              s->ctx->timeout_s, (int)pid);
-  } else if (!mproc__pool_limits_explain(&s->ctx->lim, pid, status,
-                                         atomic_load(&slot->denied_nr), msg, sizeof msg)) {
+  } else if (!mproc__limits_explain(&s->ctx->lim, "pool", "worker", pid, status,
+                                    atomic_load(&slot->denied_nr), msg, sizeof msg)) {
     snprintf(msg, sizeof msg, "%s while running the task", why);
   }
   mproc__pool_post_failure(s->ctx, id, code, atomic_load(&slot->progress), msg);
@@ -196,6 +197,7 @@ static void reap(sup *s) {
     if (pid <= 0)
       return;
     on_death(s, pid, status);
+    mproc__limits_reaped(&s->ctx->lim, pid); /* after on_death: it may read the group */
   }
 }
 

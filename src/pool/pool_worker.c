@@ -221,7 +221,7 @@ static void start(mproc__pool_ctx *ctx, mproc__pool_slot *slot) {
     _exit(WORKER_EXIT_INIT);
   }
   /* After the initializer (it may load what the sandbox would deny), before any task. */
-  if (mproc__pool_limits_apply(&ctx->lim, &slot->denied_nr) != 0) {
+  if (mproc__limits_apply(&ctx->lim, &slot->denied_nr) != 0) {
     atomic_store(&slot->state, MPROC__SLOT_INIT_FAILED);
     _exit(WORKER_EXIT_INIT);
   }

@@ -5,7 +5,9 @@
 #include "mproc.h"
 #include "testing.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -79,7 +81,8 @@ Test(pool_limits, allocation_past_memory_limit_fails_alone) {
   cr_skip_test("ASan's shadow memory counts as the worker's data: RLIMIT_DATA leaves it none");
 #endif
   th_scope s = th_begin();
-  mproc_pool_opts o = {.processes = 2, .memory_limit = (size_t)64 << 20};
+  mproc_pool_opts o = {.processes = 2, .memory_limit = (size_t)64 << 20,
+                       .memory_limit_how = MPROC_MEMLIMIT_RLIMIT_DATA};
   mproc_pool *p = make(&o);
   cr_assert_eq(mproc_pool_memlimit(p), MPROC_MEMLIMIT_RLIMIT_DATA);
   size_t big = (size_t)256 << 20, small = (size_t)8 << 20;
@@ -91,6 +94,65 @@ Test(pool_limits, allocation_past_memory_limit_fails_alone) {
     free(r);
   }
   mproc_pool_free(p);
+  th_end(s);
+}
+
+/* The groups named after this process left in the memory cgroup directory. */
+static int groups_left(const char *dir) {
+  char prefix[32];
+  snprintf(prefix, sizeof prefix, "mproc-%d.", (int)getpid());
+  int n = 0;
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d);
+  for (struct dirent *e; (e = readdir(d));)
+    n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+  closedir(d);
+  return n;
+}
+
+Test(pool_limits, memory_cgroup_kills_the_worker_past_the_cap_alone) {
+  char dir[1024];
+  int kind = mproc__test_memcg_dir(dir, sizeof dir);
+  if (kind < 0)
+    cr_skip_test("no memory cgroup can be made below this process's group here");
+  th_scope s = th_begin();
+  mproc_pool_opts o = {.processes = 2, .memory_limit = (size_t)64 << 20, .maxtasksperchild = 3};
+  mproc_pool *p = make(&o);
+  cr_assert_eq(mproc_pool_memlimit(p),
+               kind == 2 ? MPROC_MEMLIMIT_CGROUP_V2 : MPROC_MEMLIMIT_CGROUP_V1);
+  cr_assert_eq(groups_left(dir), 2); /* one per worker */
+  size_t big = (size_t)256 << 20, small = (size_t)8 << 20;
+  expect_crash(p, allocate, &big, sizeof big, "OOM killer");
+  expect_crash(p, allocate, &big, sizeof big, "memory_limit (67108864 bytes, a memory cgroup");
+  for (int i = 0; i < 8; i++) { /* and the workers replaced by maxtasksperchild */
+    void *r = NULL;
+    cr_assert_eq(mproc_pool_apply(p, allocate, &small, sizeof small, &r, NULL), 0);
+    cr_assert_eq(*(size_t *)r, small / 4096);
+    free(r);
+  }
+  mproc_pool_free(p);
+  cr_assert_eq(groups_left(dir), 0);
+  th_end(s);
+}
+
+Test(pool_limits, memory_limit_kinds_this_machine_cannot_give_are_refused) {
+  th_scope s = th_begin();
+  char dir[1024];
+  int kind = mproc__test_memcg_dir(dir, sizeof dir);
+  mproc_memlimit_kind want[] = {MPROC_MEMLIMIT_CGROUP_V2, MPROC_MEMLIMIT_CGROUP_V1};
+  for (int i = 0; i < 2; i++) {
+    bool can = kind == (want[i] == MPROC_MEMLIMIT_CGROUP_V2 ? 2 : 1);
+    mproc_pool_opts o = {.processes = 1, .memory_limit = (size_t)64 << 20,
+                         .memory_limit_how = want[i]};
+    mproc_pool *p = NULL;
+    int rc = mproc_pool_new(&p, &o);
+    cr_assert_eq(rc, can ? 0 : -EOPNOTSUPP, "kind %d: %s", (int)want[i], mproc_err_name(rc));
+    if (can) {
+      cr_assert_eq(mproc_pool_memlimit(p), want[i]);
+      expect_square(p, 9);
+    }
+    mproc_pool_free(p);
+  }
   th_end(s);
 }
 
