@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include "manager/server.h"
+#include "ipc/conn.h"
 #include "ipc/listener.h"
 
 #include <stdio.h>
@@ -20,6 +21,8 @@
 
 #define HANDSHAKE_LIMIT 2.0 /* a client's handshake holds its own thread at most this long */
 #define WATCH_NS 50000000   /* how often a waiting request looks at its client's socket */
+/* The longest request taken: a header claiming more (2^62, say) drops its client at once. */
+#define REQUEST_LIMIT ((uint64_t)1 << 40)
 
 /* Python's index rules: i < 0 counts from the end; *out in range [0, n) (or [0, n] for
  * insert, which clamps as list.insert does). */
@@ -274,11 +277,13 @@ static int wait_change(void *ctx, int64_t deadline) {
     int64_t slice = left < WATCH_NS ? left : WATCH_NS;
     int64_t until = mproc__now_ns() + slice; /* CLOCK_MONOTONIC, as the condition's */
     struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
-    if (pthread_cond_timedwait(&sv->changed, &sv->mu, &ts) == 0)
-      return 0;
+    bool woken = pthread_cond_timedwait(&sv->changed, &sv->mu, &ts) == 0;
+    /* Woken too: a dead client must not take the unit or message it was waiting for. */
     short rev = 0;
     if (mproc__poll_fd(mproc_conn_fileno(cl->c), POLLIN | POLLRDHUP, 0, &rev) > 0 && rev)
       return MGR_GONE;
+    if (woken)
+      return 0;
   }
 }
 
@@ -330,6 +335,7 @@ static void *client_main(void *arg) {
   server *sv = cl->sv;
   mproc_conn *c = NULL;
   if (mproc__listener_admit(sv->l, cl->fd, &c) == 0) {
+    mproc__conn_set_limit(c, REQUEST_LIMIT);
     pthread_mutex_lock(&sv->mu);
     cl->c = c;
     bool stopping = sv->stopping;
