@@ -824,6 +824,59 @@ int mproc_pool_poll(mproc_pool *p, double timeout);
  * shared out). A handler that runs in the first microseconds of a wait (before it sleeps)
  * may be reported only by the next wait. */
 
+/* ------------------------------------------------------------------------------------------ */
+/* Manager: managed Queue, Lock, Semaphore, Event, Condition, Barrier; Value, Namespace       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Managed objects live in the Manager's server, opened by name ("created or opened": one
+ * opened again keeps what it was made with; the name of another kind: MPROC_EINVAL). The
+ * queue and synchronization ones are the local kinds' own handles: every mproc_queue_*,
+ * mproc_lock_*, mproc_sem_*, mproc_event_*, mproc_cond_* and mproc_barrier_* call works on
+ * them with the local semantics and codes, each call one request to the server (a blocking
+ * one waits there, holding no one else up; its timeout is counted there). Differences:
+ * - A managed Lock is owned by the connection (one per process: the manager handle), not
+ *   the thread. When a client process dies (or its connection ends) holding a Lock, the
+ *   next acquirer, or one already waiting, gets it with MPROC_EOWNERDEAD.
+ * - The server's death: every call, blocked ones too, returns MPROC_EOF promptly, then
+ *   MPROC_ECLOSED (the manager handle's rules).
+ * - The handles do not cross to spawned children (mproc_process_opts.handles); a forked
+ *   child uses them as they are (its own connection, so its own Lock ownership).
+ * - Free each with its kind's _free (the object stays in the server), before the manager. */
+int mproc_manager_lock(mproc_manager *m, const char *name, bool recursive, mproc_lock **l);
+/* value <= INT_MAX. */
+int mproc_manager_sem(mproc_manager *m, const char *name, unsigned value, bool bounded,
+                      mproc_sem **s);
+int mproc_manager_event(mproc_manager *m, const char *name, mproc_event **e);
+/* lock NULL: the Condition's own RLock; else a managed Lock of the same manager. */
+int mproc_manager_cond(mproc_manager *m, const char *name, mproc_lock *lock, mproc_cond **c);
+/* parties 1..2^20. */
+int mproc_manager_barrier(mproc_manager *m, const char *name, unsigned parties,
+                          mproc_barrier **b);
+/* Queue or JoinableQueue (opts NULL: unbounded, not joinable). */
+int mproc_manager_queue(mproc_manager *m, const char *name, const mproc_queue_opts *opts,
+                        mproc_queue **q);
+
+/* Manager().Value(): one byte string, read and replaced whole (atomically). */
+typedef struct mproc_value mproc_value;
+/* Made with init[len) if absent. */
+int mproc_manager_value(mproc_manager *m, const char *name, const void *init, size_t len,
+                        mproc_value **v);
+/* *val from malloc (the caller frees it). */
+int mproc_value_get(mproc_value *v, void **val, size_t *len);
+int mproc_value_set(mproc_value *v, const void *val, size_t len);
+void mproc_value_free(mproc_value *v);
+
+/* Manager().Namespace(): attributes by name. */
+typedef struct mproc_namespace mproc_namespace;
+int mproc_manager_namespace(mproc_manager *m, const char *name, mproc_namespace **ns);
+int mproc_ns_set(mproc_namespace *ns, const char *attr, const void *val, size_t len);
+/* *val from malloc; MPROC_ENOTFOUND (Python's AttributeError) when it has none such. */
+int mproc_ns_get(mproc_namespace *ns, const char *attr, void **val, size_t *len);
+int mproc_ns_del(mproc_namespace *ns, const char *attr); /* MPROC_ENOTFOUND */
+/* The attributes' names now: as mproc_dict_keys (one block, one free()). */
+int mproc_ns_attrs(mproc_namespace *ns, mproc_bytes **names, size_t *n);
+void mproc_ns_free(mproc_namespace *ns);
+
 #ifdef __cplusplus
 }
 #endif

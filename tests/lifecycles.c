@@ -168,6 +168,23 @@ int tl_manager(void) {
     }
   }
   mproc_dict_free(d);
+  /* A managed Lock and Queue: the same handles as the local ones. */
+  mproc_lock *l = NULL;
+  mproc_queue *q = NULL;
+  if (rc == 0 && (rc = mproc_manager_lock(m, "l", false, &l)) == 0 &&
+      (rc = mproc_lock_acquire(l, MPROC_FOREVER)) == 0)
+    rc = mproc_lock_release(l);
+  if (rc == 0 && (rc = mproc_manager_queue(m, "q", NULL, &q)) == 0 &&
+      (rc = mproc_queue_put(q, "m", 1, 0)) == 0) {
+    char *v = NULL;
+    size_t len = 0;
+    if ((rc = mproc_queue_get(q, (void **)&v, &len, MPROC_FOREVER)) == 0) {
+      cr_expect(len == 1 && v[0] == 'm');
+      free(v);
+    }
+  }
+  mproc_lock_free(l);
+  mproc_queue_free(q);
   int src = mproc_manager_shutdown(m);
   mproc_manager_free(m);
   return rc ? rc : src;

@@ -303,7 +303,7 @@ Test(manager, stalled_dead_and_garbage_clients_cost_nothing) {
   mproc_conn *stalled = raw(m);
   cr_assert_eq(write(mproc_conn_fileno(stalled), "\0\0\0\x40half", 8), 8);
   still_serves(m);
-  /* A length of 2^62: the server waits for bytes that never come, holding nothing. */
+  /* A length of 2^62: that client is dropped at once (faults_test_manager_faults). */
   mproc_conn *huge = raw(m);
   cr_assert_eq(write(mproc_conn_fileno(huge), "\xff\xff\xff\xff\x40\0\0\0\0\0\0\0", 12), 12);
   still_serves(m);

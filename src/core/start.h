@@ -148,4 +148,51 @@ int mproc__handle_export(const void *h, mproc__msg *m);
 /* Reads one handle written by mproc__handle_export; NULL (r marked bad) on failure. */
 void *mproc__handle_import(mproc__rd *r);
 
+/* ---- managed objects (the Manager's proxies, src/manager/proxies_sync.c) ----
+ * A managed Lock, Queue, Event... is a handle of the local kind's type (mproc_lock,
+ * mproc_queue, ...) whose magic is MPROC__REMOTE_MAGIC: the kind's calls hand it to its
+ * ops, so code written for the local objects works on managed ones unchanged. The kinds'
+ * layers know only this table, never the Manager. */
+#define MPROC__REMOTE_MAGIC 0x524d4f54u /* "RMOT" */
+enum mproc__rop {
+  MPROC__R_ACQUIRE = 1, /* lock, sem, cond: timeout */
+  MPROC__R_RELEASE,
+  MPROC__R_VALUE,   /* sem value, event is_set, queue qsize -> *out */
+  MPROC__R_SET,     /* event */
+  MPROC__R_CLEAR,   /* event */
+  MPROC__R_WAIT,    /* event, cond, barrier (-> *out the index): timeout */
+  MPROC__R_NOTIFY,  /* cond: arg n (-1: all) */
+  MPROC__R_ABORT,   /* barrier */
+  MPROC__R_RESET,   /* barrier */
+  MPROC__R_FULL,    /* queue -> *out 0/1 */
+  MPROC__R_CLOSE,   /* queue */
+  MPROC__R_TASK_DONE,
+  MPROC__R_JOIN,    /* queue: timeout */
+  MPROC__R_END
+};
+typedef struct mproc__remote mproc__remote;
+typedef struct mproc__remote_ops {
+  int (*call)(mproc__remote *r, int op, int64_t arg, double timeout, int64_t *out);
+  int (*put)(mproc__remote *r, const void *buf, size_t len, double timeout);
+  int (*get)(mproc__remote *r, void **buf, size_t *len, double timeout);
+  void (*free)(mproc__remote *r);
+} mproc__remote_ops;
+struct mproc__remote {
+  uint32_t magic; /* MPROC__REMOTE_MAGIC */
+  const mproc__remote_ops *ops;
+};
+static inline bool mproc__is_remote(const void *h) {
+  return h && *(const uint32_t *)h == MPROC__REMOTE_MAGIC;
+}
+/* op on a managed handle h; *out (if non-NULL) its number. */
+static inline int mproc__rcall(const void *h, int op, int64_t arg, double timeout, int64_t *out) {
+  mproc__remote *r = (mproc__remote *)h;
+  return r->ops->call(r, op, arg, timeout, out);
+}
+static inline int64_t mproc__rnum(const void *h, int op) {
+  int64_t n = 0;
+  int rc = mproc__rcall(h, op, 0, 0, &n);
+  return rc < 0 ? rc : n;
+}
+
 #endif /* MPROC_START_H */

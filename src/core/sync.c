@@ -204,12 +204,16 @@ static int lock_take(mproc_lock *l, double timeout) {
 }
 
 int mproc_lock_acquire(mproc_lock *l, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(l)))
+    return mproc__rcall(l, MPROC__R_ACQUIRE, 0, timeout, NULL);
   if (MPROC__UNLIKELY(!lock_ok(l)))
     return MPROC_EINVAL;
   return lock_take(l, timeout);
 }
 
 int mproc_lock_release(mproc_lock *l) {
+  if (MPROC__UNLIKELY(mproc__is_remote(l)))
+    return mproc__rcall(l, MPROC__R_RELEASE, 0, 0, NULL);
   if (MPROC__UNLIKELY(!lock_ok(l)))
     return MPROC_EINVAL;
   return mproc__mutex_unlock(&l->m);
@@ -232,6 +236,10 @@ void mproc__lock_drop(mproc_lock *l) {
 }
 
 void mproc_lock_free(mproc_lock *l) {
+  if (MPROC__UNLIKELY(mproc__is_remote(l))) {
+    ((mproc__remote *)l)->ops->free((mproc__remote *)l);
+    return;
+  }
   /* The magic stays: other processes may still be using the same memory. */
   if (lock_ok(l) && !l->embedded) {
     mproc__lock_drop(l);
@@ -288,6 +296,8 @@ static bool sem_ready(void *obj, uint32_t *sleep_on) {
 }
 
 int mproc_sem_acquire(mproc_sem *s, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(s)))
+    return mproc__rcall(s, MPROC__R_ACQUIRE, 0, timeout, NULL);
   if (!sem_ok(s))
     return MPROC_EINVAL;
   if (sem_try(s))
@@ -298,6 +308,8 @@ int mproc_sem_acquire(mproc_sem *s, double timeout) {
 }
 
 int mproc_sem_release(mproc_sem *s) {
+  if (MPROC__UNLIKELY(mproc__is_remote(s)))
+    return mproc__rcall(s, MPROC__R_RELEASE, 0, 0, NULL);
   if (!sem_ok(s))
     return MPROC_EINVAL;
   uint32_t limit = s->bounded ? s->initial : (uint32_t)INT_MAX;
@@ -312,12 +324,18 @@ int mproc_sem_release(mproc_sem *s) {
 }
 
 int mproc_sem_value(mproc_sem *s) {
+  if (MPROC__UNLIKELY(mproc__is_remote(s)))
+    return (int)mproc__rnum(s, MPROC__R_VALUE);
   if (!sem_ok(s))
     return MPROC_EINVAL;
   return (int)LOAD(&s->value);
 }
 
 void mproc_sem_free(mproc_sem *s) {
+  if (MPROC__UNLIKELY(mproc__is_remote(s))) {
+    ((mproc__remote *)s)->ops->free((mproc__remote *)s);
+    return;
+  }
   if (sem_ok(s))
     mproc__shared_free(s, sizeof *s);
 }
@@ -361,6 +379,8 @@ static bool event_flip(mproc_event *e, bool set) {
 }
 
 int mproc_event_set(mproc_event *e) {
+  if (MPROC__UNLIKELY(mproc__is_remote(e)))
+    return mproc__rcall(e, MPROC__R_SET, 0, 0, NULL);
   if (!event_ok(e))
     return MPROC_EINVAL;
   if (event_flip(e, true) && atomic_load(&e->waiters) > 0)
@@ -369,13 +389,19 @@ int mproc_event_set(mproc_event *e) {
 }
 
 int mproc_event_clear(mproc_event *e) {
+  if (MPROC__UNLIKELY(mproc__is_remote(e)))
+    return mproc__rcall(e, MPROC__R_CLEAR, 0, 0, NULL);
   if (!event_ok(e))
     return MPROC_EINVAL;
   event_flip(e, false);
   return 0;
 }
 
-bool mproc_event_is_set(mproc_event *e) { return event_ok(e) && (LOAD(&e->word) & 1); }
+bool mproc_event_is_set(mproc_event *e) {
+  if (MPROC__UNLIKELY(mproc__is_remote(e)))
+    return mproc__rnum(e, MPROC__R_VALUE) == 1;
+  return event_ok(e) && (LOAD(&e->word) & 1);
+}
 
 typedef struct event_waiter {
   mproc_event *e;
@@ -390,6 +416,8 @@ static bool event_ready(void *obj, uint32_t *sleep_on) {
 }
 
 int mproc_event_wait(mproc_event *e, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(e)))
+    return mproc__rcall(e, MPROC__R_WAIT, 0, timeout, NULL);
   if (!event_ok(e))
     return MPROC_EINVAL;
   event_waiter w = {e, LOAD(&e->word)};
@@ -401,6 +429,10 @@ int mproc_event_wait(mproc_event *e, double timeout) {
 }
 
 void mproc_event_free(mproc_event *e) {
+  if (MPROC__UNLIKELY(mproc__is_remote(e))) {
+    ((mproc__remote *)e)->ops->free((mproc__remote *)e);
+    return;
+  }
   if (event_ok(e))
     mproc__shared_free(e, sizeof *e);
 }
@@ -600,12 +632,16 @@ int mproc_cond_new(mproc_cond **out, mproc_lock *lock) {
 }
 
 int mproc_cond_acquire(mproc_cond *c, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(c)))
+    return mproc__rcall(c, MPROC__R_ACQUIRE, 0, timeout, NULL);
   if (!cond_ok(c))
     return MPROC_EINVAL;
   return lock_take(c->lock, timeout);
 }
 
 int mproc_cond_release(mproc_cond *c) {
+  if (MPROC__UNLIKELY(mproc__is_remote(c)))
+    return mproc__rcall(c, MPROC__R_RELEASE, 0, 0, NULL);
   if (!cond_ok(c))
     return MPROC_EINVAL;
   return mproc__mutex_unlock(&c->lock->m);
@@ -625,6 +661,8 @@ static int lock_restore(mproc_lock *l, unsigned depth) {
 }
 
 int mproc_cond_wait(mproc_cond *c, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(c)))
+    return mproc__rcall(c, MPROC__R_WAIT, 0, timeout, NULL);
   if (!cond_ok(c))
     return MPROC_EINVAL;
   if (!mproc__mutex_held(&c->lock->m))
@@ -647,6 +685,8 @@ int mproc_cond_wait(mproc_cond *c, double timeout) {
 }
 
 int mproc_cond_notify(mproc_cond *c, int n) {
+  if (MPROC__UNLIKELY(mproc__is_remote(c)))
+    return n < 0 ? MPROC_EINVAL : mproc__rcall(c, MPROC__R_NOTIFY, n, 0, NULL);
   if (!cond_ok(c) || n < 0)
     return MPROC_EINVAL;
   if (!mproc__mutex_held(&c->lock->m))
@@ -658,6 +698,8 @@ int mproc_cond_notify(mproc_cond *c, int n) {
 }
 
 int mproc_cond_notify_all(mproc_cond *c) {
+  if (MPROC__UNLIKELY(mproc__is_remote(c)))
+    return mproc__rcall(c, MPROC__R_NOTIFY, -1, 0, NULL);
   if (!cond_ok(c))
     return MPROC_EINVAL;
   if (!mproc__mutex_held(&c->lock->m))
@@ -667,6 +709,10 @@ int mproc_cond_notify_all(mproc_cond *c) {
 }
 
 void mproc_cond_free(mproc_cond *c) {
+  if (MPROC__UNLIKELY(mproc__is_remote(c))) {
+    ((mproc__remote *)c)->ops->free((mproc__remote *)c);
+    return;
+  }
   if (!cond_ok(c))
     return;
   if (c->lock == &c->own)
@@ -756,6 +802,11 @@ static int barrier_sleep(mproc_barrier *b, int idx, int index, int64_t deadline)
 }
 
 int mproc_barrier_wait(mproc_barrier *b, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(b))) {
+    int64_t i = 0;
+    int rc = mproc__rcall(b, MPROC__R_WAIT, 0, timeout, &i);
+    return rc ? rc : (int)i;
+  }
   if (!barrier_ok(b))
     return MPROC_EINVAL;
   int64_t deadline = mproc__deadline(timeout);
@@ -782,6 +833,8 @@ int mproc_barrier_wait(mproc_barrier *b, double timeout) {
 }
 
 int mproc_barrier_abort(mproc_barrier *b) {
+  if (MPROC__UNLIKELY(mproc__is_remote(b)))
+    return mproc__rcall(b, MPROC__R_ABORT, 0, 0, NULL);
   if (!barrier_ok(b))
     return MPROC_EINVAL;
   barrier_lock(b);
@@ -791,6 +844,8 @@ int mproc_barrier_abort(mproc_barrier *b) {
 }
 
 int mproc_barrier_reset(mproc_barrier *b) {
+  if (MPROC__UNLIKELY(mproc__is_remote(b)))
+    return mproc__rcall(b, MPROC__R_RESET, 0, 0, NULL);
   if (!barrier_ok(b))
     return MPROC_EINVAL;
   barrier_lock(b);
@@ -801,6 +856,10 @@ int mproc_barrier_reset(mproc_barrier *b) {
 }
 
 void mproc_barrier_free(mproc_barrier *b) {
+  if (MPROC__UNLIKELY(mproc__is_remote(b))) {
+    ((mproc__remote *)b)->ops->free((mproc__remote *)b);
+    return;
+  }
   if (barrier_ok(b))
     mproc__shared_free(b, b->len);
 }

@@ -68,6 +68,7 @@ struct mproc_conn {
   size_t len, got;
   size_t cap; /* bytes of body allocated: all of len, or less while a big one arrives */
   char *body;
+  uint64_t limit; /* longest message accepted (0: SSIZE_MAX) */
 };
 
 /* ---- making pipes ---- */
@@ -95,6 +96,8 @@ static mproc_conn *conn_make(int rfd, int wfd) {
   c->wfd = wfd;
   return c;
 }
+
+void mproc__conn_set_limit(mproc_conn *c, uint64_t limit) { c->limit = limit; }
 
 mproc_conn *mproc__conn_socket(int fd) {
   mproc_conn *c = conn_make(fd, -1);
@@ -221,7 +224,7 @@ static int rx_header(mproc_conn *c, int64_t deadline) {
       l = get_be(c->first + 4, 8);
       c->body_off = HDR_LONG;
     }
-    if (l > (uint64_t)SSIZE_MAX)
+    if (l > (uint64_t)SSIZE_MAX || (c->limit && l > c->limit))
       return MPROC_ETOOBIG;
     c->len = (size_t)l;
     c->have_len = true;

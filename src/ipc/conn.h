@@ -8,4 +8,8 @@
  * (Listener/Client connections). NULL (fd closed) when out of memory. */
 mproc_conn *mproc__conn_socket(int fd);
 
+/* Messages longer than limit bytes (a header's claim) fail recv with MPROC_ETOOBIG at once,
+ * before any of the body is awaited. */
+void mproc__conn_set_limit(mproc_conn *c, uint64_t limit);
+
 #endif

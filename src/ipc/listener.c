@@ -329,12 +329,11 @@ static int take_one(mproc_listener *l, int64_t deadline) {
   }
 }
 
-int mproc_listener_accept(mproc_listener *l, mproc_conn **c, double timeout) {
-  if (!l || !c || timeout != timeout)
-    return MPROC_EINVAL;
-  int fd = take_one(l, mproc__deadline(timeout));
-  if (fd < 0)
-    return mproc__take_rc(fd == -EAGAIN ? MPROC_ETIMEDOUT : fd, timeout);
+int mproc__listener_take(mproc_listener *l, int64_t deadline) {
+  return take_one(l, deadline);
+}
+
+int mproc__listener_admit(mproc_listener *l, int fd, mproc_conn **c) {
   int rc = l->key ? mproc__handshake_serve(fd, l->key, l->klen, l->legacy,
                                            mproc__deadline(l->hs_timeout))
                   : 0;
@@ -343,6 +342,15 @@ int mproc_listener_accept(mproc_listener *l, mproc_conn **c, double timeout) {
     return rc;
   }
   return (*c = mproc__conn_socket(fd)) ? 0 : MPROC_ENOMEM;
+}
+
+int mproc_listener_accept(mproc_listener *l, mproc_conn **c, double timeout) {
+  if (!l || !c || timeout != timeout)
+    return MPROC_EINVAL;
+  int fd = take_one(l, mproc__deadline(timeout));
+  if (fd < 0)
+    return mproc__take_rc(fd == -EAGAIN ? MPROC_ETIMEDOUT : fd, timeout);
+  return mproc__listener_admit(l, fd, c);
 }
 
 /* ---- Client ---- */

@@ -11,4 +11,11 @@
 int mproc__handshake_serve(int fd, const void *key, size_t klen, bool legacy, int64_t deadline);
 int mproc__handshake_client(int fd, const void *key, size_t klen, bool legacy, int64_t deadline);
 
+/* mproc_listener_accept in two halves, for a server that runs handshakes off its loop (the
+ * Manager's): take one waiting connection (its socket, or -errno; -EAGAIN/MPROC_ETIMEDOUT
+ * when none came before the deadline), then admit it (the handshake within the listener's
+ * handshake timeout; fd closed on failure). */
+int mproc__listener_take(mproc_listener *l, int64_t deadline);
+int mproc__listener_admit(mproc_listener *l, int fd, mproc_conn **c);
+
 #endif

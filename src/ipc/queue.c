@@ -59,6 +59,10 @@ int mproc_queue_new(mproc_queue **q, const mproc_queue_opts *opts) {
 }
 
 void mproc_queue_free(mproc_queue *q) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q))) {
+    ((mproc__remote *)q)->ops->free((mproc__remote *)q);
+    return;
+  }
   if (!q)
     return;
   mproc__ring_free(q->ring);
@@ -71,6 +75,8 @@ void mproc_queue_free(mproc_queue *q) {
 static int64_t first_try(double timeout) { return timeout > 0 ? 0 : mproc__deadline(timeout); }
 
 int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return (len && !buf) ? MPROC_EINVAL : ((mproc__remote *)q)->ops->put((mproc__remote *)q, buf, len, timeout);
   if (!q || (len && !buf))
     return MPROC_EINVAL;
   int rc = mproc__ring_put(q->ring, buf, len, first_try(timeout));
@@ -80,6 +86,8 @@ int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, double timeout)
 }
 
 int mproc_queue_get(mproc_queue *q, void **buf, size_t *len, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return !buf || !len ? MPROC_EINVAL : ((mproc__remote *)q)->ops->get((mproc__remote *)q, buf, len, timeout);
   if (!q || !buf)
     return MPROC_EINVAL;
   int rc = mproc__ring_get(q->ring, buf, len, first_try(timeout));
@@ -89,14 +97,22 @@ int mproc_queue_get(mproc_queue *q, void **buf, size_t *len, double timeout) {
 }
 
 long mproc_queue_qsize(mproc_queue *q) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return (long)mproc__rnum(q, MPROC__R_VALUE);
   if (!q)
     return MPROC_EINVAL;
   return (long)mproc__ring_count(q->ring);
 }
 
-bool mproc_queue_empty(mproc_queue *q) { return !q || mproc__ring_count(q->ring) == 0; }
+bool mproc_queue_empty(mproc_queue *q) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return mproc__rnum(q, MPROC__R_VALUE) <= 0;
+  return !q || mproc__ring_count(q->ring) == 0;
+}
 
 bool mproc_queue_full(mproc_queue *q) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return mproc__rnum(q, MPROC__R_FULL) == 1;
   if (!q)
     return false;
   size_t max = mproc__ring_max_items(q->ring);
@@ -104,12 +120,16 @@ bool mproc_queue_full(mproc_queue *q) {
 }
 
 int mproc_queue_close(mproc_queue *q) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return mproc__rcall(q, MPROC__R_CLOSE, 0, 0, NULL);
   if (!q)
     return MPROC_EINVAL;
   return mproc__ring_close(q->ring);
 }
 
 int mproc_queue_task_done(mproc_queue *q) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return mproc__rcall(q, MPROC__R_TASK_DONE, 0, 0, NULL);
   if (!q || !q->s)
     return MPROC_EINVAL;
   queue_shared *s = q->s;
@@ -135,6 +155,8 @@ static bool all_done(mproc_queue *q) {
 }
 
 int mproc_queue_join(mproc_queue *q, double timeout) {
+  if (MPROC__UNLIKELY(mproc__is_remote(q)))
+    return mproc__rcall(q, MPROC__R_JOIN, 0, timeout, NULL);
   if (!q || !q->s)
     return MPROC_EINVAL;
   queue_shared *s = q->s;

@@ -18,6 +18,7 @@
 
 #define START_TIMEOUT 30.0 /* for the server to report its address */
 #define CONNECT_TIMEOUT 10.0
+#define ASK_AGAIN_TIMEOUT 2.0 /* for a server that did not answer our shutdown */
 
 struct mproc_manager {
   mproc_conn *c;
@@ -230,24 +231,42 @@ pid_t mproc_manager_pid(const mproc_manager *m) {
   return m && m->server ? mproc_process_pid(m->server) : 0;
 }
 
+/* The shutdown request did not get its answer (our connection broke or was dropped, or a
+ * step of ours failed), yet the server we started may live on: ask again over a fresh
+ * connection, briefly, rather than wait out a join for a server that was never told. */
+static void ask_again(mproc_manager *m) {
+  mproc_conn *c;
+  if (mproc_client(&c, m->address, m->key, m->klen, ASK_AGAIN_TIMEOUT))
+    return;
+  unsigned char req[MGR_HDR];
+  mproc__mgr_encode(&(mproc__mgr_msg){.op = MGR_SHUTDOWN}, req);
+  void *reply = NULL;
+  size_t len;
+  if (mproc_conn_send(c, req, sizeof req) == 0)
+    (void)mproc_conn_recv(c, &reply, &len, ASK_AGAIN_TIMEOUT);
+  free(reply);
+  mproc_conn_free(c);
+}
+
 int mproc_manager_shutdown(mproc_manager *m) {
   if (!m)
     return MPROC_EINVAL;
+  int rc = MPROC_ECLOSED;
   if (!m->closed) {
     mproc__mgr_msg q = {.op = MGR_SHUTDOWN};
-    int rc = mproc__mgr_call_simple(m, &q, NULL);
+    rc = mproc__mgr_call_simple(m, &q, NULL);
     m->closed = true;
-    if (rc && rc != MPROC_EOF)
-      return rc;
   }
   if (m->server && m->owner == mproc__getpid()) {
+    if (rc != 0 && mproc_process_is_alive(m->server))
+      ask_again(m);
     /* The server exits right after its reply; one that does not is killed. */
-    if (mproc_process_join(m->server, 10) != 0) {
+    if (mproc_process_join(m->server, rc == 0 ? 10 : ASK_AGAIN_TIMEOUT) != 0) {
       mproc_process_kill(m->server);
       mproc_process_join(m->server, MPROC_FOREVER);
     }
   }
-  return 0;
+  return rc == MPROC_EOF || rc == MPROC_ECLOSED ? 0 : rc;
 }
 
 void mproc_manager_free(mproc_manager *m) {

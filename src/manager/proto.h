@@ -9,6 +9,7 @@
 #define MPROC_MANAGER_PROTO_H
 
 #include "core/internal.h"
+#include "core/start.h"
 
 enum mproc__mgr_op {
   MGR_OPEN_DICT = 1, /* f0 name -> num id */
@@ -34,7 +35,14 @@ enum mproc__mgr_op {
   MGR_L_EXTEND,      /* f0 packed values, num count */
   MGR_L_REMOVE,      /* f0 value: the first equal one removed */
   MGR_SHUTDOWN,
-  MGR_OP_END
+  MGR_OPEN,          /* id kind (store.h), num param, f0 name, f1 init (optional) -> num id */
+  MGR_V_GET,         /* a Value: -> f0 bytes */
+  MGR_V_SET,         /* f0 bytes */
+  MGR_Q_PUT,         /* num timeout (ns, < 0: none), f0 value */
+  MGR_Q_GET,         /* num timeout -> f0 value */
+  MGR_X,             /* MGR_X + rop (start.h's mproc__rop): num the timeout in ns for a
+                        blocking one (< 0: none), else its argument -> num */
+  MGR_OP_END = MGR_X + MPROC__R_END
 };
 
 typedef struct mproc__mgr_msg {

@@ -1,6 +1,7 @@
 /* The Manager's dict and list proxies: each call one request (manager.c's call). */
 #define _GNU_SOURCE
 #include "manager/proxies.h"
+#include "manager/store.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,6 +58,47 @@ int mproc_manager_list(mproc_manager *m, const char *name, mproc_list **l) {
 }
 
 void mproc_dict_free(mproc_dict *d) { free(d); }
+
+/* ---- Namespace: a dict in the server, its attributes the keys ---- */
+
+struct mproc_namespace {
+  mproc_dict d;
+};
+
+int mproc_manager_namespace(mproc_manager *m, const char *name, mproc_namespace **ns) {
+  if (!m || !name || !ns)
+    return MPROC_EINVAL;
+  *ns = NULL;
+  mproc__mgr_msg q = {.op = MGR_OPEN, .id = MGR_K_NS, .nf = 1, .f = {name}, .flen = {strlen(name)}};
+  int64_t num = -1;
+  int rc = mproc__mgr_call_simple(m, &q, &num);
+  if (rc == 0 && (num < 0 || num > INT32_MAX))
+    rc = -EPROTO;
+  if (rc)
+    return rc;
+  if (!(*ns = malloc(sizeof **ns)))
+    return MPROC_ENOMEM;
+  (*ns)->d = (mproc_dict){m, (int32_t)num};
+  return 0;
+}
+
+int mproc_ns_set(mproc_namespace *ns, const char *attr, const void *val, size_t len) {
+  return ns && attr ? mproc_dict_set(&ns->d, attr, strlen(attr), val, len) : MPROC_EINVAL;
+}
+
+int mproc_ns_get(mproc_namespace *ns, const char *attr, void **val, size_t *len) {
+  return ns && attr ? mproc_dict_get(&ns->d, attr, strlen(attr), val, len) : MPROC_EINVAL;
+}
+
+int mproc_ns_del(mproc_namespace *ns, const char *attr) {
+  return ns && attr ? mproc_dict_del(&ns->d, attr, strlen(attr)) : MPROC_EINVAL;
+}
+
+int mproc_ns_attrs(mproc_namespace *ns, mproc_bytes **names, size_t *n) {
+  return ns ? mproc_dict_keys(&ns->d, names, n) : MPROC_EINVAL;
+}
+
+void mproc_ns_free(mproc_namespace *ns) { free(ns); }
 void mproc_list_free(mproc_list *l) { free(l); }
 
 /* ---- dict ---- */

@@ -1,21 +1,28 @@
 /*
- * The Manager's server: one process, single-threaded, multiplexing every client with poll.
- * A client's message is taken with a zero timeout, so a half-sent request stays in its
- * Connection (conn keeps it across calls) and never holds the loop; each request runs to
- * the end before the next, so every operation is atomic. A malformed request drops that
- * client. Known limit: a reply is sent with a blocking send, so a client that stops
- * reading in the middle of a very large reply (beyond the socket buffer) holds the loop
- * until it reads or dies.
+ * The Manager's server: one process, a thread per client. The first thread accepts (never
+ * a handshake: that runs in the client's own thread, so a half-sent one holds no one but
+ * its sender) and reaps the threads of clients that left. Every request runs whole under
+ * the server's one mutex, which is what makes each operation atomic; its reply is encoded
+ * under it and sent after, so a client that stops reading its replies stalls only its own
+ * thread. A blocking call (a Lock's acquire, a Queue's get, an Event's wait...) waits on
+ * the server's condition variable for a change, its timeout counted here, watching its
+ * client's socket: a client that goes away while it waits is noticed within WATCH_NS. A
+ * client that is gone frees every Lock it held, marked dead (the next acquirer gets
+ * MPROC_EOWNERDEAD). A malformed request drops that client only.
  */
 #define _GNU_SOURCE
 #include "manager/server.h"
+#include "ipc/conn.h"
 #include "ipc/listener.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define HANDSHAKE_LIMIT 2.0 /* a client's handshake holds the loop at most this long */
+#define HANDSHAKE_LIMIT 2.0 /* a client's handshake holds its own thread at most this long */
+#define WATCH_NS 50000000   /* how often a waiting request looks at its client's socket */
+/* The longest request taken: a header claiming more (2^62, say) drops its client at once. */
+#define REQUEST_LIMIT ((uint64_t)1 << 40)
 
 /* Python's index rules: i < 0 counts from the end; *out in range [0, n) (or [0, n] for
  * insert, which clamps as list.insert does). */
@@ -182,15 +189,23 @@ static int list_op(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
   return -EPROTO;
 }
 
-int mproc__mgr_handle(mproc__store *s, const mproc__mgr_msg *q, mproc__mgr_msg *r,
-                      mproc__blob *scratch) {
+int mproc__mgr_handle(mproc__store *s, const mproc__mgr_waiter *w, const mproc__mgr_msg *q,
+                      mproc__mgr_msg *r, mproc__blob *scratch) {
   memset(r, 0, sizeof *r);
   int rc;
   if (q->op == MGR_SHUTDOWN)
     return 1;
   if (q->op == MGR_OPEN_DICT || q->op == MGR_OPEN_LIST) {
-    rc = q->nf == 1 ? mproc__store_open(s, q->f[0], q->flen[0], q->op == MGR_OPEN_LIST) : -EPROTO;
+    rc = q->nf == 1 ? mproc__store_open(s, q->f[0], q->flen[0], q->op == MGR_OPEN_LIST, 0, NULL, 0)
+                    : -EPROTO;
     r->num = rc;
+  } else if (q->op == MGR_OPEN) {
+    rc = q->nf >= 1 ? mproc__store_open(s, q->f[0], q->flen[0], q->id, q->num,
+                                        q->nf == 2 ? q->f[1] : NULL, q->nf == 2 ? q->flen[1] : 0)
+                    : -EPROTO;
+    r->num = rc;
+  } else if (q->op >= MGR_V_GET) {
+    rc = mproc__mgr_sync(s, w, q, r, scratch);
   } else if (q->op >= MGR_D_SET && q->op <= MGR_D_UPDATE) {
     mproc__dict *d = mproc__store_get(s, q->id, 0);
     size_t count = 0;
@@ -223,107 +238,220 @@ int mproc__mgr_handle(mproc__store *s, const mproc__mgr_msg *q, mproc__mgr_msg *
   return 0;
 }
 
-/* ---- the loop ---- */
+/* ---- the threads ---- */
 
-typedef struct server {
+typedef struct server server;
+
+typedef struct client {
+  server *sv;
+  int fd;        /* until admitted */
+  mproc_conn *c; /* set under mu once the handshake passed */
+  uint64_t who;
+  pthread_t t;
+  bool done; /* its thread ended: the first thread joins it and frees it */
+  struct client *next;
+} client;
+
+struct server {
   mproc__store *store;
   mproc_listener *l;
-  mproc_conn **c;
-  struct pollfd *pf;
-  size_t n, cap;
-} server;
+  pthread_mutex_t mu;
+  pthread_cond_t changed;
+  client *clients;
+  uint64_t next_who;
+  bool stopping;
+  int wake; /* an eventfd: a client ended, or asked for the shutdown */
+};
 
-static void drop(server *sv, size_t i) {
-  mproc_conn_free(sv->c[i]);
-  sv->c[i] = sv->c[--sv->n];
+static int wait_change(void *ctx, int64_t deadline) {
+  client *cl = ctx;
+  server *sv = cl->sv;
+  for (;;) {
+    if (sv->stopping)
+      return MGR_GONE;
+    int64_t left = mproc__remaining_ns(deadline);
+    if (left == 0)
+      return -ETIMEDOUT;
+    /* A slice at most, then a look at the socket: a client that died while waiting
+     * (hence sends nothing, so any readiness means its end) is noticed. */
+    int64_t slice = left < WATCH_NS ? left : WATCH_NS;
+    int64_t until = mproc__now_ns() + slice; /* CLOCK_MONOTONIC, as the condition's */
+    struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+    bool woken = pthread_cond_timedwait(&sv->changed, &sv->mu, &ts) == 0;
+    /* Woken too: a dead client must not take the unit or message it was waiting for. */
+    short rev = 0;
+    if (mproc__poll_fd(mproc_conn_fileno(cl->c), POLLIN | POLLRDHUP, 0, &rev) > 0 && rev)
+      return MGR_GONE;
+    if (woken)
+      return 0;
+  }
+}
+
+static void broadcast(void *ctx) {
+  client *cl = ctx;
+  pthread_cond_broadcast(&cl->sv->changed);
+}
+
+/* Runs one request whole under the mutex and encodes its reply: the reply (malloc'd) and
+ * *n, or NULL to drop the client. *stop for a shutdown. */
+static unsigned char *run(client *cl, const mproc__mgr_msg *q, size_t *n, bool *stop) {
+  server *sv = cl->sv;
+  mproc__mgr_waiter w = {.who = cl->who, .wait = wait_change, .changed = broadcast, .ctx = cl};
+  mproc__mgr_msg r;
+  mproc__blob scratch = {0, NULL};
+  pthread_mutex_lock(&sv->mu);
+  *stop = mproc__mgr_handle(sv->store, &w, q, &r, &scratch) == 1;
+  if (*stop) {
+    sv->stopping = true;
+    pthread_cond_broadcast(&sv->changed);
+  }
+  unsigned char *out = NULL;
+  if (r.id != MGR_GONE && (out = malloc(*n = mproc__mgr_size(&r))))
+    mproc__mgr_encode(&r, out);
+  pthread_mutex_unlock(&sv->mu);
+  free(scratch.p);
+  return out;
+}
+
+static void serve_client(client *cl) {
+  for (;;) {
+    void *buf;
+    size_t len, n;
+    if (mproc_conn_recv(cl->c, &buf, &len, MPROC_FOREVER))
+      return; /* gone, or a frame too long or malformed */
+    mproc__mgr_msg q;
+    bool stop = false;
+    unsigned char *out = mproc__mgr_decode(buf, len, &q) == 0 ? run(cl, &q, &n, &stop) : NULL;
+    free(buf);
+    int rc = out ? mproc_conn_send(cl->c, out, n) : MPROC_EINVAL;
+    free(out);
+    if (rc || stop)
+      return;
+  }
+}
+
+static void *client_main(void *arg) {
+  client *cl = arg;
+  server *sv = cl->sv;
+  mproc_conn *c = NULL;
+  if (mproc__listener_admit(sv->l, cl->fd, &c) == 0) {
+    mproc__conn_set_limit(c, REQUEST_LIMIT);
+    pthread_mutex_lock(&sv->mu);
+    cl->c = c;
+    bool stopping = sv->stopping;
+    pthread_mutex_unlock(&sv->mu);
+    if (!stopping)
+      serve_client(cl);
+  }
+  pthread_mutex_lock(&sv->mu);
+  if (mproc__store_orphan(sv->store, cl->who))
+    pthread_cond_broadcast(&sv->changed);
+  cl->done = true;
+  pthread_mutex_unlock(&sv->mu);
+  (void)mproc__eventfd_signal(sv->wake);
+  return NULL;
+}
+
+/* Joins and frees the clients whose threads ended (all of them when all). */
+static void reap(server *sv, bool all) {
+  pthread_mutex_lock(&sv->mu);
+  for (client **p = &sv->clients; *p;) {
+    client *cl = *p;
+    if (!cl->done && !all) {
+      p = &cl->next;
+      continue;
+    }
+    *p = cl->next;
+    pthread_mutex_unlock(&sv->mu);
+    mproc__thread_join(cl->t);
+    mproc_conn_free(cl->c);
+    free(cl);
+    pthread_mutex_lock(&sv->mu);
+  }
+  pthread_mutex_unlock(&sv->mu);
 }
 
 static void take_client(server *sv) {
-  mproc_conn *c;
-  if (mproc_listener_accept(sv->l, &c, 0) != 0)
-    return; /* a bad or vanished client: dropped, the rest served */
-  if (sv->n == sv->cap) {
-    size_t cap = sv->cap ? sv->cap * 2 : 16;
-    mproc_conn **nc = realloc(sv->c, cap * sizeof *nc);
-    struct pollfd *np = nc ? realloc(sv->pf, (cap + 1) * sizeof *np) : NULL;
-    if (nc)
-      sv->c = nc;
-    if (!np) {
-      mproc_conn_free(c);
+  int fd = mproc__listener_take(sv->l, 0);
+  if (fd < 0)
+    return; /* none after all, or a vanished one */
+  client *cl = calloc(1, sizeof *cl);
+  if (cl) {
+    cl->sv = sv;
+    cl->fd = fd;
+    pthread_mutex_lock(&sv->mu);
+    cl->who = ++sv->next_who;
+    if (mproc__thread_start(&cl->t, client_main, cl) == 0) {
+      cl->next = sv->clients;
+      sv->clients = cl;
+      pthread_mutex_unlock(&sv->mu);
       return;
     }
-    sv->pf = np;
-    sv->cap = cap;
+    pthread_mutex_unlock(&sv->mu);
+    free(cl);
   }
-  sv->c[sv->n++] = c;
+  /* No thread for it: closed now, so its client learns at once (MPROC_EOF), not after
+   * its connect timeout. */
+  mproc__close(fd);
 }
 
-/* Serves one message of client i: 0, 1 for a shutdown, -1 when the client is gone. */
-static int serve_one(server *sv, size_t i) {
-  void *buf;
-  size_t len;
-  int rc = mproc_conn_recv(sv->c[i], &buf, &len, 0);
-  if (rc == MPROC_EAGAIN)
-    return 0;
-  if (rc)
-    return -1;
-  mproc__mgr_msg q, r;
-  mproc__blob scratch = {0, NULL};
-  int stop = 0;
-  if (mproc__mgr_decode(buf, len, &q) < 0) {
-    free(buf);
-    return -1;
-  }
-  stop = mproc__mgr_handle(sv->store, &q, &r, &scratch);
-  free(buf);
-  size_t n = mproc__mgr_size(&r);
-  unsigned char *out = malloc(n);
-  if (out) {
-    mproc__mgr_encode(&r, out);
-    rc = mproc_conn_send(sv->c[i], out, n);
-    free(out);
-  }
-  free(scratch.p);
-  if (stop)
-    return 1;
-  return out && rc == 0 ? 0 : -1;
+/* Wakes every client's thread for the end: waits see stopping, reads and writes return. */
+static void stop_all(server *sv) {
+  pthread_mutex_lock(&sv->mu);
+  sv->stopping = true;
+  for (client *cl = sv->clients; cl; cl = cl->next)
+    if (cl->c && !cl->done)
+      mproc__sock_shutdown(mproc_conn_fileno(cl->c));
+  pthread_cond_broadcast(&sv->changed);
+  pthread_mutex_unlock(&sv->mu);
 }
 
 static void serve(server *sv) {
   for (;;) {
-    sv->pf[0] = (struct pollfd){.fd = mproc_listener_fileno(sv->l), .events = POLLIN};
-    for (size_t i = 0; i < sv->n; i++)
-      sv->pf[i + 1] = (struct pollfd){.fd = mproc_conn_fileno(sv->c[i]), .events = POLLIN};
-    size_t n = sv->n;
-    int rc = mproc__poll(sv->pf, n + 1, MPROC__NEVER);
+    struct pollfd pf[2] = {{.fd = mproc_listener_fileno(sv->l), .events = POLLIN},
+                           {.fd = sv->wake, .events = POLLIN}};
+    int rc = mproc__poll(pf, 2, MPROC__NEVER);
     if (rc < 0 && rc != -EINTR)
-      return;
-    /* Backwards: dropping client i moves the last one into its place. */
-    for (size_t i = n; i-- > 0;) {
-      if (!sv->pf[i + 1].revents)
-        continue;
-      int r = serve_one(sv, i);
-      if (r == 1)
-        return;
-      if (r < 0)
-        drop(sv, i);
+      break;
+    if (pf[1].revents) {
+      mproc__eventfd_drain(sv->wake);
+      reap(sv, false);
+      pthread_mutex_lock(&sv->mu);
+      bool stopping = sv->stopping;
+      pthread_mutex_unlock(&sv->mu);
+      if (stopping)
+        break;
     }
-    if (sv->pf[0].revents)
+    if (pf[0].revents)
       take_client(sv);
   }
+  stop_all(sv);
+  reap(sv, true);
+}
+
+static int server_init(server *sv, const mproc__mgr_boot *b) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&sv->changed, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&sv->mu, NULL);
+  sv->wake = mproc__eventfd();
+  if (sv->wake < 0)
+    return sv->wake;
+  if (!(sv->store = mproc__store_new()))
+    return MPROC_ENOMEM;
+  int rc = mproc_listener_new(&sv->l, b->address[0] ? b->address : NULL, b->key, b->klen, 0);
+  if (rc == 0)
+    rc = mproc_listener_set_handshake_timeout(sv->l, HANDSHAKE_LIMIT);
+  return rc;
 }
 
 int mproc__mgr_server_main(void *arg) {
   const mproc__mgr_boot *b = arg;
   mproc_conn *report = mproc_process_handle(0);
-  server sv = {0};
-  sv.pf = malloc(sizeof *sv.pf);
-  sv.store = mproc__store_new();
-  int rc = sv.pf && sv.store ? 0 : MPROC_ENOMEM;
-  if (rc == 0)
-    rc = mproc_listener_new(&sv.l, b->address[0] ? b->address : NULL, b->key, b->klen, 0);
-  if (rc == 0)
-    rc = mproc_listener_set_handshake_timeout(sv.l, HANDSHAKE_LIMIT);
+  server sv = {.wake = -1};
+  int rc = server_init(&sv, b);
   char msg[400];
   if (rc)
     snprintf(msg, sizeof msg, "!%d", rc);
@@ -333,11 +461,11 @@ int mproc__mgr_server_main(void *arg) {
   mproc_conn_free(report);
   if (rc == 0 && sent == 0)
     serve(&sv);
-  for (size_t i = 0; i < sv.n; i++)
-    mproc_conn_free(sv.c[i]);
-  free(sv.c);
-  free(sv.pf);
   mproc_listener_free(sv.l);
   mproc__store_free(sv.store);
+  if (sv.wake >= 0)
+    mproc__close(sv.wake);
+  pthread_cond_destroy(&sv.changed);
+  pthread_mutex_destroy(&sv.mu);
   return rc ? 1 : 0;
 }

@@ -197,29 +197,106 @@ void mproc__list_remove(mproc__list *l, size_t i, mproc__blob *out) {
 
 mproc__store *mproc__store_new(void) { return calloc(1, sizeof(mproc__store)); }
 
+static void list_clear(mproc__list *l) {
+  for (size_t j = 0; j < l->n; j++)
+    free(l->v[j].p);
+  free(l->v);
+}
+
+static void object_free(object *o) {
+  if (o->kind == MGR_K_DICT || o->kind == MGR_K_NS) {
+    mproc__dict_clear(o->obj);
+  } else if (o->kind == MGR_K_LIST) {
+    list_clear(o->obj);
+  } else if (o->kind == MGR_K_QUEUE || o->kind == MGR_K_JQUEUE) {
+    mproc__mqueue *q = o->obj;
+    for (size_t j = 0; j < q->n; j++)
+      free(q->v[q->head + j].p);
+    free(q->v);
+  } else if (o->kind == MGR_K_VALUE) {
+    free(((mproc__blob *)o->obj)->p);
+  }
+  free(o->obj);
+  free(o->name.p);
+}
+
 void mproc__store_free(mproc__store *s) {
   if (!s)
     return;
-  for (size_t i = 0; i < s->n; i++) {
-    if (s->o[i].kind == 0) {
-      mproc__dict_clear(s->o[i].obj);
-    } else {
-      mproc__list *l = s->o[i].obj;
-      for (size_t j = 0; j < l->n; j++)
-        free(l->v[j].p);
-      free(l->v);
-    }
-    free(s->o[i].obj);
-    free(s->o[i].name.p);
-  }
+  for (size_t i = 0; i < s->n; i++)
+    object_free(&s->o[i]);
   free(s->o);
   free(s);
 }
 
-int mproc__store_open(mproc__store *s, const void *name, size_t n, int kind) {
+static const size_t kind_size[MGR_K_END] = {
+    [MGR_K_DICT] = sizeof(mproc__dict),       [MGR_K_LIST] = sizeof(mproc__list),
+    [MGR_K_NS] = sizeof(mproc__dict),         [MGR_K_LOCK] = sizeof(mproc__mlock),
+    [MGR_K_RLOCK] = sizeof(mproc__mlock),     [MGR_K_SEM] = sizeof(mproc__msem),
+    [MGR_K_BSEM] = sizeof(mproc__msem),       [MGR_K_EVENT] = sizeof(mproc__mevent),
+    [MGR_K_COND] = sizeof(mproc__mcond),      [MGR_K_BARRIER] = sizeof(mproc__mbarrier),
+    [MGR_K_QUEUE] = sizeof(mproc__mqueue),    [MGR_K_JQUEUE] = sizeof(mproc__mqueue),
+    [MGR_K_VALUE] = sizeof(mproc__blob)};
+
+/* A new object's state from its param and init (store.h): 0 or MPROC_EINVAL. */
+static int object_init(mproc__store *s, int kind, void *obj, int64_t param, const void *init,
+                       size_t init_len) {
+  switch (kind) {
+  case MGR_K_LOCK:
+  case MGR_K_RLOCK:
+    ((mproc__mlock *)obj)->recursive = kind == MGR_K_RLOCK;
+    return 0;
+  case MGR_K_SEM:
+  case MGR_K_BSEM: {
+    mproc__msem *m = obj;
+    if (param < 0 || param > INT32_MAX)
+      return MPROC_EINVAL;
+    m->value = m->initial = param;
+    m->bounded = kind == MGR_K_BSEM;
+    return 0;
+  }
+  case MGR_K_COND: {
+    mproc__mcond *c = obj;
+    c->tail = &c->head;
+    c->own.recursive = true;
+    int k = param < 0 ? -1 : mproc__store_kind(s, (int32_t)param);
+    if (param >= INT32_MAX || (param >= 0 && k != MGR_K_LOCK && k != MGR_K_RLOCK))
+      return MPROC_EINVAL;
+    c->lock = param < 0 ? &c->own : s->o[param].obj;
+    return 0;
+  }
+  case MGR_K_BARRIER: {
+    mproc__mbarrier *b = obj;
+    if (param < 1 || param > (1 << 20))
+      return MPROC_EINVAL;
+    b->parties = (uint64_t)param;
+    b->reset_gen = UINT64_MAX;
+    return 0;
+  }
+  case MGR_K_QUEUE:
+  case MGR_K_JQUEUE: {
+    mproc__mqueue *q = obj;
+    if (param < 0)
+      return MPROC_EINVAL;
+    q->maxsize = (uint64_t)param;
+    q->joinable = kind == MGR_K_JQUEUE;
+    return 0;
+  }
+  case MGR_K_VALUE:
+    return mproc__blob_set(obj, init, init_len);
+  }
+  return 0;
+}
+
+int mproc__store_open(mproc__store *s, const void *name, size_t n, int kind, int64_t param,
+                      const void *init, size_t init_len) {
+  if (kind < 0 || kind >= MGR_K_END)
+    return MPROC_EINVAL;
   for (size_t i = 0; i < s->n; i++)
     if (s->o[i].name.len == n && memcmp(s->o[i].name.p, name, n) == 0)
       return s->o[i].kind == kind ? (int)i : MPROC_EINVAL;
+  if (s->n >= INT32_MAX - 1)
+    return MPROC_ENOMEM;
   if (s->n == s->cap) {
     size_t cap = s->cap ? s->cap * 2 : 8;
     object *o = realloc(s->o, cap * sizeof *o);
@@ -230,16 +307,49 @@ int mproc__store_open(mproc__store *s, const void *name, size_t n, int kind) {
   }
   object *o = &s->o[s->n];
   o->kind = kind;
-  o->obj = kind == 0 ? calloc(1, sizeof(mproc__dict)) : calloc(1, sizeof(mproc__list));
+  o->obj = calloc(1, kind_size[kind]);
+  o->name.p = NULL;
   if (!o->obj || mproc__blob_set(&o->name, name, n)) {
     free(o->obj);
     return MPROC_ENOMEM;
   }
+  int rc = object_init(s, kind, o->obj, param, init, init_len);
+  if (rc) {
+    free(o->obj);
+    free(o->name.p);
+    return rc;
+  }
   return (int)s->n++;
 }
 
+int mproc__store_kind(mproc__store *s, int32_t id) {
+  return id < 0 || (size_t)id >= s->n ? -1 : s->o[id].kind;
+}
+
 void *mproc__store_get(mproc__store *s, int32_t id, int kind) {
-  if (id < 0 || (size_t)id >= s->n || s->o[id].kind != kind)
+  int k = mproc__store_kind(s, id);
+  if (k != kind && !(kind == MGR_K_DICT && k == MGR_K_NS))
     return NULL;
   return s->o[id].obj;
+}
+
+bool mproc__mlock_orphan(mproc__mlock *l, uint64_t who) {
+  if (l->owner != who)
+    return false;
+  l->owner = 0;
+  l->depth = 0;
+  l->dead = true;
+  return true;
+}
+
+bool mproc__store_orphan(mproc__store *s, uint64_t who) {
+  bool any = false;
+  for (size_t i = 0; i < s->n; i++) {
+    int k = s->o[i].kind;
+    if (k == MGR_K_LOCK || k == MGR_K_RLOCK)
+      any |= mproc__mlock_orphan(s->o[i].obj, who);
+    else if (k == MGR_K_COND)
+      any |= mproc__mlock_orphan(&((mproc__mcond *)s->o[i].obj)->own, who);
+  }
+  return any;
 }

@@ -14,11 +14,82 @@ typedef struct mproc__blob {
 typedef struct mproc__store mproc__store;
 mproc__store *mproc__store_new(void);
 void mproc__store_free(mproc__store *s);
-/* The id of the object called name of kind (0 dict, 1 list), made if absent: >= 0, or
- * MPROC_EINVAL (the name is the other kind's), MPROC_ENOMEM. */
-int mproc__store_open(mproc__store *s, const void *name, size_t n, int kind);
-/* The object id of kind, NULL for a bad id. */
+/* The kinds of object. A Namespace is a dict (its attributes by name). */
+enum mproc__mgr_kind {
+  MGR_K_DICT, MGR_K_LIST, MGR_K_NS, MGR_K_LOCK, MGR_K_RLOCK, MGR_K_SEM, MGR_K_BSEM,
+  MGR_K_EVENT, MGR_K_COND, MGR_K_BARRIER, MGR_K_QUEUE, MGR_K_JQUEUE, MGR_K_VALUE, MGR_K_END
+};
+/* The id of the object called name of kind, made if absent (param: a semaphore's value, a
+ * barrier's parties, a queue's maxsize, a condition's lock (its id, or -1 for its own
+ * RLock); init: a Value's first bytes): >= 0, or MPROC_EINVAL (the name is another kind's,
+ * a bad param), MPROC_ENOMEM. An object opened again keeps what it was made with. */
+int mproc__store_open(mproc__store *s, const void *name, size_t n, int kind, int64_t param,
+                      const void *init, size_t init_len);
+/* The object id of kind, NULL for a bad id. Asked for a dict, a Namespace does too. */
 void *mproc__store_get(mproc__store *s, int32_t id, int kind);
+/* The kind of object id, or -1. */
+int mproc__store_kind(mproc__store *s, int32_t id);
+
+/* ---- the managed synchronization objects and queues (store_sync.c) ----
+ * State only: the server (server.c) runs each operation under its one mutex and waits for
+ * changes itself. "Who" is a client's number (never 0). A *_try returns -EBUSY when the
+ * caller must wait for a change and try again. */
+typedef struct mproc__mlock {
+  uint64_t owner; /* 0: free */
+  uint64_t depth;
+  bool recursive;
+  bool dead; /* its holder died holding it: the next acquirer gets MPROC_EOWNERDEAD */
+} mproc__mlock;
+int mproc__mlock_try(mproc__mlock *l, uint64_t who);
+int mproc__mlock_release(mproc__mlock *l, uint64_t who); /* MPROC_ESTATE: not the holder */
+/* Client who is gone: a lock it held is free and marked dead. true if it held it. */
+bool mproc__mlock_orphan(mproc__mlock *l, uint64_t who);
+
+typedef struct mproc__msem {
+  int64_t value, initial;
+  bool bounded;
+} mproc__msem;
+
+typedef struct mproc__mevent {
+  bool set;
+  uint64_t sets; /* how many times it was set: a waiter that saw one change returns 0 */
+} mproc__mevent;
+
+typedef struct mproc__cwaiter {
+  struct mproc__cwaiter *next;
+  bool notified;
+} mproc__cwaiter;
+typedef struct mproc__mcond {
+  mproc__mlock *lock; /* own (below) or a Lock object's */
+  mproc__mlock own;
+  mproc__cwaiter *head, **tail; /* waiting, in the order they began */
+} mproc__mcond;
+void mproc__mcond_enqueue(mproc__mcond *c, mproc__cwaiter *w);
+void mproc__mcond_remove(mproc__mcond *c, mproc__cwaiter *w);
+/* Wakes min(n, waiting) waiters (n < 0: all). */
+void mproc__mcond_notify(mproc__mcond *c, int64_t n);
+
+typedef struct mproc__mbarrier {
+  uint64_t parties, count, gen;
+  uint64_t reset_gen; /* the round a reset broke (its waiters get MPROC_ESTATE) */
+  bool broken;
+} mproc__mbarrier;
+
+typedef struct mproc__mqueue mproc__mqueue;
+struct mproc__mqueue {
+  mproc__blob *v; /* v[head..head+n) held, oldest first */
+  size_t head, n, cap;
+  uint64_t maxsize;   /* 0: unbounded */
+  uint64_t unfinished; /* joinable: put and not yet task_done */
+  bool closed, joinable;
+};
+size_t mproc__mqueue_len(const mproc__mqueue *q);
+int mproc__mqueue_put_try(mproc__mqueue *q, const void *v, size_t vl);
+/* Takes the oldest into *out (the caller frees out->p); MPROC_ECLOSED closed and empty. */
+int mproc__mqueue_get_try(mproc__mqueue *q, mproc__blob *out);
+/* Client who is gone: every Lock (and Condition's own RLock) it held is freed and marked
+ * dead. true if it held any. */
+bool mproc__store_orphan(mproc__store *s, uint64_t who);
 
 /* Dicts. A found value's blob stays the dict's (valid until the next change). */
 typedef struct mproc__dict mproc__dict;

@@ -392,4 +392,13 @@ int mproc__memcg_remove(const char *dir, const char *name, bool wait);
 /* Removes every group in dir whose name starts with prefix and that holds no process. */
 void mproc__memcg_sweep(const char *dir, const char *prefix);
 
+/* ---- the Manager server's threads (its own process: threads are allowed there) ---- */
+/* Starts a thread running fn(arg) with every signal blocked (the process's first thread
+ * takes them). 0 or -errno. */
+int mproc__thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+/* Waits for the thread to end (its return value dropped). */
+void mproc__thread_join(pthread_t t);
+/* shutdown(2) of both directions: a thread blocked reading or writing fd returns. */
+void mproc__sock_shutdown(int fd);
+
 #endif /* MPROC_OS_H */

@@ -201,3 +201,18 @@ int mproc__private_dir(char *buf, size_t cap) {
 int mproc__unlink(const char *path) { return unlink(path) < 0 ? -errno : 0; }
 
 int mproc__rmdir(const char *path) { return rmdir(path) < 0 ? -errno : 0; }
+
+/* ---- the Manager server's threads ---- */
+
+int mproc__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = mproc__inject(MPROC__INJ_FORK, EAGAIN) ? EAGAIN : pthread_create(t, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return -rc;
+}
+
+void mproc__thread_join(pthread_t t) { (void)pthread_join(t, NULL); }
+
+void mproc__sock_shutdown(int fd) { (void)shutdown(fd, SHUT_RDWR); }
