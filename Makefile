@@ -8,7 +8,7 @@ CMAKE      ?= cmake
 CTEST      ?= ctest
 SAN_CC     ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
-.PHONY: all build test test-normal test-asan bench demo install docs clean
+.PHONY: all build test test-normal test-asan bench demo install docs clean demo-mpi
 
 all: build
 
@@ -48,3 +48,9 @@ docs:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# The Monte Carlo example across 3 MPI ranks on this machine (Open MPI; as root too).
+MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe \
+	  --bind-to none --mca btl self,vader
+demo-mpi: build
+	$(MPIRUN) -n 3 $(BUILD)/examples/mpi_montecarlo

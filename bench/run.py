@@ -71,6 +71,34 @@ def run_cold(bdir, filt, results):
             results.setdefault(case, {})[impl] = (statistics.median(v), "ms")
 
 
+# The "mpi" family (run.py BUILD_BENCH_DIR mpi): the Pool over MPI on this machine under
+# mpirun -n 3, beside mpi4py.futures' MPIPoolExecutor in the same launch shape (a Python
+# that has mpi4py: Debian's python3-mpi4py is /usr/bin/python3's), and the CPU-bound map's
+# reference on one local pool of as many workers.
+MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
+          "-n", "3"]
+
+
+def run_mpi(bdir, filt, results):
+    exe = os.path.join(bdir, "mpi_bench")
+    if (filt and not "mpi_bench".startswith(filt) and not filt.startswith("mpi")) \
+            or not os.path.exists(exe):
+        return
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    py = next((p for p in (sys.executable, "/usr/bin/python3")
+               if subprocess.run([p, "-c", "import mpi4py.futures"],
+                                 stderr=subprocess.DEVNULL).returncode == 0), None)
+    cmds = [MPIRUN + [exe], [exe, "local"]]
+    if py:
+        cmds.append(MPIRUN + [py, "-m", "mpi4py.futures", os.path.join(HERE, "mpi4py_bench.py")])
+    for cmd in cmds:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=900).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 5 and parts[0] == "RESULT":
+                results.setdefault(parts[1], {})[parts[2]] = (float(parts[3]), parts[4])
+
+
 def main():
     bdir = sys.argv[1] if len(sys.argv) > 1 else "build/bench"
     filt = sys.argv[2] if len(sys.argv) > 2 else ""
@@ -86,6 +114,7 @@ def main():
         for case, impl, val, unit in collect([sys.executable, py]):
             results.setdefault(case, {})[impl] = (val, unit)
     run_cold(bdir, filt, results)
+    run_mpi(bdir, filt, results)
     hdr = f"{'case':38} {'mproc':>14} {'python':>14} {'vs py':>8} {'raw/omp':>14} {'vs raw':>8}"
     print(hdr)
     print("-" * len(hdr))
@@ -97,7 +126,8 @@ def main():
         # start_* cases: a forkserver or spawn row's reference is the fork figure, a heap
         # row's the same method without the heap; pool_client_* rows' the pool's owner; limits_*
         # rows' the same pool without limits and sandbox; the cli rows' xargs -P.
-        ref_impl = next((i for i in ("raw", "openmp", "warm", "fork", "noheap", "owner", "off", "xargs")
+        ref_impl = next((i for i in ("raw", "openmp", "warm", "fork", "noheap", "owner", "off", "xargs",
+                                                "local")
                          if i in impls),
                         None)
         ref = impls[ref_impl][0] if ref_impl else None

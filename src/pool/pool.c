@@ -73,6 +73,8 @@ static int check_opts(const mproc_pool_opts *o) {
 }
 
 static void release(mproc_pool *p) {
+  if (p->engine)
+    p->engine->release(p->engine);
   mproc__ring_free(p->ctx.tasks);
   mproc__ring_free(p->ctx.results);
   mproc__ring_free(p->ctx.relay);
@@ -240,6 +242,47 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
   return 0;
 }
 
+int mproc__pool_new_engine(mproc_pool **out, const mproc_pool_opts *opts, int nworkers,
+                           mproc__engine *e) {
+  if (!out || !e || nworkers < 1)
+    return MPROC_EINVAL;
+  *out = NULL;
+  int rc = check_opts(opts);
+  if (rc)
+    return rc;
+  mproc_pool *p = calloc(1, sizeof *p);
+  if (!p)
+    return MPROC_ENOMEM;
+  if ((rc = init_locals(p)) != 0) {
+    free(p);
+    return rc;
+  }
+  /* No process of ours runs the tasks: the caller's addresses are the engine's. */
+  p->method = MPROC_START_FORK;
+  mproc_pool_opts o = opts ? *opts : (mproc_pool_opts){0};
+  o.processes = nworkers;
+  if ((rc = init_shared(p, &o)) != 0) {
+    release(p);
+    return rc;
+  }
+  p->sup_reaped = true; /* there is no supervisor to wait for */
+  e->pool = &p->ctx;
+  p->engine = e;
+  *out = p;
+  return 0;
+}
+
+/* An engine pool's join: collects until the engine holds no task (it has taken the closed
+ * ring's last one and every result is in). 0 or -EINTR. */
+static int engine_drain(mproc_pool *p) {
+  int rc = 0;
+  pthread_mutex_lock(&p->mu);
+  while (rc != -EINTR && !p->engine->idle(p->engine))
+    rc = mproc__pool_await_locked(p, NULL, mproc__now_ns() + 20 * 1000000);
+  pthread_mutex_unlock(&p->mu);
+  return rc == -EINTR ? rc : 0;
+}
+
 /* For the owner's calls: the pool's lock, taken when it returns 0. */
 static int lock_checked(mproc_pool *p) {
   int rc = mproc__pool_owner_check(p);
@@ -272,6 +315,8 @@ int mproc_pool_join(mproc_pool *p) {
   if (state == POOL_RUNNING)
     return MPROC_ESTATE;
   mproc__pool_cut_feeders(p);
+  if (p->engine && (rc = engine_drain(p)) != 0)
+    return rc;
   /* Interruptible (Ctrl-C): the supervisor exits once every task is done. */
   struct pollfd pf = {.fd = p->sup_fd, .events = POLLIN};
   if (p->sup_fd >= 0 && !p->sup_reaped && mproc__poll(&pf, 1, MPROC__NEVER) == -EINTR)
@@ -294,6 +339,8 @@ int mproc_pool_terminate(mproc_pool *p) {
   pthread_mutex_unlock(&p->mu);
   atomic_fetch_or(&p->ctx.sh->flags, MPROC__FLAG_TERMINATE);
   mproc__eventfd_signal(p->ctx.ctl_fd);
+  if (p->engine)
+    p->engine->terminate(p->engine);
   settle(p);
   mproc__pool_run_callbacks(p);
   return 0;

@@ -202,6 +202,19 @@ int mproc__pool_submit(mproc_pool *p, mproc_async *a, size_t total, size_t count
 
 const char mproc__pool_zeros[16];
 
+int mproc__pool_put_task(mproc_pool *p, const struct iovec *iov, int n) {
+  if (!p->engine)
+    return mproc__ring_putv(p->ctx.tasks, iov, n, MPROC__NEVER);
+  for (;;) {
+    int rc = mproc__ring_putv(p->ctx.tasks, iov, n, 0);
+    if (rc != -ETIMEDOUT)
+      return rc;
+    rc = p->engine->pump(p->engine, mproc__now_ns() + 1000000);
+    if (rc < 0 && rc != -ETIMEDOUT && rc != -EINTR)
+      return rc;
+  }
+}
+
 typedef struct apply_args {
   mproc_task_fn fn;
   const void *arg;
@@ -213,7 +226,7 @@ static int put_apply(mproc_pool *p, uint64_t id, size_t i, void *arg) {
   apply_args *x = arg;
   mproc__task_hdr h = {.id = id, .kind = MPROC__TASK_APPLY, .task = x->fn};
   struct iovec iov[2] = {{&h, sizeof h}, {(void *)(x->arg ? x->arg : mproc__pool_zeros), x->len}};
-  return mproc__ring_putv(p->ctx.tasks, iov, 2, MPROC__NEVER);
+  return mproc__pool_put_task(p, iov, 2);
 }
 
 int mproc__pool_submit_apply(mproc_pool *p, mproc_async *a, mproc_task_fn fn, const void *arg,

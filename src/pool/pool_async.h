@@ -10,6 +10,7 @@
 #define MPROC_POOL_ASYNC_H
 
 #include "pool/pool.h"
+#include "pool/pool_engine.h"
 #include "pool/pool_feed.h"
 #include "pool/pool_stage.h"
 
@@ -18,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 enum { POOL_RUNNING, POOL_CLOSED, POOL_TERMINATED, POOL_JOINED };
 enum { EV_DONE = 1u, EV_PROGRESS = 2u };
@@ -142,6 +144,7 @@ struct mproc_pool {
    * them off (epoch + 1), so that the task ring closes and the workers can finish. */
   int imap_feeders;
   unsigned feed_epoch;
+  mproc__engine *engine; /* NULL but for a pool run by an engine (pool_engine.h) */
 };
 
 /* ---- who drives the pool (pool_client.c) ---- */
@@ -173,6 +176,10 @@ void mproc__tab_delete_at(mproc_pool *p, size_t i);
 int mproc__tab_reserve(mproc_pool *p, size_t more);
 
 /* ---- submission ---- */
+
+/* Puts one task message (under p->mu): blocks while the task ring is full; an engine pool
+ * runs its engine meanwhile, since nothing else would drain the ring. */
+int mproc__pool_put_task(mproc_pool *p, const struct iovec *iov, int n);
 
 /* Gives a the ids of total tasks and puts the first count (put(p, id, i, arg)); on failure
  * nothing of a stays in the table. epoch NULL: only while the pool runs; else for an imap

@@ -151,6 +151,8 @@ int mproc__pool_check(mproc_pool *p) {
   uint32_t me = (uint32_t)mproc__getpid();
   if (atomic_load_explicit(&p->view, memory_order_acquire) == me)
     return p->view_rc;
+  if (p->engine)
+    return MPROC_ESTATE; /* its engine (MPI) is the owner's alone: never used in a child */
   return adopt(p, me);
 }
 

@@ -125,11 +125,24 @@ static int wait_blocked(mproc_pool *p, int64_t deadline, const sigset_t *old, bo
   }
 }
 
+/* An engine pool's wait: the engine moves tasks and results until one is on the ring. */
+static int engine_wait(mproc_pool *p, int64_t deadline) {
+  for (;;) {
+    if (mproc__ring_wait_readable(p->ctx.results, 0) == 0)
+      return 0;
+    int rc = p->engine->pump(p->engine, deadline);
+    if (rc < 0)
+      return rc == -ETIMEDOUT || rc == -EINTR ? rc : MPROC_ECLOSED;
+  }
+}
+
 /* Waits until the result ring has a message (or is closed): 0, -ETIMEDOUT, or -EINTR when
  * a signal handler of the caller's ran meanwhile (Ctrl-C: blocking calls return). Futex
  * waits never tell (they restart), hence the blocked signals and ppoll; the synchronous
  * ones stay open, so a fault still kills at once. spin: see may_spin. */
 static int wait_results(mproc_pool *p, int64_t deadline, bool spin) {
+  if (p->engine)
+    return engine_wait(p, deadline);
   /* A result due within microseconds is waited for without the two mask syscalls; a
    * handler that runs in that instant is seen at the next wait. */
   int64_t quick = mproc__now_ns() + QUICK_NS;

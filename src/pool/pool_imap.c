@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "pool/pool.h"
+#include "pool/pool_engine.h"
 #include "pool/pool_feed.h"
 #include "pool/pool_result.h"
 #include "core/internal.h"
@@ -158,6 +159,13 @@ static int run_chunk(const void *arg, size_t len, mproc_result *res) {
       return mproc_result_fail(res, "the worker ran out of memory for the chunk's results");
   }
   return mproc_result_set(res, out, olen);
+}
+
+bool mproc__engine_inner_fn(mproc_task_fn task, size_t *off) {
+  if (task != run_chunk)
+    return false;
+  *off = offsetof(chunk_hdr, fn);
+  return true;
 }
 
 /* ---- in the caller ---- */

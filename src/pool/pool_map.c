@@ -256,7 +256,7 @@ static int put_chunk(mproc_pool *p, uint64_t id, size_t c, void *arg) {
                          {(void *)(x->in + start * x->in_size), bytes},
                          {(void *)mproc__pool_zeros, ((bytes + 15) & ~(size_t)15) - bytes},
                          {(void *)(x->args ? x->args : mproc__pool_zeros), x->args_len}};
-  int rc = mproc__ring_putv(p->ctx.tasks, iov, 4, MPROC__NEVER);
+  int rc = mproc__pool_put_task(p, iov, 4);
   if (st && rc == 0) {
     entry *e = &p->tab[mproc__tab_find(p, id)];
     st->st.a = (mproc_async *)e->v;
@@ -332,6 +332,8 @@ static void feed_locked(mproc_pool *p, map_async *m) {
  * mapping of the caller that the supervisor (whose memory every worker copies) maps at the
  * same place, from the same object. Worth the look only for big data. */
 static bool shared_with_workers(mproc_pool *p, const void *addr, size_t len) {
+  if (p->engine)
+    return true; /* it runs in this process: it sends and receives from the caller's memory */
   if (len < ZERO_COPY_MIN_BYTES)
     return false;
   mproc__mapping_id mine, theirs;

@@ -17,6 +17,8 @@ int mproc_pool_resize(mproc_pool *p, int n) {
     return rc;
   if (n < 1 || n > MPROC__POOL_SLOTS)
     return MPROC_EINVAL;
+  if (p->engine)
+    return MPROC_ESTATE; /* its workers are the engine's (other ranks' pools) */
   pthread_mutex_lock(&p->mu);
   mproc__pool_shared *sh = p->ctx.sh;
   int old = (int)atomic_load(&sh->target);

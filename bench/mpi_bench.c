@@ -1,0 +1,100 @@
+/*
+ * The Pool over MPI on one machine (run.py's "mpi" family; run under mpirun -n 3, 1 worker
+ * per serving rank: 2 workers, as mpi4py.futures' 2 worker ranks in the same launch):
+ *   mpi_apply_async_rate   apply_async of 8 bytes, 100 000 in flight then all waited
+ *   mpi_map_1M_int64       map of 10^6 int64 squares (default chunking)
+ *   mpi_cpu_map_64x2M      a CPU-bound map (64 Monte Carlo batches of 2M points); with
+ *                          `local` (no mpirun): the same map on one local pool of 2 workers,
+ *                          the reference its MPI figure must stay within 10 % of
+ */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <mproc_mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct batch {
+  uint64_t seed, samples;
+};
+
+static uint64_t splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15u);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
+}
+
+static int throw_batch(const void *in, void *out, const void *args) {
+  (void)args;
+  const struct batch *b = in;
+  uint64_t s = b->seed, hits = 0;
+  for (uint64_t i = 0; i < b->samples; i++) {
+    double x = (double)(splitmix64(&s) >> 11) * 0x1p-53;
+    double y = (double)(splitmix64(&s) >> 11) * 0x1p-53;
+    hits += x * x + y * y <= 1.0;
+  }
+  *(uint64_t *)out = hits;
+  return 0;
+}
+
+/* Median seconds of 3 runs of the CPU-bound map. */
+static double cpu_map(mproc_pool *p) {
+  enum { B = 64, R = 3 };
+  struct batch in[B];
+  uint64_t out[B];
+  for (int i = 0; i < B; i++)
+    in[i] = (struct batch){0x5eed0000u + (uint64_t)i * 0x100000000u, 2000000};
+  double t[R];
+  for (int r = 0; r < R; r++) {
+    double t0 = bench_now();
+    if (mproc_pool_map(p, throw_batch, in, B, sizeof *in, out, sizeof *out,
+                       &(mproc_map_opts){.chunksize = 1}) != 0)
+      return 0;
+    t[r] = bench_now() - t0;
+  }
+  return bench_median(t, R);
+}
+
+/* Median seconds of 5 maps of 10^6 int64 squares. */
+static double map_1m(mproc_pool *p) {
+  enum { N = 1000000, R = 5 };
+  int64_t *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+  if (!in || !out)
+    return 0;
+  for (int i = 0; i < N; i++)
+    in[i] = i;
+  double t[R];
+  for (int r = 0; r < R; r++) {
+    double t0 = bench_now();
+    mproc_pool_map(p, bench_square64, in, N, 8, out, 8, NULL);
+    t[r] = bench_now() - t0;
+  }
+  free(in);
+  free(out);
+  return bench_median(t, R);
+}
+
+int main(int argc, char **argv) {
+  mproc_pool *p;
+  if (argc > 1 && strcmp(argv[1], "local") == 0) {
+    if (mproc_pool_new(&p, &(mproc_pool_opts){.processes = 2}) != 0)
+      return 1;
+    bench_report("mpi_cpu_map_64x2M", "local", cpu_map(p), "s");
+    mproc_pool_free(p);
+    return 0;
+  }
+  int rc = mproc_mpi_pool_new(&p, &(mproc_pool_opts){.processes = 1}, &argc, &argv);
+  if (rc == 1)
+    return 0;
+  if (rc != 0) {
+    fprintf(stderr, "mpi_bench: %s\n", mproc_strerror(rc));
+    return 1;
+  }
+  bench_report("mpi_apply_async_rate", "mproc", bench_async_rate(p), "tasks/s");
+  bench_report("mpi_map_1M_int64", "mproc", map_1m(p) * 1e3, "ms");
+  bench_report("mpi_cpu_map_64x2M", "mproc", cpu_map(p), "s");
+  mproc_pool_free(p);
+  return 0;
+}
