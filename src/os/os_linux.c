@@ -339,6 +339,12 @@ int mproc__named_create(const char *name, size_t len, void **p) {
   while (rc == 0 && (mproc__inject(MPROC__INJ_FTRUNCATE, ENOSPC) || ftruncate(fd, (off_t)len) < 0))
     if (errno != EINTR)
       rc = -errno;
+  /* ftruncate leaves a tmpfs file sparse: with /dev/shm full, the first write to a page would
+   * be SIGBUS in whichever process touched it. Allocating the blocks now makes that -ENOSPC
+   * here (a file system without fallocate keeps the sparse file, as Python's has). */
+  while (rc == 0 && fallocate(fd, 0, 0, (off_t)len) < 0 && errno != EOPNOTSUPP)
+    if (errno != EINTR)
+      rc = -errno;
   if (rc == 0)
     rc = map_fd(fd, len, p);
   close(fd);

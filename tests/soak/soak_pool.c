@@ -1,7 +1,7 @@
 /* Soak: pools made and ended again and again for MPROC_SOAK_SECONDS (default 20), each
  * under a random start method and options, with tasks that kill themselves, workers killed
- * from outside at random moments, maps, and a forked child submitting too. Every result is
- * checked exactly: a task's value, or MPROC_ECRASHED for a task whose worker died; after
+ * from outside at random moments (or stopped, then continued), maps, and a forked child
+ * submitting too. Every result is checked exactly: a task's value, or MPROC_ECRASHED for a task whose worker died; after
  * each pool no child process and no descriptor of it is left. Exits 0, or 1 with what
  * broke. A fixed seed (MPROC_SOAK_SEED) repeats a run. */
 #define _GNU_SOURCE
@@ -20,7 +20,7 @@
 enum { TASKS = 200, MAP_N = 20000 };
 #define SUICIDE INT64_MIN
 
-static unsigned long long stat_pools, stat_tasks, stat_crashed, stat_kills, stat_maps;
+static unsigned long long stat_pools, stat_tasks, stat_crashed, stat_kills, stat_stops, stat_maps;
 
 #define FAIL(...)                                                                              \
   do {                                                                                         \
@@ -53,11 +53,23 @@ static int square(const void *in, void *out, const void *args) {
   return 0;
 }
 
+/* SIGKILL a random worker, or (one time in three) SIGSTOP it and SIGCONT it a moment later:
+ * a stopped worker only delays its task, which must still end exactly once. */
 static void kill_a_worker(mproc_pool *p) {
   pid_t w[8];
   int n = mproc__pool_worker_pids(p, w, 8);
-  if (n > 0 && kill(w[rand() % (n < 8 ? n : 8)], SIGKILL) == 0)
+  if (n <= 0)
+    return;
+  pid_t pid = w[rand() % (n < 8 ? n : 8)];
+  if (rand() % 3 == 0) {
+    if (kill(pid, SIGSTOP) == 0) {
+      usleep(500 + rand() % 5000);
+      kill(pid, SIGCONT);
+      stat_stops++;
+    }
+  } else if (kill(pid, SIGKILL) == 0) {
     stat_kills++;
+  }
 }
 
 static void run_tasks(mproc_pool *p, bool kills) {
@@ -171,7 +183,7 @@ int main(void) {
       FAIL("descriptors: %d after a pool, %d before", mproc__count_fds(), fds);
   }
   printf("soak_pool: seed %u, %.0f s: %llu pools, %llu tasks (%llu crashed), %llu maps, "
-         "%llu workers killed: all exact, nothing left\n",
-         seed, secs, stat_pools, stat_tasks, stat_crashed, stat_maps, stat_kills);
+         "%llu workers killed, %llu stopped and continued: all exact, nothing left\n",
+         seed, secs, stat_pools, stat_tasks, stat_crashed, stat_maps, stat_kills, stat_stops);
   return 0;
 }
