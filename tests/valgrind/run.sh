@@ -7,6 +7,8 @@
 # --no-leak-check: memory errors only. A pool's processes map its stage and rings (hundreds
 # of MiB reserved, committed as used); memcheck's leak scan at each exit reads all of it,
 # page by page (it took over 5 minutes for one pool), so pools are walked without it.
+# (--track-origins=yes, for where an uninitialised value came from, is for a run by hand:
+# it made a pool walk take minutes.)
 leak=full
 if [ "$1" = "--no-leak-check" ]; then
   leak=no
@@ -16,7 +18,7 @@ supp=$1
 shift
 logs=$(mktemp -d "${TMPDIR:-/tmp}/mproc-vg.XXXXXX") || exit 2
 valgrind -q --error-exitcode=99 --leak-check=$leak --errors-for-leak-kinds=definite,indirect \
-  --trace-children=yes --child-silent-after-fork=no --track-origins=yes \
+  --trace-children=yes --child-silent-after-fork=no \
   --suppressions="$supp" --log-file="$logs/vg.%p" "$@"
 rc=$?
 procs=$(ls "$logs" | wc -l)
