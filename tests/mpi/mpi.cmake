@@ -12,7 +12,7 @@ if(MPROC_BUILD_TESTS)
     foreach(mode all terminate badopts)
       add_test(NAME mpi_pool_${mode}_n${n}
         COMMAND sh ${PROJECT_SOURCE_DIR}/tests/mpi/run.sh ${n} $<TARGET_FILE:test_mpi_pool> ${mode})
-      set_tests_properties(mpi_pool_${mode}_n${n} PROPERTIES TIMEOUT 240 LABELS mpi
+      set_tests_properties(mpi_pool_${mode}_n${n} PROPERTIES TIMEOUT 240 LABELS mpi RUN_SERIAL TRUE
         ENVIRONMENT "${MPROC_MPI_TEST_ENV}")
     endforeach()
   endforeach()
