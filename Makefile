@@ -8,7 +8,7 @@ CMAKE      ?= cmake
 CTEST      ?= ctest
 SAN_CC     ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
-.PHONY: all build test test-normal test-asan bench demo install docs clean demo-mpi
+.PHONY: all build test test-normal test-asan bench demo install docs clean demo-mpi fuzz soak
 
 all: build
 
@@ -31,6 +31,22 @@ test-asan: $(ASAN_BUILD)/CMakeCache.txt
 	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CTEST) --output-on-failure -j $(JOBS)
+
+# Each libFuzzer target (clang, the sanitizer build) for FUZZ_SECONDS, from its corpus in
+# fuzz/corpus/; the new inputs that add coverage are merged there (commit them).
+FUZZ_SECONDS ?= 300
+fuzz: $(ASAN_BUILD)/CMakeCache.txt
+	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
+	@ls $(ASAN_BUILD)/fuzz_* >/dev/null 2>&1 || { echo "no libFuzzer (needs clang)"; exit 1; }
+	for f in $(ASAN_BUILD)/fuzz_*; do \
+	  ASAN_OPTIONS=detect_leaks=1 sh fuzz/run.sh long $$f $(FUZZ_SECONDS) || exit 1; done
+
+# The soaks (random kills and stops of workers, producers, consumers and lock holders, then
+# every result, message and counter checked) for SOAK_SECONDS each; they print seed and counts.
+SOAK_SECONDS ?= 600
+soak: build
+	MPROC_SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/soak_mix
+	MPROC_SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/soak_pool
 
 bench: build
 	python3 bench/run.py $(BUILD)/bench
