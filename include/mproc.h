@@ -20,7 +20,9 @@
  * Signals: mproc never changes a signal disposition in the caller's process. It changes the
  * calling thread's mask only inside a call and restores it before returning: SIGPIPE is
  * blocked around a Connection write (the SIGPIPE a gone reader raises is consumed, -EPIPE
- * returned); a pool wait blocks the asynchronous signals and sleeps in ppoll with the
+ * returned); SIGXFSZ around growing shared memory (past RLIMIT_FSIZE: consumed, -EFBIG
+ * returned, or private memory where a mapping need not cross to a spawned child); a pool
+ * wait blocks the asynchronous signals and sleeps in ppoll with the
  * caller's mask, so a handler that runs makes the call return -EINTR. Children: a daemon
  * gets PR_SET_PDEATHSIG (SIGKILL) to die with its parent. mproc's own processes (a pool's
  * supervisor and workers, the forkserver) ignore SIGINT and take SIGCHLD at its default;

@@ -124,6 +124,10 @@ size_t mproc__phys_mem(void);
  * an existing segment untouched) with len bytes, mapped shared read-write at *p; a failed
  * call leaves no segment behind. Unmap with mproc__shared_unmap. 0 or -errno. */
 int mproc__named_create(const char *name, size_t len, void **p);
+/* Sets fd's size to len, and allocates its blocks too when allocate (-ENOSPC now rather than
+ * SIGBUS at a first touch). Past RLIMIT_FSIZE: -EFBIG, and the SIGXFSZ it raises is consumed
+ * in this thread, never delivered. 0 or -errno. */
+int mproc__file_size(int fd, size_t len, bool allocate);
 /* Maps all of an existing named segment: *p, *len. -EINVAL for an empty one (it cannot be
  * mapped). 0 or -errno. */
 int mproc__named_attach(const char *name, void **p, size_t *len);

@@ -335,16 +335,7 @@ int mproc__named_create(const char *name, size_t len, void **p) {
   int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0)
     return -errno;
-  int rc = 0;
-  while (rc == 0 && (mproc__inject(MPROC__INJ_FTRUNCATE, ENOSPC) || ftruncate(fd, (off_t)len) < 0))
-    if (errno != EINTR)
-      rc = -errno;
-  /* ftruncate leaves a tmpfs file sparse: with /dev/shm full, the first write to a page would
-   * be SIGBUS in whichever process touched it. Allocating the blocks now makes that -ENOSPC
-   * here (a file system without fallocate keeps the sparse file, as Python's has). */
-  while (rc == 0 && fallocate(fd, 0, 0, (off_t)len) < 0 && errno != EOPNOTSUPP)
-    if (errno != EINTR)
-      rc = -errno;
+  int rc = mproc__inject(MPROC__INJ_FTRUNCATE, ENOSPC) ? -ENOSPC : mproc__file_size(fd, len, true);
   if (rc == 0)
     rc = map_fd(fd, len, p);
   close(fd);
@@ -450,24 +441,57 @@ static int writev_loop(int fd, struct iovec *iov, int iovcnt) {
   return 0;
 }
 
+/* Blocks sig in this thread for a call that may raise it; *old is the mask to restore. */
+static void quiet_begin(int sig, sigset_t *set, sigset_t *old) {
+  sigemptyset(set);
+  sigaddset(set, sig);
+  pthread_sigmask(SIG_BLOCK, set, old);
+}
+
+/* Consumes the sig the call raised (raised: it failed the way that raises it), then
+ * restores the mask. If the thread already blocked sig, a pending one may be the program's
+ * own: it is left alone. */
+static void quiet_end(const sigset_t *set, const sigset_t *old, int sig, bool raised) {
+  if (raised && !sigismember(old, sig)) {
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(set, NULL, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 /* A write to a pipe whose reader is gone raises SIGPIPE in the writing thread, and a
  * library must not change the program's disposition for it (many keep the default to die
  * quietly in a shell pipeline). So SIGPIPE is blocked in this thread around the write, and
- * the one the write raised is consumed before the mask is restored. If the thread already
- * blocked it, a pending one may be the program's own: it is left alone. Two extra
- * syscalls per write (~0.2 us). */
+ * the one the write raised is consumed before the mask is restored. Two extra syscalls per
+ * write (~0.2 us). */
 int mproc__writev_full(int fd, struct iovec *iov, int iovcnt) {
-  sigset_t pipe_set, old;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  sigset_t set, old;
+  quiet_begin(SIGPIPE, &set, &old);
   int rc = writev_loop(fd, iov, iovcnt);
-  if (rc == -EPIPE && !sigismember(&old, SIGPIPE)) {
-    struct timespec zero = {0, 0};
-    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  quiet_end(&set, &old, SIGPIPE, rc == -EPIPE);
+  return rc;
+}
+
+/* Growing a file (a memfd or /dev/shm's tmpfs too) past RLIMIT_FSIZE raises SIGXFSZ, whose
+ * default kills the process: a program with a file-size limit would die making a queue.
+ * Blocked around the calls and consumed as SIGPIPE is for writes; the caller sees -EFBIG. */
+int mproc__file_size(int fd, size_t len, bool allocate) {
+  if (len > (size_t)INT64_MAX)
+    return -EFBIG;
+  sigset_t set, old;
+  quiet_begin(SIGXFSZ, &set, &old);
+  int rc = 0;
+  while (rc == 0 && ftruncate(fd, (off_t)len) < 0)
+    if (errno != EINTR)
+      rc = -errno;
+  /* ftruncate leaves a tmpfs file sparse: with /dev/shm full, the first write to a page would
+   * be SIGBUS in whichever process touched it. Allocating the blocks makes that -ENOSPC here
+   * (a file system without fallocate keeps the sparse file, as Python's has). */
+  while (allocate && rc == 0 && fallocate(fd, 0, 0, (off_t)len) < 0 && errno != EOPNOTSUPP)
+    if (errno != EINTR)
+      rc = -errno;
+  quiet_end(&set, &old, SIGXFSZ, rc == -EFBIG);
   return rc;
 }
 

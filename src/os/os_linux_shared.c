@@ -150,13 +150,11 @@ static int memfd_of(size_t len) {
   int fd = mproc__inject(MPROC__INJ_MEMFD, EMFILE) ? -1 : memfd_create("mproc", MFD_CLOEXEC);
   if (fd < 0)
     return -1;
-  while (mproc__inject(MPROC__INJ_FTRUNCATE, ENOMEM) || ftruncate(fd, (off_t)len) < 0) {
-    if (errno != EINTR) {
-      int e = errno;
-      close(fd);
-      errno = e;
-      return -1;
-    }
+  int rc = mproc__inject(MPROC__INJ_FTRUNCATE, ENOMEM) ? -ENOMEM : mproc__file_size(fd, len, false);
+  if (rc < 0) {
+    close(fd);
+    errno = -rc;
+    return -1;
   }
   return fd;
 }

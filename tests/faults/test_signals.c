@@ -6,6 +6,9 @@
 
 #include <signal.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,5 +115,46 @@ Test(signals, the_programs_handlers_and_mask_stay) {
   snapshot(&after);
   expect_same(&before, &after);
   pthread_sigmask(SIG_UNBLOCK, &usr2, NULL);
+  th_end(s);
+}
+
+/* Growing shared memory past RLIMIT_FSIZE raises SIGXFSZ, whose default ends the process:
+ * the calls fail with -EFBIG instead (or, for a mapping that need not be named, fall back to
+ * anonymous memory), nothing is left pending, and the limit's removal lets them work. */
+Test(signals, file_size_limit_is_an_error_not_a_signal) {
+  th_scope s = th_begin();
+  sig_state before, after;
+  snapshot(&before);
+  struct rlimit old, low;
+  cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+  low = old;
+  low.rlim_cur = 64 << 10;
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &low), 0);
+  mproc_array *a = NULL; /* a private mapping stands in for a memfd that could not grow */
+  int rc = mproc_array_new(&a, 1, 1 << 20, NULL, false);
+  cr_expect(rc == 0 || rc == -EFBIG, "%s", mproc_err_name(rc));
+  if (rc == 0) {
+    ((char *)mproc_array_data(a))[(1 << 20) - 1] = 4;
+    cr_expect_eq(((char *)mproc_array_data(a))[(1 << 20) - 1], 4);
+    mproc_array_free(a);
+  }
+  char name[64];
+  snprintf(name, sizeof name, "/mproc-test-fsize-%d", (int)getpid());
+  mproc_shm *sh = NULL;
+  cr_expect_eq(mproc_shm_create(&sh, name, 1 << 20), -EFBIG);
+  cr_expect_null(sh);
+  sigset_t pending;
+  sigpending(&pending);
+  cr_expect_not(sigismember(&pending, SIGXFSZ), "a SIGXFSZ was left pending");
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+  cr_assert_eq(mproc_array_new(&a, 1, 1 << 20, NULL, false), 0);
+  ((char *)mproc_array_data(a))[(1 << 20) - 1] = 5;
+  cr_expect_eq(((char *)mproc_array_data(a))[(1 << 20) - 1], 5);
+  mproc_array_free(a);
+  cr_assert_eq(mproc_shm_create(&sh, name, 1 << 20), 0);
+  cr_expect_eq(mproc_shm_unlink(sh), 0);
+  mproc_shm_free(sh);
+  snapshot(&after);
+  expect_same(&before, &after);
   th_end(s);
 }
