@@ -214,20 +214,27 @@ static int wait_boot(mproc_pool *p) {
   }
 }
 
-int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
-  if (!out)
-    return MPROC_EINVAL;
+/* The opening both kinds of pool share: *out cleared, opts checked, the handle and its
+ * process-local parts made. 0 and *p, or an error with nothing left. */
+static int pool_alloc(mproc_pool **out, const mproc_pool_opts *opts, mproc_pool **p) {
   *out = NULL;
   int rc = check_opts(opts);
   if (rc)
     return rc;
-  mproc_pool *p = calloc(1, sizeof *p);
-  if (!p)
+  if (!(*p = calloc(1, sizeof **p)))
     return MPROC_ENOMEM;
-  if ((rc = init_locals(p)) != 0) {
-    free(p);
-    return rc;
+  if ((rc = init_locals(*p)) != 0) {
+    free(*p);
+    *p = NULL;
   }
+  return rc;
+}
+
+int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
+  mproc_pool *p;
+  int rc = out ? pool_alloc(out, opts, &p) : MPROC_EINVAL;
+  if (rc)
+    return rc;
   p->method = mproc__start_resolve(opts ? opts->start_method : MPROC_START_DEFAULT);
   if ((rc = init_shared(p, opts)) != 0 || (rc = start_supervisor(p)) != 0) {
     release(p);
@@ -244,19 +251,10 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts) {
 
 int mproc__pool_new_engine(mproc_pool **out, const mproc_pool_opts *opts, int nworkers,
                            mproc__engine *e) {
-  if (!out || !e || nworkers < 1)
-    return MPROC_EINVAL;
-  *out = NULL;
-  int rc = check_opts(opts);
+  mproc_pool *p;
+  int rc = out && e && nworkers >= 1 ? pool_alloc(out, opts, &p) : MPROC_EINVAL;
   if (rc)
     return rc;
-  mproc_pool *p = calloc(1, sizeof *p);
-  if (!p)
-    return MPROC_ENOMEM;
-  if ((rc = init_locals(p)) != 0) {
-    free(p);
-    return rc;
-  }
   /* No process of ours runs the tasks: the caller's addresses are the engine's. */
   p->method = MPROC_START_FORK;
   mproc_pool_opts o = opts ? *opts : (mproc_pool_opts){0};
