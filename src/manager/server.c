@@ -193,7 +193,7 @@ static int list_snapshot(mproc__list *l, mproc__mgr_msg *r, mproc__blob *scratch
 }
 
 /* The whole-list calls: clear, index, count, reverse, sort, the snapshot. */
-static int list_op2(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
+static int list_whole(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
                     mproc__blob *scratch) {
   switch (q->op) {
   case MGR_L_LEN:
@@ -258,7 +258,7 @@ static int list_op(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
   case MGR_L_REMOVE:
     return list_remove(l, q);
   }
-  return list_op2(l, q, r, scratch);
+  return list_whole(l, q, r, scratch);
 }
 
 static int dict_snapshot(mproc__dict *d, int what, mproc__mgr_msg *r, mproc__blob *scratch) {
