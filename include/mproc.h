@@ -417,6 +417,12 @@ int mproc_dict_clear(mproc_dict *d);
  * value...), each array one malloc block with the bytes after it: one free(). */
 int mproc_dict_keys(mproc_dict *d, mproc_bytes **keys, size_t *n);
 int mproc_dict_items(mproc_dict *d, mproc_bytes **items, size_t *n);
+/* d.values(): *n values, one malloc block as keys (one free()). Keys, values and items come
+ * in insertion order, as in Python (a key set again keeps its place). */
+int mproc_dict_values(mproc_dict *d, mproc_bytes **vals, size_t *n);
+/* d.popitem(): removes the pair inserted last (LIFO) and hands it over (*key and *val each
+ * from malloc, the caller frees both); MPROC_ENOTFOUND when d is empty. */
+int mproc_dict_popitem(mproc_dict *d, void **key, size_t *klen, void **val, size_t *vlen);
 /* d.update: n pairs, items[2i] the key and items[2i+1] the value, applied as one request. */
 int mproc_dict_update(mproc_dict *d, const mproc_bytes *items, size_t n);
 void mproc_dict_free(mproc_dict *d);
@@ -437,6 +443,20 @@ int mproc_list_pop(mproc_list *l, long i, void **val, size_t *len);
 int mproc_list_extend(mproc_list *l, const mproc_bytes *vals, size_t n);
 /* Removes the first item equal to val; MPROC_ENOTFOUND when none is. */
 int mproc_list_remove(mproc_list *l, const void *val, size_t len);
+int mproc_list_clear(mproc_list *l);
+/* list.index(val, start, stop): the first index of an item equal to val within the slice
+ * [start, stop) (clamped as a slice is; 0, LONG_MAX for the whole list), or a negative
+ * code: MPROC_ENOTFOUND when none is. */
+long mproc_list_index(mproc_list *l, const void *val, size_t len, long start, long stop);
+/* list.count(val): how many items equal val, or a negative code. */
+long mproc_list_count(mproc_list *l, const void *val, size_t len);
+int mproc_list_reverse(mproc_list *l);
+/* list.sort(): in place, stable, by Python's bytes order (memcmp over the common prefix,
+ * then the shorter first); descending if reverse. */
+int mproc_list_sort(mproc_list *l, bool reverse);
+/* l[:]: a snapshot of the *n items in order, one malloc block as mproc_dict_keys (one
+ * free()). */
+int mproc_list_items(mproc_list *l, mproc_bytes **vals, size_t *n);
 void mproc_list_free(mproc_list *l);
 
 /* ------------------------------------------------------------------------------------------ */

@@ -8,6 +8,7 @@
 #include "mproc.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,6 +459,359 @@ Test(manager, list_extend_and_remove) {
   mproc_bytes bad[] = {{NULL, 3}};
   cr_assert_eq(mproc_list_extend(l, bad, 1), MPROC_EINVAL);
   cr_assert_eq(mproc_list_remove(NULL, "x", 1), MPROC_EINVAL);
+  mproc_list_free(l);
+  mproc_manager_free(m);
+  th_end(s);
+}
+
+/* ---- the rest of Python's dict and list, on tables of cases ---- */
+
+/* Whether the n strings of v are exactly want (NULL-terminated), in that order. */
+static void expect_seq(const mproc_bytes *v, size_t n, size_t stride, const char *const *want,
+                       size_t step) {
+  size_t nw = 0;
+  while (want[nw])
+    nw += step;
+  cr_assert_eq(n, nw / step, "%zu entries, want %zu", n, nw / step);
+  for (size_t i = 0; i < n; i++) {
+    const char *w = want[i * step];
+    const mproc_bytes *b = &v[i * stride];
+    cr_assert(b->len == strlen(w) && memcmp(b->p, w, b->len) == 0, "entry %zu: %.*s, want %s",
+              i, (int)b->len, (const char *)b->p, w);
+  }
+}
+
+enum { D_SET, D_DEL, D_POP, D_POPITEM, D_CLEAR, D_UPDATE };
+
+typedef struct dict_case {
+  int op;
+  const char *key, *val; /* D_UPDATE: key "k1=v1,k2=v2" */
+  int want;              /* the call's result */
+  const char *got_key, *got_val; /* D_POPITEM, D_POP: what came back */
+  const char *after[12]; /* key, value, key, value... in order, NULL-terminated */
+} dict_case;
+
+static const dict_case dict_cases[] = {
+    {D_POPITEM, .want = MPROC_ENOTFOUND, .after = {NULL}},
+    {D_SET, "a", "1", 0, .after = {"a", "1", NULL}},
+    {D_SET, "b", "2", 0, .after = {"a", "1", "b", "2", NULL}},
+    {D_SET, "c", "3", 0, .after = {"a", "1", "b", "2", "c", "3", NULL}},
+    /* Set again: the value changes, the place does not. */
+    {D_SET, "a", "4", 0, .after = {"a", "4", "b", "2", "c", "3", NULL}},
+    /* Deleted and set again: the newest. */
+    {D_DEL, "a", .want = 0, .after = {"b", "2", "c", "3", NULL}},
+    {D_SET, "a", "5", 0, .after = {"b", "2", "c", "3", "a", "5", NULL}},
+    {D_POPITEM, .want = 0, "a", "5", .after = {"b", "2", "c", "3", NULL}},
+    {D_SET, "", "", 0, .after = {"b", "2", "c", "3", "", "", NULL}},
+    {D_POP, "b", .want = 0, NULL, "2", .after = {"c", "3", "", "", NULL}},
+    {D_POPITEM, .want = 0, "", "", .after = {"c", "3", NULL}},
+    {D_UPDATE, "x=1,c=6,y=2,x=7", .want = 0, .after = {"c", "6", "x", "7", "y", "2", NULL}},
+    {D_POPITEM, .want = 0, "y", "2", .after = {"c", "6", "x", "7", NULL}},
+    {D_POPITEM, .want = 0, "x", "7", .after = {"c", "6", NULL}},
+    {D_POPITEM, .want = 0, "c", "6", .after = {NULL}},
+    {D_POPITEM, .want = MPROC_ENOTFOUND, .after = {NULL}},
+    {D_SET, "p", "q", 0, .after = {"p", "q", NULL}},
+    {D_CLEAR, .want = 0, .after = {NULL}},
+    {D_SET, "after clear", "z", 0, .after = {"after clear", "z", NULL}},
+};
+
+/* "k1=v1,k2=v2" as pairs for mproc_dict_update. */
+static int update_from(mproc_dict *d, const char *spec) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s", spec);
+  mproc_bytes kv[16];
+  size_t n = 0;
+  for (char *save, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(p, '=');
+    kv[2 * n] = (mproc_bytes){p, (size_t)(eq - p)};
+    kv[2 * n + 1] = (mproc_bytes){eq + 1, strlen(eq + 1)};
+    n++;
+  }
+  return mproc_dict_update(d, kv, n);
+}
+
+static int dict_run(mproc_dict *d, const dict_case *c) {
+  void *k = NULL, *v = NULL;
+  size_t kl = 0, vl = 0;
+  int rc = MPROC_EINVAL;
+  const char *key = c->key ? c->key : "";
+  switch (c->op) {
+  case D_SET:
+    return mproc_dict_set(d, key, strlen(key), c->val, strlen(c->val));
+  case D_DEL:
+    return mproc_dict_del(d, key, strlen(key));
+  case D_CLEAR:
+    return mproc_dict_clear(d);
+  case D_UPDATE:
+    return update_from(d, c->key);
+  case D_POP:
+    if ((rc = mproc_dict_pop(d, key, strlen(key), &v, &vl)) == 0)
+      expect_value(0, v, vl, c->got_val);
+    return rc;
+  case D_POPITEM:
+    if ((rc = mproc_dict_popitem(d, &k, &kl, &v, &vl)) == 0) {
+      expect_value(0, k, kl, c->got_key);
+      expect_value(0, v, vl, c->got_val);
+    }
+    return rc;
+  }
+  return rc;
+}
+
+/* keys, values and items all show exactly want, in its order. */
+static void expect_dict(mproc_dict *d, const char *const *want) {
+  mproc_bytes *v;
+  size_t n;
+  cr_assert_eq(mproc_dict_items(d, &v, &n), 0);
+  expect_seq(v, n, 2, want, 2);
+  expect_seq(v + 1, n, 2, want + 1, 2);
+  free(v);
+  cr_assert_eq(mproc_dict_keys(d, &v, &n), 0);
+  expect_seq(v, n, 1, want, 2);
+  free(v);
+  cr_assert_eq(mproc_dict_values(d, &v, &n), 0);
+  expect_seq(v, n, 1, want + 1, 2);
+  free(v);
+  size_t nw = 0;
+  while (want[nw])
+    nw += 2;
+  cr_assert_eq(mproc_dict_len(d), (long)nw / 2);
+}
+
+Test(manager, dict_order_popitem_values) {
+  th_scope s = th_begin();
+  mproc_manager *m = start(NULL);
+  mproc_dict *d;
+  cr_assert_eq(mproc_manager_dict(m, "ordered", &d), 0);
+  for (size_t i = 0; i < sizeof dict_cases / sizeof *dict_cases; i++) {
+    const dict_case *c = &dict_cases[i];
+    int rc = dict_run(d, c);
+    cr_assert_eq(rc, c->want, "case %zu: %s, want %s", i, mproc_err_name(rc),
+                 mproc_err_name(c->want));
+    expect_dict(d, c->after);
+  }
+  /* Order survives the table's growth: 100 keys, the odd ones deleted, popped newest first. */
+  cr_assert_eq(mproc_dict_clear(d), 0);
+  char k[16];
+  for (int i = 0; i < 100; i++)
+    cr_assert_eq(mproc_dict_set(d, k, (size_t)snprintf(k, sizeof k, "k%d", i), "v", 1), 0);
+  for (int i = 1; i < 100; i += 2)
+    cr_assert_eq(mproc_dict_del(d, k, (size_t)snprintf(k, sizeof k, "k%d", i)), 0);
+  mproc_bytes *keys;
+  size_t n;
+  cr_assert_eq(mproc_dict_keys(d, &keys, &n), 0);
+  cr_assert_eq(n, 50);
+  for (size_t i = 0; i < n; i++) {
+    int kl = snprintf(k, sizeof k, "k%zu", 2 * i);
+    cr_assert(keys[i].len == (size_t)kl && memcmp(keys[i].p, k, (size_t)kl) == 0);
+  }
+  free(keys);
+  for (int i = 98; i >= 0; i -= 2) {
+    void *kp, *vp;
+    size_t kl, vl;
+    cr_assert_eq(mproc_dict_popitem(d, &kp, &kl, &vp, &vl), 0);
+    snprintf(k, sizeof k, "k%d", i);
+    expect_value(0, kp, kl, k);
+    expect_value(0, vp, vl, "v");
+  }
+  cr_assert_eq(mproc_dict_len(d), 0);
+  mproc_dict_free(d);
+  mproc_manager_free(m);
+  th_end(s);
+}
+
+enum { L_FILL, L_CLEAR, L_INDEX, L_COUNT, L_REVERSE, L_SORT, L_SORT_REV };
+
+typedef struct list_case {
+  int op;
+  const char *val; /* L_FILL: the new contents, comma-separated ("" none; "," one empty) */
+  long start, stop;
+  long want; /* the call's result: an index, a count, 0, or a code */
+  const char *after[8]; /* the contents after, NULL-terminated */
+} list_case;
+
+#define ALL 0, LONG_MAX
+static const list_case list_cases[] = {
+    {L_INDEX, "a", ALL, MPROC_ENOTFOUND, {NULL}},
+    {L_COUNT, "a", ALL, 0, {NULL}},
+    {L_SORT, NULL, ALL, 0, {NULL}},
+    {L_REVERSE, NULL, ALL, 0, {NULL}},
+    {L_FILL, "a,b,a,c,a", ALL, 0, {"a", "b", "a", "c", "a", NULL}},
+    {L_INDEX, "a", ALL, 0, {"a", "b", "a", "c", "a", NULL}},
+    {L_INDEX, "a", 1, LONG_MAX, 2, {"a", "b", "a", "c", "a", NULL}},
+    {L_INDEX, "a", -2, LONG_MAX, 4, {"a", "b", "a", "c", "a", NULL}}, /* from 3 */
+    {L_INDEX, "a", 1, -1, 2, {"a", "b", "a", "c", "a", NULL}},        /* [1, 4) */
+    {L_INDEX, "a", 3, -1, MPROC_ENOTFOUND, {"a", "b", "a", "c", "a", NULL}}, /* [3, 4): c */
+    {L_INDEX, "a", -100, 1, 0, {"a", "b", "a", "c", "a", NULL}},      /* start clamped to 0 */
+    {L_INDEX, "c", LONG_MIN, 100, 3, {"a", "b", "a", "c", "a", NULL}},
+    {L_INDEX, "a", 5, LONG_MAX, MPROC_ENOTFOUND, {"a", "b", "a", "c", "a", NULL}},
+    {L_INDEX, "a", 3, 2, MPROC_ENOTFOUND, {"a", "b", "a", "c", "a", NULL}}, /* empty slice */
+    {L_INDEX, "a", 0, -100, MPROC_ENOTFOUND, {"a", "b", "a", "c", "a", NULL}},
+    {L_INDEX, "z", ALL, MPROC_ENOTFOUND, {"a", "b", "a", "c", "a", NULL}},
+    {L_INDEX, "", ALL, MPROC_ENOTFOUND, {"a", "b", "a", "c", "a", NULL}},
+    {L_COUNT, "a", ALL, 3, {"a", "b", "a", "c", "a", NULL}},
+    {L_COUNT, "c", ALL, 1, {"a", "b", "a", "c", "a", NULL}},
+    {L_COUNT, "z", ALL, 0, {"a", "b", "a", "c", "a", NULL}},
+    {L_COUNT, "", ALL, 0, {"a", "b", "a", "c", "a", NULL}},
+    {L_REVERSE, NULL, ALL, 0, {"a", "c", "a", "b", "a", NULL}},
+    {L_FILL, "b,a,ab,", ALL, 0, {"b", "a", "ab", "", NULL}},
+    {L_INDEX, "", ALL, 3, {"b", "a", "ab", "", NULL}},
+    {L_COUNT, "", ALL, 1, {"b", "a", "ab", "", NULL}},
+    {L_SORT, NULL, ALL, 0, {"", "a", "ab", "b", NULL}},
+    {L_SORT_REV, NULL, ALL, 0, {"b", "ab", "a", "", NULL}},
+    {L_REVERSE, NULL, ALL, 0, {"", "a", "ab", "b", NULL}},
+    /* Bytes compare unsigned: 0xff after every letter, 0x01 before. */
+    {L_FILL, "b,\xff,\x01,B,bb,b", ALL, 0, {"b", "\xff", "\x01", "B", "bb", "b", NULL}},
+    {L_SORT, NULL, ALL, 0, {"\x01", "B", "b", "b", "bb", "\xff", NULL}},
+    {L_SORT_REV, NULL, ALL, 0, {"\xff", "bb", "b", "b", "B", "\x01", NULL}},
+    {L_FILL, "x", ALL, 0, {"x", NULL}},
+    {L_REVERSE, NULL, ALL, 0, {"x", NULL}},
+    {L_SORT, NULL, ALL, 0, {"x", NULL}},
+    {L_CLEAR, NULL, ALL, 0, {NULL}},
+    {L_CLEAR, NULL, ALL, 0, {NULL}},
+    {L_FILL, ",", ALL, 0, {"", NULL}},
+    {L_INDEX, "", -1, LONG_MAX, 0, {"", NULL}},
+};
+
+/* Replaces l's contents with spec's comma-separated items ("": none, ",": one empty). */
+static int list_fill(mproc_list *l, const char *spec) {
+  int rc = mproc_list_clear(l);
+  if (rc || !*spec)
+    return rc;
+  if (strcmp(spec, ",") == 0)
+    return mproc_list_append(l, "", 0);
+  for (const char *p = spec;; p++) {
+    size_t n = strcspn(p, ",");
+    if ((rc = mproc_list_append(l, p, n)) || !p[n])
+      return rc;
+    p += n;
+  }
+}
+
+static long list_run(mproc_list *l, const list_case *c) {
+  switch (c->op) {
+  case L_FILL:
+    return list_fill(l, c->val);
+  case L_CLEAR:
+    return mproc_list_clear(l);
+  case L_INDEX:
+    return mproc_list_index(l, c->val, strlen(c->val), c->start, c->stop);
+  case L_COUNT:
+    return mproc_list_count(l, c->val, strlen(c->val));
+  case L_REVERSE:
+    return mproc_list_reverse(l);
+  case L_SORT:
+  case L_SORT_REV:
+    return mproc_list_sort(l, c->op == L_SORT_REV);
+  }
+  return MPROC_EINVAL;
+}
+
+static void expect_list(mproc_list *l, const char *const *want) {
+  mproc_bytes *v;
+  size_t n;
+  cr_assert_eq(mproc_list_items(l, &v, &n), 0);
+  expect_seq(v, n, 1, want, 1);
+  free(v);
+  cr_assert_eq(mproc_list_len(l), (long)n);
+}
+
+static int bytes_cmp(const void *a, const void *b) {
+  const mproc_bytes *x = a, *y = b;
+  size_t n = x->len < y->len ? x->len : y->len;
+  int c = memcmp(x->p, y->p, n);
+  return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* A sort of n pseudo-random strings gives what qsort does here (equal items are the same
+ * bytes, so any correct sort agrees), ascending and descending. */
+static void sort_matches_qsort(mproc_list *l, size_t n) {
+  cr_assert_eq(mproc_list_clear(l), 0);
+  char (*s)[8] = calloc(n, sizeof *s);
+  mproc_bytes *want = calloc(n, sizeof *want);
+  cr_assert(s && want);
+  uint32_t x = 12345;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = (x = x * 1103515245u + 12345u) >> 29; /* 0..7 bytes of 4 letters */
+    for (size_t j = 0; j < len; j++)
+      s[i][j] = (char)('a' + ((x = x * 1103515245u + 12345u) >> 30));
+    want[i] = (mproc_bytes){s[i], len};
+  }
+  cr_assert_eq(mproc_list_extend(l, want, n), 0);
+  qsort(want, n, sizeof *want, bytes_cmp);
+  for (int rev = 0; rev < 2; rev++) {
+    cr_assert_eq(mproc_list_sort(l, rev), 0);
+    mproc_bytes *got;
+    size_t gn;
+    cr_assert_eq(mproc_list_items(l, &got, &gn), 0);
+    cr_assert_eq(gn, n);
+    for (size_t i = 0; i < n; i++) {
+      const mproc_bytes *w = &want[rev ? n - 1 - i : i];
+      cr_assert(got[i].len == w->len && memcmp(got[i].p, w->p, w->len) == 0, "n %zu item %zu", n, i);
+    }
+    free(got);
+  }
+  free(want);
+  free(s);
+}
+
+Test(manager, list_index_count_sort_reverse) {
+  th_scope s = th_begin();
+  mproc_manager *m = start(NULL);
+  mproc_list *l;
+  cr_assert_eq(mproc_manager_list(m, "table", &l), 0);
+  for (size_t i = 0; i < sizeof list_cases / sizeof *list_cases; i++) {
+    const list_case *c = &list_cases[i];
+    long rc = list_run(l, c);
+    cr_assert_eq(rc, c->want, "case %zu: %ld, want %ld", i, rc, c->want);
+    expect_list(l, c->after);
+  }
+  sort_matches_qsort(l, 37);
+  sort_matches_qsort(l, 1000);
+  mproc_list_free(l);
+  mproc_manager_free(m);
+  th_end(s);
+}
+
+Test(manager, new_calls_bad_input_and_closed) {
+  th_scope s = th_begin();
+  mproc_manager *m = start(NULL);
+  mproc_dict *d;
+  mproc_list *l;
+  cr_assert_eq(mproc_manager_dict(m, "d", &d), 0);
+  cr_assert_eq(mproc_manager_list(m, "l", &l), 0);
+  mproc_bytes *v;
+  void *k, *x;
+  size_t n, kl, xl;
+  cr_assert_eq(mproc_dict_values(NULL, &v, &n), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_values(d, NULL, &n), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_values(d, &v, NULL), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_popitem(NULL, &k, &kl, &x, &xl), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_popitem(d, NULL, &kl, &x, &xl), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_popitem(d, &k, NULL, &x, &xl), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_popitem(d, &k, &kl, NULL, &xl), MPROC_EINVAL);
+  cr_assert_eq(mproc_dict_popitem(d, &k, &kl, &x, NULL), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_clear(NULL), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_reverse(NULL), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_sort(NULL, false), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_index(NULL, "a", 1, 0, 1), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_index(l, NULL, 1, 0, 1), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_count(NULL, "a", 1), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_count(l, NULL, 1), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_count(l, NULL, 0), 0); /* NULL with length 0: the empty string */
+  cr_assert_eq(mproc_list_items(NULL, &v, &n), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_items(l, NULL, &n), MPROC_EINVAL);
+  cr_assert_eq(mproc_list_items(l, &v, NULL), MPROC_EINVAL);
+  cr_assert_eq(mproc_manager_shutdown(m), 0);
+  cr_assert_eq(mproc_dict_values(d, &v, &n), MPROC_ECLOSED);
+  cr_assert_eq(mproc_dict_popitem(d, &k, &kl, &x, &xl), MPROC_ECLOSED);
+  cr_assert_eq(mproc_list_clear(l), MPROC_ECLOSED);
+  cr_assert_eq(mproc_list_reverse(l), MPROC_ECLOSED);
+  cr_assert_eq(mproc_list_sort(l, true), MPROC_ECLOSED);
+  cr_assert_eq(mproc_list_index(l, "a", 1, 0, LONG_MAX), MPROC_ECLOSED);
+  cr_assert_eq(mproc_list_count(l, "a", 1), MPROC_ECLOSED);
+  cr_assert_eq(mproc_list_items(l, &v, &n), MPROC_ECLOSED);
+  mproc_dict_free(d);
   mproc_list_free(l);
   mproc_manager_free(m);
   th_end(s);

@@ -16,6 +16,10 @@ static uint64_t get_le(const unsigned char *p, int n) {
   return v;
 }
 
+void mproc__mgr_put_i64(unsigned char b[8], int64_t v) { put_le(b, (uint64_t)v, 8); }
+
+int64_t mproc__mgr_get_i64(const unsigned char b[8]) { return (int64_t)get_le(b, 8); }
+
 size_t mproc__mgr_size(const mproc__mgr_msg *m) {
   size_t n = MGR_HDR;
   for (int i = 0; i < m->nf; i++)

@@ -42,7 +42,17 @@ enum mproc__mgr_op {
   MGR_Q_GET,         /* num timeout -> f0 value */
   MGR_X,             /* MGR_X + rop (start.h's mproc__rop): num the timeout in ns for a
                         blocking one (< 0: none), else its argument -> num */
-  MGR_OP_END = MGR_X + MPROC__R_END
+  /* The later dict and list calls, after the rest so that every number above stays what
+   * it was on the wire (and in fuzz/corpus). */
+  MGR_D_VALUES = MGR_X + MPROC__R_END, /* -> f0 packed values, num count */
+  MGR_D_POPITEM,                       /* -> f0 packed key, value (the newest pair) */
+  MGR_L_CLEAR,
+  MGR_L_INDEX,   /* f0 value, num start, f1 stop (8 bytes, little-endian) -> num index */
+  MGR_L_COUNT,   /* f0 value -> num count */
+  MGR_L_REVERSE,
+  MGR_L_SORT,    /* num 1: reversed */
+  MGR_L_ITEMS,   /* -> f0 packed values, num count */
+  MGR_OP_END
 };
 
 typedef struct mproc__mgr_msg {
@@ -62,6 +72,9 @@ void mproc__mgr_encode(const mproc__mgr_msg *m, unsigned char *buf);
 /* A packed list of byte strings (one field): each an 8-byte length and the bytes. */
 size_t mproc__mgr_packed_size(const mproc_bytes *v, size_t n);
 void mproc__mgr_pack(const mproc_bytes *v, size_t n, unsigned char *buf);
+/* An int64_t as 8 bytes little-endian, and back (MGR_L_INDEX's stop). */
+void mproc__mgr_put_i64(unsigned char b[8], int64_t v);
+int64_t mproc__mgr_get_i64(const unsigned char b[8]);
 /* The next string of a packed field at *off: 0 and *p, *len, or -EPROTO past its end. */
 int mproc__mgr_unpack(const void *buf, size_t len, size_t *off, const void **p, size_t *plen);
 /* Parses buf[len) into *m, whose fields point into buf: 0, or -EPROTO for a malformed one. */

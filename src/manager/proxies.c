@@ -212,14 +212,14 @@ static int unpack_all(void *packed, size_t len, int64_t n, mproc_bytes **out) {
   return 0;
 }
 
-static int snapshot(mproc_dict *d, uint8_t op, int per, mproc_bytes **out, size_t *n) {
-  if (!d || !out || !n)
-    return MPROC_EINVAL;
-  mproc__mgr_msg q = DQ(d, op);
+/* A dict's or list's snapshot: *n entries of per strings each, as one block. */
+static int snapshot(mproc_manager *m, int32_t id, uint8_t op, int per, mproc_bytes **out,
+                    size_t *n) {
+  mproc__mgr_msg q = {.op = op, .id = id};
   void *packed;
   size_t len;
   int64_t count = 0;
-  int rc = mproc__mgr_call_value_num(d->m, &q, &packed, &len, &count);
+  int rc = mproc__mgr_call_value_num(m, &q, &packed, &len, &count);
   if (rc)
     return rc;
   if (count < 0 || count > INT64_MAX / 2)
@@ -231,11 +231,45 @@ static int snapshot(mproc_dict *d, uint8_t op, int per, mproc_bytes **out, size_
 }
 
 int mproc_dict_keys(mproc_dict *d, mproc_bytes **keys, size_t *n) {
-  return snapshot(d, MGR_D_KEYS, 1, keys, n);
+  return d && keys && n ? snapshot(d->m, d->id, MGR_D_KEYS, 1, keys, n) : MPROC_EINVAL;
+}
+
+int mproc_dict_values(mproc_dict *d, mproc_bytes **vals, size_t *n) {
+  return d && vals && n ? snapshot(d->m, d->id, MGR_D_VALUES, 1, vals, n) : MPROC_EINVAL;
 }
 
 int mproc_dict_items(mproc_dict *d, mproc_bytes **items, size_t *n) {
-  return snapshot(d, MGR_D_ITEMS, 2, items, n);
+  return d && items && n ? snapshot(d->m, d->id, MGR_D_ITEMS, 2, items, n) : MPROC_EINVAL;
+}
+
+/* A malloc'd copy of b (one byte at least, so an empty one is not NULL). */
+static void *dup_bytes(const mproc_bytes *b) {
+  void *p = malloc(b->len ? b->len : 1);
+  if (p && b->len)
+    memcpy(p, b->p, b->len);
+  return p;
+}
+
+int mproc_dict_popitem(mproc_dict *d, void **key, size_t *klen, void **val, size_t *vlen) {
+  if (!d || !key || !klen || !val || !vlen)
+    return MPROC_EINVAL;
+  mproc_bytes *kv;
+  size_t n;
+  int rc = snapshot(d->m, d->id, MGR_D_POPITEM, 2, &kv, &n);
+  if (rc)
+    return rc;
+  void *k = n == 1 ? dup_bytes(&kv[0]) : NULL, *v = n == 1 ? dup_bytes(&kv[1]) : NULL;
+  if (n != 1 || !k || !v) {
+    /* The pair is gone from the dict by now, as with a reply lost on the way. */
+    rc = n != 1 ? -EPROTO : MPROC_ENOMEM;
+    free(k);
+    free(v);
+  } else {
+    *key = k, *klen = kv[0].len;
+    *val = v, *vlen = kv[1].len;
+  }
+  free(kv);
+  return rc;
 }
 
 /* Sends n strings packed in one field with op (a batch: one request). */
@@ -262,6 +296,44 @@ int mproc_dict_update(mproc_dict *d, const mproc_bytes *items, size_t n) {
 }
 
 /* ---- list ---- */
+
+static int list_simple(mproc_list *l, uint8_t op, int64_t arg) {
+  if (!l)
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = op, .id = l->id, .num = arg};
+  return mproc__mgr_call_simple(l->m, &q, NULL);
+}
+
+int mproc_list_clear(mproc_list *l) { return list_simple(l, MGR_L_CLEAR, 0); }
+
+int mproc_list_reverse(mproc_list *l) { return list_simple(l, MGR_L_REVERSE, 0); }
+
+int mproc_list_sort(mproc_list *l, bool reverse) { return list_simple(l, MGR_L_SORT, reverse); }
+
+long mproc_list_index(mproc_list *l, const void *val, size_t len, long start, long stop) {
+  if (!l || (!val && len))
+    return MPROC_EINVAL;
+  unsigned char stop_le[8];
+  mproc__mgr_put_i64(stop_le, stop);
+  mproc__mgr_msg q = {.op = MGR_L_INDEX, .id = l->id, .num = start, .nf = 2,
+                      .f = {val, stop_le}, .flen = {len, sizeof stop_le}};
+  int64_t i = 0;
+  int rc = mproc__mgr_call_simple(l->m, &q, &i);
+  return rc ? rc : (long)i;
+}
+
+long mproc_list_count(mproc_list *l, const void *val, size_t len) {
+  if (!l || (!val && len))
+    return MPROC_EINVAL;
+  mproc__mgr_msg q = {.op = MGR_L_COUNT, .id = l->id, .nf = 1, .f = {val}, .flen = {len}};
+  int64_t n = 0;
+  int rc = mproc__mgr_call_simple(l->m, &q, &n);
+  return rc ? rc : (long)n;
+}
+
+int mproc_list_items(mproc_list *l, mproc_bytes **vals, size_t *n) {
+  return l && vals && n ? snapshot(l->m, l->id, MGR_L_ITEMS, 1, vals, n) : MPROC_EINVAL;
+}
 
 int mproc_list_extend(mproc_list *l, const mproc_bytes *vals, size_t n) {
   if (!l || (!vals && n))

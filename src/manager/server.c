@@ -134,12 +134,16 @@ static int list_extend(mproc__list *l, const mproc__mgr_msg *q) {
   return rc;
 }
 
+static bool blob_is(const mproc__blob *b, const void *v, size_t vl) {
+  return b->len == vl && (vl == 0 || memcmp(b->p, v, vl) == 0);
+}
+
 static int list_remove(mproc__list *l, const mproc__mgr_msg *q) {
   if (q->nf != 1)
     return -EPROTO;
   for (size_t i = 0; i < mproc__list_len(l); i++) {
     mproc__blob *b = mproc__list_at(l, i);
-    if (b->len == q->flen[0] && (b->len == 0 || memcmp(b->p, q->f[0], b->len) == 0)) {
+    if (blob_is(b, q->f[0], q->flen[0])) {
       mproc__blob out;
       mproc__list_remove(l, i, &out);
       free(out.p);
@@ -147,6 +151,74 @@ static int list_remove(mproc__list *l, const mproc__mgr_msg *q) {
     }
   }
   return MPROC_ENOTFOUND;
+}
+
+/* Python's slice bound: i < 0 counts from the end, then clamped to [0, n]. */
+static size_t slice_bound(int64_t i, size_t n) {
+  size_t out;
+  index_of(i, n, true, &out);
+  return out;
+}
+
+static int list_index(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r) {
+  if (q->nf != 2 || q->flen[1] != 8)
+    return -EPROTO;
+  size_t n = mproc__list_len(l);
+  size_t stop = slice_bound(mproc__mgr_get_i64(q->f[1]), n);
+  for (size_t i = slice_bound(q->num, n); i < stop; i++)
+    if (blob_is(mproc__list_at(l, i), q->f[0], q->flen[0])) {
+      r->num = (int64_t)i;
+      return 0;
+    }
+  return MPROC_ENOTFOUND;
+}
+
+static int list_snapshot(mproc__list *l, mproc__mgr_msg *r, mproc__blob *scratch) {
+  size_t n = mproc__list_len(l), len = 0;
+  for (size_t i = 0; i < n; i++)
+    len += 8 + mproc__list_at(l, i)->len;
+  unsigned char *w = scratch->p = malloc(len ? len : 1);
+  if (!w)
+    return MPROC_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    mproc__blob *b = mproc__list_at(l, i);
+    mproc_bytes one = {b->p, b->len};
+    mproc__mgr_pack(&one, 1, w);
+    w += 8 + b->len;
+  }
+  scratch->len = len;
+  reply_blob(r, scratch);
+  r->num = (int64_t)n;
+  return 0;
+}
+
+/* The whole-list calls: clear, index, count, reverse, sort, the snapshot. */
+static int list_whole(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
+                    mproc__blob *scratch) {
+  switch (q->op) {
+  case MGR_L_LEN:
+    r->num = (int64_t)mproc__list_len(l);
+    return 0;
+  case MGR_L_CLEAR:
+    mproc__list_clear(l);
+    return 0;
+  case MGR_L_INDEX:
+    return list_index(l, q, r);
+  case MGR_L_COUNT:
+    if (q->nf != 1)
+      return -EPROTO;
+    for (size_t i = 0; i < mproc__list_len(l); i++)
+      r->num += blob_is(mproc__list_at(l, i), q->f[0], q->flen[0]);
+    return 0;
+  case MGR_L_REVERSE:
+    mproc__list_reverse(l);
+    return 0;
+  case MGR_L_SORT:
+    return mproc__list_sort(l, q->num != 0);
+  case MGR_L_ITEMS:
+    return list_snapshot(l, r, scratch);
+  }
+  return -EPROTO;
 }
 
 static int list_op(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
@@ -186,7 +258,53 @@ static int list_op(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
   case MGR_L_REMOVE:
     return list_remove(l, q);
   }
-  return -EPROTO;
+  return list_whole(l, q, r, scratch);
+}
+
+static int dict_snapshot(mproc__dict *d, int what, mproc__mgr_msg *r, mproc__blob *scratch) {
+  size_t count = 0;
+  int rc = mproc__dict_snapshot(d, what, scratch, &count);
+  if (rc == 0)
+    reply_blob(r, scratch), r->num = (int64_t)count;
+  return rc;
+}
+
+static int dict_request(mproc__store *s, const mproc__mgr_msg *q, mproc__mgr_msg *r,
+                        mproc__blob *scratch) {
+  mproc__dict *d = mproc__store_get(s, q->id, MGR_K_DICT);
+  if (!d)
+    return MPROC_EINVAL;
+  switch (q->op) {
+  case MGR_D_LEN:
+    r->num = (int64_t)mproc__dict_len(d);
+    return 0;
+  case MGR_D_CLEAR:
+    mproc__dict_clear(d);
+    return 0;
+  case MGR_D_UPDATE:
+    return dict_update(d, q);
+  case MGR_D_KEYS:
+    return dict_snapshot(d, MGR_SNAP_KEYS, r, scratch);
+  case MGR_D_VALUES:
+    return dict_snapshot(d, MGR_SNAP_VALUES, r, scratch);
+  case MGR_D_ITEMS:
+    return dict_snapshot(d, MGR_SNAP_KEYS | MGR_SNAP_VALUES, r, scratch);
+  case MGR_D_POPITEM: {
+    int rc = mproc__dict_popitem(d, scratch);
+    if (rc == 0)
+      reply_blob(r, scratch), r->num = 1;
+    return rc;
+  }
+  }
+  return q->nf >= 1 ? dict_op(d, q, r, scratch) : -EPROTO;
+}
+
+static bool is_dict_op(int op) {
+  return (op >= MGR_D_SET && op <= MGR_D_UPDATE) || op == MGR_D_VALUES || op == MGR_D_POPITEM;
+}
+
+static bool is_list_op(int op) {
+  return (op >= MGR_L_APPEND && op <= MGR_L_REMOVE) || (op >= MGR_L_CLEAR && op <= MGR_L_ITEMS);
 }
 
 int mproc__mgr_handle(mproc__store *s, const mproc__mgr_waiter *w, const mproc__mgr_msg *q,
@@ -204,33 +322,13 @@ int mproc__mgr_handle(mproc__store *s, const mproc__mgr_waiter *w, const mproc__
                                         q->nf == 2 ? q->f[1] : NULL, q->nf == 2 ? q->flen[1] : 0)
                     : -EPROTO;
     r->num = rc;
+  } else if (is_dict_op(q->op)) {
+    rc = dict_request(s, q, r, scratch);
+  } else if (is_list_op(q->op)) {
+    mproc__list *l = mproc__store_get(s, q->id, MGR_K_LIST);
+    rc = l ? list_op(l, q, r, scratch) : MPROC_EINVAL;
   } else if (q->op >= MGR_V_GET) {
     rc = mproc__mgr_sync(s, w, q, r, scratch);
-  } else if (q->op >= MGR_D_SET && q->op <= MGR_D_UPDATE) {
-    mproc__dict *d = mproc__store_get(s, q->id, 0);
-    size_t count = 0;
-    if (!d)
-      rc = MPROC_EINVAL;
-    else if (q->op == MGR_D_LEN)
-      rc = 0, r->num = (int64_t)mproc__dict_len(d);
-    else if (q->op == MGR_D_CLEAR)
-      rc = 0, mproc__dict_clear(d);
-    else if (q->op == MGR_D_UPDATE)
-      rc = dict_update(d, q);
-    else if (q->op == MGR_D_KEYS || q->op == MGR_D_ITEMS) {
-      rc = mproc__dict_snapshot(d, q->op == MGR_D_ITEMS, scratch, &count);
-      if (rc == 0)
-        reply_blob(r, scratch), r->num = (int64_t)count;
-    } else
-      rc = q->nf >= 1 ? dict_op(d, q, r, scratch) : -EPROTO;
-  } else if (q->op >= MGR_L_APPEND && q->op <= MGR_L_REMOVE) {
-    mproc__list *l = mproc__store_get(s, q->id, 1);
-    if (!l)
-      rc = MPROC_EINVAL;
-    else if (q->op == MGR_L_LEN)
-      rc = 0, r->num = (int64_t)mproc__list_len(l);
-    else
-      rc = list_op(l, q, r, scratch);
   } else {
     rc = -EPROTO;
   }

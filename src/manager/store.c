@@ -1,5 +1,7 @@
 /* The Manager server's objects (store.h): a chained hash table per dict (FNV-1a, doubled
- * at load 1), an array per list, and the table of named objects. */
+ * at load 1) whose entries are also on a list in insertion order (Python's dict order:
+ * what keys/items/values show and popitem takes from), an array per list, and the table of
+ * named objects. */
 #define _GNU_SOURCE
 #include "manager/proto.h"
 #include "manager/store.h"
@@ -8,7 +10,8 @@
 #include <string.h>
 
 typedef struct entry {
-  struct entry *next;
+  struct entry *next;         /* in its bucket */
+  struct entry *older, *newer; /* in insertion order */
   uint64_t hash;
   mproc__blob key, val;
 } entry;
@@ -16,6 +19,7 @@ typedef struct entry {
 struct mproc__dict {
   entry **b;
   size_t nb, n;
+  entry *oldest, *newest;
 };
 
 struct mproc__list {
@@ -106,57 +110,90 @@ int mproc__dict_set(mproc__dict *d, const void *k, size_t kl, const void *v, siz
   }
   e->hash = h;
   e->val = nv;
+  e->older = d->newest;
+  if (d->newest)
+    d->newest->newer = e;
+  else
+    d->oldest = e;
+  d->newest = e;
   *s = e;
   d->n++;
   return 0;
+}
+
+/* Takes the entry at *s out of its bucket and out of the order; the caller frees it. */
+static entry *unlink_entry(mproc__dict *d, entry **s) {
+  entry *e = *s;
+  *s = e->next;
+  *(e->older ? &e->older->newer : &d->oldest) = e->newer;
+  *(e->newer ? &e->newer->older : &d->newest) = e->older;
+  d->n--;
+  return e;
 }
 
 int mproc__dict_remove(mproc__dict *d, const void *k, size_t kl, mproc__blob *out) {
   entry **s = d->nb ? slot(d, k, kl, fnv(k, kl)) : NULL;
   if (!s || !*s)
     return MPROC_ENOTFOUND;
-  entry *e = *s;
-  *s = e->next;
+  entry *e = unlink_entry(d, s);
   if (out)
     *out = e->val;
   else
     free(e->val.p);
   free(e->key.p);
   free(e);
-  d->n--;
   return 0;
 }
 
 size_t mproc__dict_len(const mproc__dict *d) { return d->n; }
 
 void mproc__dict_clear(mproc__dict *d) {
-  for (size_t i = 0; i < d->nb; i++)
-    for (entry *e = d->b[i], *next; e; e = next) {
-      next = e->next;
-      free(e->key.p);
-      free(e->val.p);
-      free(e);
-    }
+  for (entry *e = d->oldest, *newer; e; e = newer) {
+    newer = e->newer;
+    free(e->key.p);
+    free(e->val.p);
+    free(e);
+  }
   free(d->b);
   d->b = NULL;
+  d->oldest = d->newest = NULL;
   d->nb = d->n = 0;
 }
 
-int mproc__dict_snapshot(mproc__dict *d, bool values, mproc__blob *out, size_t *count) {
+int mproc__dict_popitem(mproc__dict *d, mproc__blob *out) {
+  entry *e = d->newest;
+  if (!e)
+    return MPROC_ENOTFOUND;
+  mproc_bytes kv[2] = {{e->key.p, e->key.len}, {e->val.p, e->val.len}};
+  size_t len = mproc__mgr_packed_size(kv, 2);
+  /* The reply first: out of memory, the pair stays. */
+  if (!(out->p = malloc(len)))
+    return MPROC_ENOMEM;
+  mproc__mgr_pack(kv, 2, out->p);
+  out->len = len;
+  e = unlink_entry(d, slot(d, e->key.p, e->key.len, e->hash));
+  free(e->key.p);
+  free(e->val.p);
+  free(e);
+  return 0;
+}
+
+int mproc__dict_snapshot(mproc__dict *d, int what, mproc__blob *out, size_t *count) {
   size_t size = 0, n = 0;
-  for (size_t i = 0; i < d->nb; i++)
-    for (entry *e = d->b[i]; e; e = e->next)
-      size += 8 + e->key.len + (values ? 8 + e->val.len : 0);
+  for (entry *e = d->oldest; e; e = e->newer)
+    size += (what & MGR_SNAP_KEYS ? 8 + e->key.len : 0) +
+            (what & MGR_SNAP_VALUES ? 8 + e->val.len : 0);
   unsigned char *b = malloc(size ? size : 1), *w = b;
   if (!b)
     return MPROC_ENOMEM;
-  for (size_t i = 0; i < d->nb; i++)
-    for (entry *e = d->b[i]; e; e = e->next) {
-      mproc_bytes kv[2] = {{e->key.p, e->key.len}, {e->val.p, e->val.len}};
-      mproc__mgr_pack(kv, values ? 2 : 1, w);
-      w += mproc__mgr_packed_size(kv, values ? 2 : 1);
-      n++;
-    }
+  for (entry *e = d->oldest; e; e = e->newer) {
+    mproc_bytes kv[2] = {{e->key.p, e->key.len}, {e->val.p, e->val.len}};
+    const mproc_bytes *from = what & MGR_SNAP_KEYS ? kv : kv + 1;
+    size_t k = what == (MGR_SNAP_KEYS | MGR_SNAP_VALUES) ? 2 : 1;
+    mproc__mgr_pack(from, k, w);
+    w += mproc__mgr_packed_size(from, k);
+    n++;
+  }
   out->p = b;
   out->len = size;
   *count = n;
@@ -193,21 +230,64 @@ void mproc__list_remove(mproc__list *l, size_t i, mproc__blob *out) {
   l->n--;
 }
 
-/* ---- named objects ---- */
-
-mproc__store *mproc__store_new(void) { return calloc(1, sizeof(mproc__store)); }
-
-static void list_clear(mproc__list *l) {
+void mproc__list_clear(mproc__list *l) {
   for (size_t j = 0; j < l->n; j++)
     free(l->v[j].p);
   free(l->v);
+  l->v = NULL;
+  l->n = l->cap = 0;
 }
+
+void mproc__list_reverse(mproc__list *l) {
+  for (size_t i = 0, j = l->n; i + 1 < j; i++, j--) {
+    mproc__blob t = l->v[i];
+    l->v[i] = l->v[j - 1];
+    l->v[j - 1] = t;
+  }
+}
+
+int mproc__blob_cmp(const mproc__blob *a, const mproc__blob *b) {
+  size_t n = a->len < b->len ? a->len : b->len;
+  int c = n ? memcmp(a->p, b->p, n) : 0;
+  return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Merges the sorted runs v[lo, mid) and v[mid, hi) through tmp; on a tie the left (earlier)
+ * one goes first, which keeps the sort stable in either direction. */
+static void merge(mproc__blob *v, mproc__blob *tmp, size_t lo, size_t mid, size_t hi, int sign) {
+  size_t i = lo, j = mid, k = lo;
+  while (i < mid && j < hi)
+    tmp[k++] = sign * mproc__blob_cmp(&v[j], &v[i]) < 0 ? v[j++] : v[i++];
+  while (i < mid)
+    tmp[k++] = v[i++];
+  while (j < hi)
+    tmp[k++] = v[j++];
+  memcpy(&v[lo], &tmp[lo], (hi - lo) * sizeof *v);
+}
+
+int mproc__list_sort(mproc__list *l, bool reverse) {
+  if (l->n < 2)
+    return 0;
+  /* Bottom-up merge sort: stable (qsort is not) and O(n log n) whatever the input. */
+  mproc__blob *tmp = malloc(l->n * sizeof *tmp);
+  if (!tmp)
+    return MPROC_ENOMEM;
+  for (size_t w = 1; w < l->n; w *= 2)
+    for (size_t lo = 0; lo + w < l->n; lo += 2 * w)
+      merge(l->v, tmp, lo, lo + w, lo + 2 * w < l->n ? lo + 2 * w : l->n, reverse ? -1 : 1);
+  free(tmp);
+  return 0;
+}
+
+/* ---- named objects ---- */
+
+mproc__store *mproc__store_new(void) { return calloc(1, sizeof(mproc__store)); }
 
 static void object_free(object *o) {
   if (o->kind == MGR_K_DICT || o->kind == MGR_K_NS) {
     mproc__dict_clear(o->obj);
   } else if (o->kind == MGR_K_LIST) {
-    list_clear(o->obj);
+    mproc__list_clear(o->obj);
   } else if (o->kind == MGR_K_QUEUE || o->kind == MGR_K_JQUEUE) {
     mproc__mqueue *q = o->obj;
     for (size_t j = 0; j < q->n; j++)

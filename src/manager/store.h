@@ -99,9 +99,15 @@ mproc__blob *mproc__dict_find(mproc__dict *d, const void *k, size_t kl);
 int mproc__dict_remove(mproc__dict *d, const void *k, size_t kl, mproc__blob *out);
 size_t mproc__dict_len(const mproc__dict *d);
 void mproc__dict_clear(mproc__dict *d);
-/* The keys (or keys and values alternating) packed as proto.h says into *out (malloc'd;
- * the caller frees out->p), their count in *count. */
-int mproc__dict_snapshot(mproc__dict *d, bool values, mproc__blob *out, size_t *count);
+/* Removes the newest pair (Python's popitem, LIFO), packed (key, value) into *out (the
+ * caller frees out->p); MPROC_ENOTFOUND when empty, MPROC_ENOMEM (nothing removed). */
+int mproc__dict_popitem(mproc__dict *d, mproc__blob *out);
+/* What a snapshot holds per pair. */
+enum { MGR_SNAP_KEYS = 1, MGR_SNAP_VALUES = 2 };
+/* The keys, values, or keys and values alternating (what: MGR_SNAP_*), oldest first,
+ * packed as proto.h says into *out (malloc'd; the caller frees out->p), their count in
+ * *count. */
+int mproc__dict_snapshot(mproc__dict *d, int what, mproc__blob *out, size_t *count);
 
 /* Lists. Indexes already normalised (0 <= i < len, or <= len for insert). */
 typedef struct mproc__list mproc__list;
@@ -110,6 +116,13 @@ mproc__blob *mproc__list_at(mproc__list *l, size_t i);
 int mproc__list_insert(mproc__list *l, size_t i, const void *v, size_t vl);
 /* Removes item i into *out (the caller frees out->p). */
 void mproc__list_remove(mproc__list *l, size_t i, mproc__blob *out);
+void mproc__list_clear(mproc__list *l);
+void mproc__list_reverse(mproc__list *l);
+/* Sorts as Python sorts bytes (mproc__blob_cmp), stable, descending if reverse: 0 or
+ * MPROC_ENOMEM (the list unchanged). */
+int mproc__list_sort(mproc__list *l, bool reverse);
+/* Python's bytes order: memcmp over the common prefix, then the shorter first. */
+int mproc__blob_cmp(const mproc__blob *a, const mproc__blob *b);
 /* A copy of v[vl) as a blob: 0 or MPROC_ENOMEM. */
 int mproc__blob_set(mproc__blob *b, const void *v, size_t vl);
 
