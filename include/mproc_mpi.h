@@ -6,8 +6,9 @@
  * Rank 0 gets an ordinary mproc_pool: every call of mproc.h works on it unchanged. Each
  * other rank runs an ordinary local pool (opts.processes workers, or its CPU count; fork
  * started, with task_timeout, maxtasksperchild, the initializer and crash containment as on
- * one machine) and serves rank 0's tasks until rank 0 frees the pool. Rank 0 runs no worker
- * itself: with N ranks the pool's workers are those of ranks 1..N-1.
+ * one machine) and serves rank 0's tasks until rank 0 frees the pool. By default rank 0 runs
+ * no worker itself (with N ranks the pool's workers are those of ranks 1..N-1); with
+ * mproc_mpi_opts.rank0_workers it also runs a local pool of its own, fed as one more rank.
  *
  * What crosses: functions as (object file, offset): every rank must run the same program
  * and libraries. Arguments and map elements as bytes (no pointers inside them).
@@ -37,6 +38,17 @@ extern "C" {
  * opts or p NULL: MPROC_EINVAL; fewer than 2 ranks: MPROC_ESTATE; a rank's local pool
  * failed to start: its error. Blocks until every rank has started. */
 int mproc_mpi_pool_new(mproc_pool **p, const mproc_pool_opts *opts, int *argc, char ***argv);
+
+typedef struct mproc_mpi_opts {
+  /* Workers of rank 0's own local pool (forked before MPI_Init, with opts' task_timeout,
+   * initializer etc.), handed tasks as one more rank. 0: none (rank 0 only leads). */
+  int rank0_workers;
+} mproc_mpi_opts;
+
+/* As mproc_mpi_pool_new, with mpi_opts (NULL: all zero). Every rank must pass the same;
+ * rank0_workers < 0: MPROC_EINVAL on every rank (before MPI is initialized). */
+int mproc_mpi_pool_new_ex(mproc_pool **p, const mproc_pool_opts *opts,
+                          const mproc_mpi_opts *mpi_opts, int *argc, char ***argv);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "mpi/mpi_master.h"
+#include "mpi/mpi_local.h"
 #include "mpi/mpi_wire.h"
 
 #include <errno.h>
@@ -40,7 +41,9 @@ struct mpim_master {
   mproc__engine e; /* first: the pool's engine pointer is ours */
   pthread_mutex_t mu;
   int nranks;
+  int first; /* 0 when rank 0 has workers of its own (local), else 1 */
   rank_st *r;
+  mpil_local *local;
   const void *fns[MPIW_FNS];
   size_t nfns;
   inflight *fl; /* open addressing by id */
@@ -123,7 +126,7 @@ static int fn_index(mpim_master *m, rank_st *r, const void *fn, uint32_t *idx) {
 /* The rank with the most credit left, or -1 when all are full. cost: a map chunk's. */
 static int pick_rank(mpim_master *m) {
   int best = -1, room = 0;
-  for (int i = 1; i < m->nranks; i++) {
+  for (int i = m->first; i < m->nranks; i++) {
     int left = m->r[i].credit - m->r[i].out;
     if (left > room) {
       room = left;
@@ -184,7 +187,17 @@ static int encode(mpim_master *m, rank_st *r, const mproc__task_hdr *h, const ch
   return rc;
 }
 
-/* Inside the task ring's read: the task joins its rank's batch. */
+/* A task that could not be handed out fails alone, at once. */
+static void fail_task(mpim_master *m, uint64_t id, int rc) {
+  const char *msg = rc == MPROC_ETOOBIG ? "too many distinct functions for one MPI pool"
+                                        : "the task's function or argument could not be sent";
+  mproc__result_hdr f = {.id = id, .status = MPROC_ETASK, .fail_index = 0,
+                         .msg_len = (uint32_t)strlen(msg)};
+  if (mproc__engine_post(m->e.pool, &f, msg, NULL) != 0)
+    m->take_rc = rc;
+}
+
+/* Inside the task ring's read: the task joins its rank's batch (rank 0: its local pool). */
 static void take_one(void *arg, const mproc__task_hdr *h, const char *body, size_t len) {
   mpim_master *m = arg;
   rank_st *r = &m->r[m->take_rank];
@@ -193,31 +206,34 @@ static void take_one(void *arg, const mproc__task_hdr *h, const char *body, size
   inflight x = {.id = h->id, .rank = m->take_rank, .cost = 1};
   if (h->kind == MPROC__TASK_MAP)
     x.cost = r->credit / 2 > 1 ? r->credit / 2 : 1;
-  size_t mark_len = r->b.len, mark_seg = r->b.nseg, mark_bytes = r->b.bytes;
-  int rc = encode(m, r, h, body, len, &x);
-  if (rc) {
-    /* Undo the half-written record; the task fails alone. */
-    r->b.len = mark_len;
-    r->b.nseg = mark_seg;
-    r->b.bytes = mark_bytes;
-    if (mark_seg && !r->b.seg[mark_seg - 1].ext)
-      r->b.seg[mark_seg - 1].len = r->b.len - r->b.seg[mark_seg - 1].off;
-    const char *msg = rc == MPROC_ETOOBIG ? "too many distinct functions for one MPI pool"
-                                          : "the task's function or argument could not be sent";
-    mproc__result_hdr f = {.id = h->id, .status = MPROC_ETASK, .fail_index = 0,
-                           .msg_len = (uint32_t)strlen(msg)};
-    if (mproc__engine_post(m->e.pool, &f, msg, NULL) != 0)
-      m->take_rc = rc;
-    return;
+  int rc;
+  if (m->take_rank == 0) {
+    /* The output, when shared, is written in place by the local workers: x.out stays NULL. */
+    if ((rc = mpil_submit(m->local, h, body, len)) != 0) {
+      fail_task(m, h->id, rc);
+      return;
+    }
+  } else {
+    size_t mark_len = r->b.len, mark_seg = r->b.nseg, mark_bytes = r->b.bytes;
+    if ((rc = encode(m, r, h, body, len, &x)) != 0) {
+      /* Undo the half-written record; the task fails alone. */
+      r->b.len = mark_len;
+      r->b.nseg = mark_seg;
+      r->b.bytes = mark_bytes;
+      if (mark_seg && !r->b.seg[mark_seg - 1].ext)
+        r->b.seg[mark_seg - 1].len = r->b.len - r->b.seg[mark_seg - 1].off;
+      fail_task(m, h->id, rc);
+      return;
+    }
+    r->b.records++;
   }
-  r->b.records++;
   r->out += x.cost;
   fl_put(m, x);
 }
 
 static int flush(mpim_master *m, int i) {
   rank_st *r = &m->r[i];
-  if (!r->b.records)
+  if (i == 0 || !r->b.records)
     return 0;
   return mpiw_send_batch(&m->sends, &r->b, i, MPIW_TASKS);
 }
@@ -276,10 +292,15 @@ static bool post_pending(mpim_master *m) {
   return true;
 }
 
-/* Receives the results that have come; true when any did. */
+/* Receives the results that have come (rank 0's own workers' first); true when any did. */
 static bool take_results(mpim_master *m) {
   bool any = false;
   while (post_pending(m)) {
+    if (m->local && (m->pend = mpil_results(m->local, &m->pend_len)) != NULL) {
+      m->pend_off = 0;
+      any = true;
+      continue;
+    }
     int flag = 0;
     MPI_Status st;
     MPI_Iprobe(MPI_ANY_SOURCE, MPIW_RESULTS, MPI_COMM_WORLD, &flag, &st);
@@ -298,17 +319,32 @@ static int pump(mproc__engine *e, int64_t deadline) {
   for (;;) {
     pthread_mutex_lock(&m->mu);
     bool moved = false;
+    int rc = 0, n = 0;
+    if (!m->stopped && m->local) {
+      n = mpil_poll(m->local, 0);
+      rc = n < 0 ? n : 0;
+      moved = n > 0;
+    }
     if (!m->stopped) {
-      moved = take_results(m);
+      moved |= take_results(m);
       moved |= take_tasks(m);
       mpiw_test(&m->sends);
     }
-    int rc = m->take_rc;
+    if (rc == 0)
+      rc = m->take_rc;
     m->take_rc = 0;
     int64_t now = mpiw_now_ns();
     int64_t nap = moved || m->stopped ? 0 : mpiw_idle_ns(&m->wait, now, deadline - now);
     if (moved)
       mpiw_moved(&m->wait);
+    /* The nap on rank 0's own workers, when one runs: their results end it at once. It
+     * holds the lock: the local pool's callbacks fill what take_results reads. */
+    if (nap > 0 && rc == 0 && m->local && mpil_running(m->local)) {
+      n = mpil_poll(m->local, (double)nap / 1e9);
+      nap = 0;
+      rc = n < 0 ? n : 0;
+      moved = n > 0; /* its records are posted at the caller's next pump */
+    }
     pthread_mutex_unlock(&m->mu);
     if (rc)
       return rc;
@@ -336,6 +372,8 @@ void mpim_stop_ranks(mpim_master *m) {
   pthread_mutex_lock(&m->mu);
   if (!m->stopped) {
     m->stopped = true;
+    if (m->local)
+      mpil_terminate(m->local);
     for (int i = 1; i < m->nranks; i++)
       MPI_Send(NULL, 0, MPI_BYTE, i, MPIW_STOP, MPI_COMM_WORLD);
     /* Whatever a rank sent before its STOPPED is taken and dropped: no send of theirs stays
@@ -365,6 +403,7 @@ void mpim_master_free(mpim_master *m) {
   if (!m)
     return;
   mpim_stop_ranks(m);
+  mpil_free(m->local);
   for (int i = 0; i < m->nranks; i++)
     mpiw_batch_free(&m->r[i].b);
   free(m->r);
@@ -381,7 +420,7 @@ static void release(mproc__engine *e) { mpim_master_free((mpim_master *)e); }
 
 mproc__engine *mpim_engine(mpim_master *m) { return &m->e; }
 
-mpim_master *mpim_master_new(int nranks, const int *workers, bool finalize) {
+mpim_master *mpim_master_new(int nranks, const int *workers, mproc_pool *local, bool finalize) {
   mpim_master *m = calloc(1, sizeof *m);
   if (!m)
     return NULL;
@@ -393,7 +432,8 @@ mpim_master *mpim_master_new(int nranks, const int *workers, bool finalize) {
   int fixed = env ? atoi(env) : 0;
   size_t total = 0;
   m->r = calloc((size_t)nranks, sizeof *m->r);
-  for (int i = 1; m->r && i < nranks; i++) {
+  m->first = local ? 0 : 1;
+  for (int i = m->first; m->r && i < nranks; i++) {
     rank_st *r = &m->r[i];
     r->workers = workers[i];
     r->credit = fixed > 0 ? fixed : CREDIT_PER_WORKER * workers[i];
@@ -405,6 +445,10 @@ mpim_master *mpim_master_new(int nranks, const int *workers, bool finalize) {
   while (m->fl_cap < 2 * total + 2)
     m->fl_cap *= 2;
   m->fl = calloc(m->fl_cap, sizeof *m->fl);
+  if (m->r && m->fl && local && !(m->local = mpil_new(local))) {
+    free(m->fl);
+    m->fl = NULL;
+  }
   if (!m->r || !m->fl) {
     free(m->r);
     free(m->fl);

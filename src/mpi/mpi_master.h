@@ -7,9 +7,11 @@
 
 typedef struct mpim_master mpim_master;
 
-/* An engine for ranks 1..nranks-1 with workers[r] workers each (workers[0] unused). NULL on
- * ENOMEM. finalize: call MPI_Finalize when the pool is freed. */
-mpim_master *mpim_master_new(int nranks, const int *workers, bool finalize);
+/* An engine for ranks 1..nranks-1 with workers[r] workers each, and for local (rank 0's own
+ * pool of workers[0] workers; NULL: none), taken by the engine (freed with it; on NULL,
+ * ENOMEM, it stays the caller's). finalize: call MPI_Finalize when the pool is freed. */
+mpim_master *mpim_master_new(int nranks, const int *workers, mproc_pool *local,
+                             bool finalize);
 mproc__engine *mpim_engine(mpim_master *m);
 /* Stops every serving rank (STOP, then everything up to its STOPPED). Idempotent. */
 void mpim_stop_ranks(mpim_master *m);

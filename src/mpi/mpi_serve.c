@@ -55,27 +55,33 @@ static void inbuf_drop(inbuf *b) {
   }
 }
 
-/* The job's result record into the batch, and the job gone. */
-static void finish_job(server *s, job *j) {
-  mproc__result_hdr h = {.id = j->id, .fail_index = UINT64_MAX};
+int mpis_put_result(mpiw_batch *b, uint64_t id, mproc_async *a, bool map, const void *out,
+                    size_t out_len) {
+  mproc__result_hdr h = {.id = id, .fail_index = UINT64_MAX};
   void *res = NULL;
   size_t len = 0;
-  h.status = mproc_async_get(j->a, j->map ? NULL : &res, j->map ? NULL : &len, 0);
-  const char *msg = h.status ? mproc_async_error(j->a) : NULL;
-  if (j->map) {
-    size_t fi = mproc_async_fail_index(j->a);
+  h.status = mproc_async_get(a, map ? NULL : &res, map ? NULL : &len, 0);
+  const char *msg = h.status ? mproc_async_error(a) : NULL;
+  if (map) {
+    size_t fi = mproc_async_fail_index(a);
     h.fail_index = fi == SIZE_MAX ? UINT64_MAX : fi;
-    res = j->out;
-    len = j->out_bytes;
-    j->out = NULL;
   }
+  const void *data = map ? out : res;
   h.msg_len = msg ? (uint32_t)strlen(msg) : 0;
-  h.data_len = len;
-  if (mpiw_copy(&s->out, &h, sizeof h) == 0 && mpiw_copy(&s->out, msg, h.msg_len) == 0 &&
-      mpiw_copy(&s->out, res, len) == 0)
-    mpiw_pad(&s->out);
-  s->out.records++;
+  h.data_len = map ? out_len : len;
+  int rc = mpiw_copy(b, &h, sizeof h);
+  if (rc == 0 && (rc = mpiw_copy(b, msg, h.msg_len)) == 0 &&
+      (rc = mpiw_copy(b, data, h.data_len)) == 0)
+    rc = mpiw_pad(b);
+  b->records++;
   free(res);
+  return rc;
+}
+
+/* The job's result record into the batch, and the job gone. */
+static void finish_job(server *s, job *j) {
+  mpis_put_result(&s->out, j->id, j->a, j->map, j->out, j->out_bytes);
+  free(j->out);
   mproc_async_free(j->a);
   inbuf_drop(j->in);
   free(j);

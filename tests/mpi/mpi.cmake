@@ -9,7 +9,7 @@ if(MPROC_BUILD_TESTS)
   # report: leaks are checked by the local pool's suites; here ASan checks the rest.
   set(MPROC_MPI_TEST_ENV "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0")
   foreach(n 2 3)
-    foreach(mode all terminate badopts)
+    foreach(mode all terminate badopts rank0)
       add_test(NAME mpi_pool_${mode}_n${n}
         COMMAND sh ${PROJECT_SOURCE_DIR}/tests/mpi/run.sh ${n} $<TARGET_FILE:test_mpi_pool> ${mode})
       set_tests_properties(mpi_pool_${mode}_n${n} PROPERTIES TIMEOUT 240 LABELS mpi RUN_SERIAL TRUE

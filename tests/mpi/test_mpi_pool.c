@@ -225,6 +225,29 @@ static void test_crash(mproc_pool *p) {
   CHECK(ok > 0 || !getenv("OMPI_COMM_WORLD_SIZE") || atoi(getenv("OMPI_COMM_WORLD_SIZE")) == 2);
 }
 
+/* With rank0_workers: rank 0's own workers run some of 10 000 tasks, all exact. */
+static void test_rank0(mproc_pool *p) {
+  enum { N = 10000 };
+  mproc_async **r = malloc(N * sizeof *r);
+  for (int64_t i = 0; i < N; i++)
+    CHECK_EQ(mproc_pool_apply_async(p, times3, &i, sizeof i, &r[i]), 0);
+  int bad = 0, seen0 = 0;
+  for (int64_t i = 0; i < N; i++) {
+    void *res = NULL;
+    size_t len = 0;
+    int64_t *v = (mproc_async_get(r[i], &res, &len, -1) == 0 && len == 16) ? res : NULL;
+    if (!v || v[0] != 3 * i)
+      bad++;
+    else
+      seen0 += v[1] == 0;
+    free(res);
+    mproc_async_free(r[i]);
+  }
+  CHECK_EQ(bad, 0);
+  CHECK(seen0 > 0);
+  free(r);
+}
+
 static void test_timeout(mproc_pool *p) {
   /* The pool's task_timeout is 2 s: a 30 s task expires on whichever rank ran it, and the
    * tasks beside it finish. */
@@ -334,7 +357,9 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "badopts") == 0)
     o.processes = -1;
   mproc_pool *p = NULL;
-  int rc = mproc_mpi_pool_new(&p, &o, &argc, &argv);
+  bool r0 = strcmp(mode, "rank0") == 0;
+  int rc = mproc_mpi_pool_new_ex(&p, &o, &(mproc_mpi_opts){.rank0_workers = r0 ? 1 : 0},
+                                 &argc, &argv);
   if (strcmp(mode, "badopts") == 0)
     return rc == MPROC_EINVAL && !p ? 0 : 1; /* on every rank */
   if (rc == 1)
@@ -343,7 +368,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mproc_mpi_pool_new: %s\n", mproc_strerror(rc));
     return 1;
   }
-  if (strcmp(mode, "terminate") == 0) {
+  if (r0) {
+    test_map(p);
+    test_crash(p);
+    test_rank0(p);
+  } else if (strcmp(mode, "terminate") == 0) {
     test_terminate(p);
   } else {
     test_bad_input(p);
