@@ -74,7 +74,7 @@ def run_cold(bdir, filt, results):
 # The "mpi" family (run.py BUILD_BENCH_DIR mpi): the Pool over MPI on this machine under
 # mpirun -n 3, beside mpi4py.futures' MPIPoolExecutor in the same launch shape (a Python
 # that has mpi4py: Debian's python3-mpi4py is /usr/bin/python3's), and the CPU-bound map's
-# reference on one local pool of as many workers.
+# reference on one local pool of as many workers (made by mpi_bench itself, in the same launch).
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
           "-n", "3"]
 
@@ -88,7 +88,7 @@ def run_mpi(bdir, filt, results):
     py = next((p for p in (sys.executable, "/usr/bin/python3")
                if subprocess.run([p, "-c", "import mpi4py.futures"],
                                  stderr=subprocess.DEVNULL).returncode == 0), None)
-    cmds = [MPIRUN + [exe], [exe, "local"]]
+    cmds = [MPIRUN + [exe], MPIRUN[:-1] + ["2", exe, "rank0"]]
     if py:
         cmds.append(MPIRUN + [py, "-m", "mpi4py.futures", os.path.join(HERE, "mpi4py_bench.py")])
     for cmd in cmds:

@@ -25,7 +25,7 @@
 
 typedef struct rank_st {
   int workers;
-  int credit, out; /* units: an apply task is 1, a map chunk half the credit */
+  int credit, out; /* units: an apply task is 1, a map chunk chunk_cost() */
   mpiw_batch b;
   bool known[MPIW_FNS];
 } rank_st;
@@ -197,6 +197,19 @@ static void fail_task(mpim_master *m, uint64_t id, int rc) {
     m->take_rc = rc;
 }
 
+/* A map chunk of count elements keeps min(count, workers) of the rank's workers busy (the
+ * rank splits it again over them); each of those workers is given MAP_DEPTH such chunks
+ * in flight. One or two were too few: on a machine whose cores all run workers, rank 0
+ * and a serving rank wait up to a scheduler slice (~3 ms) for a CPU, so a result's
+ * replacement came after the rank's next chunk had finished and every rank ran one chunk
+ * at a time (a CPU-bound map of 4.7 ms tasks lost ~0.2 ms a task). */
+#define MAP_DEPTH 4
+static int chunk_cost(const rank_st *r, uint64_t count) {
+  uint64_t w = r->workers > 0 ? (uint64_t)r->workers : 1, busy = count < w ? count : w;
+  uint64_t c = (uint64_t)r->credit * busy / (w * MAP_DEPTH);
+  return c > 1 ? (int)c : 1;
+}
+
 /* Inside the task ring's read: the task joins its rank's batch (rank 0: its local pool). */
 static void take_one(void *arg, const mproc__task_hdr *h, const char *body, size_t len) {
   mpim_master *m = arg;
@@ -205,7 +218,7 @@ static void take_one(void *arg, const mproc__task_hdr *h, const char *body, size
     return;
   inflight x = {.id = h->id, .rank = m->take_rank, .cost = 1};
   if (h->kind == MPROC__TASK_MAP)
-    x.cost = r->credit / 2 > 1 ? r->credit / 2 : 1;
+    x.cost = chunk_cost(r, h->count);
   int rc;
   if (m->take_rank == 0) {
     /* The output, when shared, is written in place by the local workers: x.out stays NULL. */

@@ -368,10 +368,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mproc_mpi_pool_new: %s\n", mproc_strerror(rc));
     return 1;
   }
-  if (r0) {
+  if (r0) { /* rank 0's own workers take tasks beside the other ranks: all the same */
     test_map(p);
     test_crash(p);
     test_rank0(p);
+    test_imap(p, false);
+    test_imap(p, true);
+    test_callbacks(p);
+    test_timeout(p);
+    test_close_join(p);
   } else if (strcmp(mode, "terminate") == 0) {
     test_terminate(p);
   } else {
