@@ -18,29 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct batch {
-  uint64_t seed, samples;
-};
-
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15u);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-  return z ^ (z >> 31);
-}
-
-static int throw_batch(const void *in, void *out, const void *args) {
-  (void)args;
-  const struct batch *b = in;
-  uint64_t s = b->seed, hits = 0;
-  for (uint64_t i = 0; i < b->samples; i++) {
-    double x = (double)(splitmix64(&s) >> 11) * 0x1p-53;
-    double y = (double)(splitmix64(&s) >> 11) * 0x1p-53;
-    hits += x * x + y * y <= 1.0;
-  }
-  *(uint64_t *)out = hits;
-  return 0;
-}
+#include "../examples/montecarlo.h"
 
 /* Seconds of one run of the CPU-bound map, or 0 on an error. */
 static double cpu_map_once(mproc_pool *p) {
