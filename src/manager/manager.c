@@ -125,6 +125,32 @@ int mproc__mgr_call_value_num(mproc_manager *m, const mproc__mgr_msg *q, void **
   return rc;
 }
 
+/* A call whose reply is followed by descriptors (MGR_D_SHM): only over a Unix socket. */
+int mproc__mgr_call_fds(mproc_manager *m, const mproc__mgr_msg *q, int fds[2]) {
+  if (strncmp(m->address, "unix:", 5) != 0)
+    return MPROC_ESTATE;
+  int rc = mproc__mgr_call_simple(m, q, NULL);
+  if (rc)
+    return rc;
+  char byte;
+  size_t n = 2;
+  ssize_t got = mproc__recv_fds(mproc_conn_fileno(m->c), &byte, 1, fds, &n);
+  if (got == 1 && n == 2)
+    return 0;
+  for (size_t i = 0; got == 1 && i < n; i++)
+    mproc__close(fds[i]);
+  /* The byte is part of the reply: without it the stream is out of step, as at EOF. */
+  return got < 0 ? gone(m, (int)got) : gone(m, MPROC_EOF);
+}
+
+bool mproc__mgr_closed(const mproc_manager *m) { return m->closed; }
+
+int mproc__mgr_lost(mproc_manager *m) {
+  bool was = m->closed;
+  m->closed = true;
+  return was ? MPROC_ECLOSED : MPROC_EOF;
+}
+
 /* ---- the handle ---- */
 
 static int handle_new(mproc_manager **out, const char *address, const void *key, size_t klen) {

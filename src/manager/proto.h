@@ -52,6 +52,10 @@ enum mproc__mgr_op {
   MGR_L_REVERSE,
   MGR_L_SORT,    /* num 1: reversed */
   MGR_L_ITEMS,   /* -> f0 packed values, num count */
+  /* A dict's (or Namespace's) table for a client on the same machine: status 0, then (on
+   * a Unix socket only) one byte carrying two descriptors, the table's and the server's
+   * life page's (table.h); over TCP MPROC_ESTATE. */
+  MGR_D_SHM,
   MGR_OP_END
 };
 

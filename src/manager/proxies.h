@@ -12,4 +12,13 @@ int mproc__mgr_call_value(mproc_manager *m, const mproc__mgr_msg *q, void **val,
 int mproc__mgr_call_value_num(mproc_manager *m, const mproc__mgr_msg *q, void **val,
                               size_t *len, int64_t *num);
 
+/* The same for MGR_D_SHM: the two descriptors that follow its reply into fds (the
+ * caller's). MPROC_ESTATE when the handle's socket cannot carry them (TCP). */
+int mproc__mgr_call_fds(mproc_manager *m, const mproc__mgr_msg *q, int fds[2]);
+/* Whether the handle is closed (shut down, or its server seen dead). */
+bool mproc__mgr_closed(const mproc_manager *m);
+/* The server seen dead by other means than the socket (table.h's life page): the handle
+ * closed; MPROC_EOF the first time, MPROC_ECLOSED after. */
+int mproc__mgr_lost(mproc_manager *m);
+
 #endif
