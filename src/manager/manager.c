@@ -125,13 +125,34 @@ int mproc__mgr_call_value_num(mproc_manager *m, const mproc__mgr_msg *q, void **
   return rc;
 }
 
-/* A call whose reply is followed by descriptors (MGR_D_SHM): only over a Unix socket. */
+/* MGR_D_SHM: the reply names the server's two descriptors; a Unix socket carries copies
+ * in one byte after it, and over TCP the process that started the server (which is on this
+ * machine, unlike any other TCP peer's) copies them out of it with pidfd_getfd. */
 int mproc__mgr_call_fds(mproc_manager *m, const mproc__mgr_msg *q, int fds[2]) {
-  if (strncmp(m->address, "unix:", 5) != 0)
+  bool unix_ = strncmp(m->address, "unix:", 5) == 0;
+  if (!unix_ && !m->server)
     return MPROC_ESTATE;
-  int rc = mproc__mgr_call_simple(m, q, NULL);
+  void *numbers;
+  size_t len;
+  int rc = mproc__mgr_call_value(m, q, &numbers, &len);
   if (rc)
     return rc;
+  int64_t both = len == 8 ? mproc__mgr_get_i64(numbers) : -1;
+  free(numbers);
+  if (!unix_) {
+    int pidfd = mproc__pidfd_open(mproc_process_pid(m->server));
+    if (both < 0 || pidfd < 0)
+      return both < 0 ? -EPROTO : pidfd;
+    fds[0] = mproc__pidfd_getfd(pidfd, (int)(both >> 32));
+    fds[1] = fds[0] < 0 ? -1 : mproc__pidfd_getfd(pidfd, (int)(both & 0xffffffff));
+    mproc__close(pidfd);
+    if (fds[1] >= 0)
+      return 0;
+    rc = fds[0] < 0 ? fds[0] : fds[1];
+    if (fds[0] >= 0)
+      mproc__close(fds[0]);
+    return rc;
+  }
   char byte;
   size_t n = 2;
   ssize_t got = mproc__recv_fds(mproc_conn_fileno(m->c), &byte, 1, fds, &n);

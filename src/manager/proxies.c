@@ -8,6 +8,7 @@
 #include "manager/proxies.h"
 #include "manager/store.h"
 #include "manager/table.h"
+#include "testing.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -519,4 +520,16 @@ long mproc_list_len(mproc_list *l) {
 }
 int mproc_list_remove(mproc_list *l, const void *val, size_t len) {
   return list_put(l, MGR_L_REMOVE, 0, val, len);
+}
+
+/* ---- test hooks (testing.h) ---- */
+
+bool mproc__dict_test_shared(mproc_dict *d) { return d && d->t.base; }
+
+int mproc__dict_test_half_set(mproc_dict *d, const void *k, size_t kl, const void *v,
+                              size_t vl) {
+  if (!d || !d->t.base)
+    return MPROC_ESTATE;
+  int rc = shm_enter(d);
+  return rc ? rc : mproc__table_test_half_set(&d->t, k, kl, v, vl);
 }

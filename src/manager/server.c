@@ -450,12 +450,22 @@ static unsigned char *run(client *cl, const mproc__mgr_msg *q, size_t *n, bool *
   pthread_mutex_lock(&sv->mu);
   *stop = mproc__mgr_handle(sv->store, &w, q, &r, &scratch) == 1;
   fds[0] = -1;
+  unsigned char numbers[8];
   if (q->op == MGR_D_SHM && r.id == 0) {
     mproc__table *t = mproc__store_get(sv->store, q->id, MGR_K_DICT);
-    if (!sv->unix_ || !sv->alive.l)
-      r.id = MPROC_ESTATE; /* over TCP a client uses the requests */
-    else
-      fds[0] = t->fd, fds[1] = sv->alive.fd;
+    if (!sv->alive.l) {
+      r.id = MPROC_ESTATE; /* no life page: the client uses the requests */
+    } else {
+      /* Their numbers here too: a client that started this server reaches them through
+       * pidfd_getfd when the socket cannot carry them (TCP). */
+      mproc__mgr_put_i64(numbers, (int64_t)((uint64_t)(uint32_t)t->fd << 32 |
+                                            (uint32_t)sv->alive.fd));
+      r.nf = 1;
+      r.f[0] = numbers;
+      r.flen[0] = sizeof numbers;
+      if (sv->unix_)
+        fds[0] = t->fd, fds[1] = sv->alive.fd;
+    }
   }
   if (*stop) {
     sv->stopping = true;
@@ -610,7 +620,7 @@ static int server_init(server *sv, const mproc__mgr_boot *b) {
     sv->unix_ = strncmp(mproc_listener_address(sv->l), "unix:", 5) == 0;
     /* This thread lives as long as the server: the lock it takes is its life. Without
      * it, clients use the requests only. */
-    if (sv->unix_ && mproc__alive_create(&sv->alive))
+    if (mproc__alive_create(&sv->alive))
       sv->alive.l = NULL;
   }
   return rc;

@@ -55,6 +55,11 @@ size_t mproc__table_end(mproc__table *t);
 int mproc__table_at(mproc__table *t, size_t i, const void **k, size_t *kl, const void **v,
                     size_t *vl);
 
+/* (test hook) mproc__table_set of a new key stopped after its commit: the slot not yet
+ * set (testing.h's mproc__dict_test_half_set). */
+int mproc__table_test_half_set(mproc__table *t, const void *k, size_t kl, const void *v,
+                               size_t vl);
+
 /* The server's life as a word clients read: a page with a robust lock the server's main
  * thread takes for good. At its death the kernel's robust-list walk clears the owner (and
  * a shutdown releases it), so "locked" means the server lives: one load per operation. */

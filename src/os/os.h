@@ -252,6 +252,9 @@ pid_t mproc__fork(void);
 pid_t mproc__fork_lean(void);
 /* A pidfd for pid (close-on-exec), or -errno (-ENOSYS where the kernel lacks it). */
 int mproc__pidfd_open(pid_t pid);
+/* A copy of descriptor fd of the process pidfd refers to (close-on-exec; needs the right
+ * to ptrace it: -EPERM otherwise), or -errno (-ENOSYS before Linux 5.6). */
+int mproc__pidfd_getfd(int pidfd, int fd);
 /* Makes the calling (just forked) child get sig when its parent dies, then checks that the
  * parent is still expected_parent: -ESRCH if it already died. Async-signal-safe. */
 int mproc__die_with_parent(pid_t expected_parent, int sig);

@@ -603,6 +603,17 @@ int mproc__pidfd_open(pid_t pid) {
 #endif
 }
 
+int mproc__pidfd_getfd(int pidfd, int fd) {
+#ifdef SYS_pidfd_getfd
+  long got = syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+  /* The kernel makes the copy close-on-exec. */
+  return got < 0 ? -errno : (int)got;
+#else
+  (void)pidfd, (void)fd;
+  return -ENOSYS;
+#endif
+}
+
 int mproc__die_with_parent(pid_t expected_parent, int sig) {
   if (prctl(PR_SET_PDEATHSIG, sig) < 0)
     return -errno;
