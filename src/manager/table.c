@@ -4,14 +4,15 @@
 
 #include <string.h>
 
-/* Address space per table: a mapping of it costs nothing until the file grows into it, and
- * 1 GiB leaves room for ~100 000 tables in a 47-bit address space. */
-#define TABLE_RESERVE ((size_t)1 << 30)
+/* Address space per table, the most a dict holds: a mapping of it costs nothing until the
+ * file grows into it, and 4 GiB leaves room for ~30 000 tables in a 47-bit address space.
+ * The header says it, so a mapper built with another figure maps what the server made. */
+#define TABLE_RESERVE ((size_t)1 << 32)
 #define TABLE_FIRST ((size_t)64 << 10) /* the file's first size */
 #define TABLE_MAGIC 0x6d70726f63746231ull /* "mproctb1" */
 #define HEAP_START 1024                  /* the header's room; blocks from here */
-/* Block sizes are 32 << c bytes (its 16-byte head included), c < NCLASS: 32 B .. 1 GiB. */
-#define NCLASS 26
+/* Block sizes are 32 << c bytes (its 16-byte head included), c < NCLASS: 32 B .. 4 GiB. */
+#define NCLASS 28
 #define BLOCK_HEAD 16
 #define FIRST_CAP 8 /* a new hash table's entries */
 /* An index slot: 0 empty, SLOT_GONE a deleted pair's, else the entry's number + 1. */
@@ -20,6 +21,7 @@
 
 typedef struct header {
   uint64_t magic;
+  uint64_t reserve; /* every mapping's length: the file never grows past it */
   uint64_t size;  /* the file's length: every offset in use lies below */
   uint64_t top;   /* the heap's first byte never handed out */
   uint64_t tab;   /* the current hash table's block (the commit of a rebuild or a clear) */
@@ -69,16 +71,17 @@ static uint64_t hash_of(const unsigned char *p, size_t n) {
 
 /* ---- the heap ---- */
 
-/* Grows the file so that [0, need) lies in it: at least doubling (few ftruncates). */
+/* Grows the file so that [0, need) lies in it, by half at least (few ftruncates; the
+ * file's blocks are allocated, so growing by more would hold memory no one uses). */
 static int grow_file(mproc__table *t, uint64_t need) {
   header *h = HDR(t);
   if (need <= h->size)
     return 0;
-  if (need > TABLE_RESERVE)
+  if (need > h->reserve)
     return MPROC_ENOMEM;
-  uint64_t size = h->size * 2 > need ? h->size * 2 : need;
-  if (size > TABLE_RESERVE)
-    size = TABLE_RESERVE;
+  uint64_t size = h->size + h->size / 2 > need ? h->size + h->size / 2 : need;
+  if (size > h->reserve)
+    size = h->reserve;
   size = mproc__page_round(size);
   /* Its blocks allocated now: out of memory is MPROC_ENOMEM here, not SIGBUS at a touch. */
   int rc = mproc__file_size(t->fd, size, true);
@@ -389,6 +392,7 @@ int mproc__table_create(mproc__table *t) {
   t->base = p;
   t->fd = fd;
   header *h = HDR(t);
+  h->reserve = TABLE_RESERVE;
   h->size = TABLE_FIRST;
   h->top = HEAP_START;
   if ((rc = mproc__lock_init(&h->lock, false, true)) == 0) {
@@ -401,22 +405,29 @@ int mproc__table_create(mproc__table *t) {
     t->base = NULL;
     return rc;
   }
+  /* The magic last: a table is whole before anyone takes it for one. */
   COMMIT(&h->magic, TABLE_MAGIC);
   return 0;
 }
 
 int mproc__table_attach(mproc__table *t, int fd) {
-  unsigned char *p = mproc__shared_map_fd(fd, TABLE_RESERVE);
+  /* The header first, for the reserve the server made the table with. The sender is the
+   * server (authenticated by the key), trusted as our own memory is; the magic only keeps
+   * a wrong descriptor of ours from being taken for a table. */
+  int dup = mproc__dup_cloexec(fd);
+  header *h = dup < 0 ? NULL : mproc__shared_map_fd(dup, mproc__page_size());
+  uint64_t reserve = h && h->magic == TABLE_MAGIC ? h->reserve : 0;
+  if (h)
+    mproc__shared_unmap(h, mproc__page_size());
+  else if (dup >= 0)
+    mproc__close(dup);
+  unsigned char *p = NULL;
+  int rc = MPROC_EINVAL;
+  if (reserve >= TABLE_FIRST && reserve <= SIZE_MAX && !(p = mproc__shared_map_fd(fd, reserve)))
+    rc = -errno;
   if (!p) {
-    int e = errno;
     mproc__close(fd);
-    return -e;
-  }
-  /* The sender is the server (authenticated by the key), trusted as our own memory is;
-   * the magic only keeps a wrong descriptor of ours from being taken for a table. */
-  if (((header *)p)->magic != TABLE_MAGIC) {
-    mproc__shared_unmap(p, TABLE_RESERVE);
-    return MPROC_EINVAL;
+    return rc;
   }
   t->base = p;
   t->fd = fd;
@@ -425,7 +436,7 @@ int mproc__table_attach(mproc__table *t, int fd) {
 
 void mproc__table_detach(mproc__table *t) {
   if (t->base)
-    mproc__shared_unmap(t->base, TABLE_RESERVE);
+    mproc__shared_unmap(t->base, HDR(t)->reserve);
   t->base = NULL;
 }
 

@@ -166,6 +166,8 @@ void mproc__pipe_grow(int fd, int size);
 void mproc__close(int fd);
 /* dup2(2), retried on EINTR and EBUSY (a race with another thread's open). 0 or -errno. */
 int mproc__dup2(int from, int to);
+/* A close-on-exec copy of fd (the lowest free number), or -errno. */
+int mproc__dup_cloexec(int fd);
 /* Whether fd is an open descriptor. */
 bool mproc__fd_is_open(int fd);
 /* Points descriptors 0, 1 and 2 at /dev/null: for a long-lived helper process that must

@@ -540,6 +540,11 @@ int mproc__dup2(int from, int to) {
   return rc < 0 ? -errno : 0;
 }
 
+int mproc__dup_cloexec(int fd) {
+  int rc = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* fcntl's F_DUPFD never fails with EINTR */
+  return rc < 0 ? -errno : rc;
+}
+
 bool mproc__fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0 || errno != EBADF; }
 
 int mproc__stdio_to_null(void) {
