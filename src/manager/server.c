@@ -608,6 +608,9 @@ static int server_init(server *sv, const mproc__mgr_boot *b) {
   pthread_cond_init(&sv->changed, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&sv->mu, NULL);
+  /* Every dict holds a descriptor here (its table's memfd) and every client one: the soft
+   * limit's 1024 would cap them, the hard one is ours to take (poll only, no select). */
+  (void)mproc__rlimit_set(MPROC__RLIM_NOFILE, UINT64_MAX, false);
   sv->wake = mproc__eventfd();
   if (sv->wake < 0)
     return sv->wake;
