@@ -120,16 +120,25 @@ Test(manager_shm, client_killed_holding_the_lock_halfway_through_a_set) {
   char c;
   cr_assert_eq(read(p[0], &c, 1), 1, "the child did not get halfway");
   close(p[0]);
+  /* Another client waits for the lock meanwhile: the holder's death hands it on. */
+  pid_t waiter = th_fork_tied();
+  if (waiter == 0) {
+    int64_t now = 0;
+    int rc = mproc_dict_add_i64(d, "w", 1, 2, &now);
+    _exit(rc == 0 && now == 2 ? 0 : 1);
+  }
+  th_wait_asleep(waiter);
   cr_assert_eq(kill(child, SIGKILL), 0);
   cr_assert_eq(th_exitcode(child), -SIGKILL);
-  /* The next holder repairs: the pair (committed) is there, nothing else changed. */
-  cr_assert_eq(mproc_dict_len(d), 3);
+  cr_assert_eq(th_exitcode(waiter), 0);
+  /* The next holder repaired: the pair (committed) is there, nothing else changed. */
+  cr_assert_eq(mproc_dict_len(d), 4);
   expect_get(d, "new", "val", 3);
   expect_get(d, "a", "1", 1);
   cr_assert_eq(mproc_dict_set(d, "new", 3, "v2", 2), 0);
   cr_assert_eq(mproc_dict_set(d, "c", 1, "3", 1), 0);
-  cr_assert_eq(mproc_dict_len(d), 4);
-  expect_keys(d, "a,b,new,c");
+  cr_assert_eq(mproc_dict_len(d), 5);
+  expect_keys(d, "a,b,new,w,c");
   expect_get(d, "new", "v2", 2);
   mproc_dict_free(d);
   mproc_manager_free(m);
