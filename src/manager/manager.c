@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "manager/proxies.h"
 #include "manager/server.h"
+#include "manager/table.h"
 #include "ipc/listener.h"
 
 #include <stdio.h>
@@ -26,6 +27,7 @@ struct mproc_manager {
   pid_t owner;            /* the process that started the server (0: connected) */
   mproc_process *server;  /* NULL for a connected handle */
   bool closed;
+  mproc__alive alive; /* the server's life page, mapped with the first shared dict */
   bool private_dir; /* address is a socket file in a private directory the server made */
   char address[300];
   size_t klen;
@@ -162,6 +164,15 @@ int mproc__mgr_call_fds(mproc_manager *m, const mproc__mgr_msg *q, int fds[2]) {
     mproc__close(fds[i]);
   /* The byte is part of the reply: without it the stream is out of step, as at EOF. */
   return got < 0 ? gone(m, (int)got) : gone(m, MPROC_EOF);
+}
+
+const mproc__alive *mproc__mgr_alive(mproc_manager *m, int fd) {
+  /* One mapping per handle: a later dict's copy of the descriptor is not needed. */
+  if (m->alive.l) {
+    mproc__close(fd);
+    return &m->alive;
+  }
+  return mproc__alive_attach(&m->alive, fd) == 0 ? &m->alive : NULL;
 }
 
 bool mproc__mgr_closed(const mproc_manager *m) { return m->closed; }
@@ -337,5 +348,6 @@ void mproc_manager_free(mproc_manager *m) {
   }
   mproc_process_free(m->server); /* in a forked child: only the handle, never a kill */
   mproc_conn_free(m->c);
+  mproc__alive_detach(&m->alive);
   free(m);
 }

@@ -17,8 +17,8 @@
 struct mproc_dict {
   mproc_manager *m;
   int32_t id;
-  mproc__table t;      /* t.base NULL: every call a request */
-  mproc__alive alive;  /* the server's life (with t) */
+  mproc__table t;             /* t.base NULL: every call a request */
+  const mproc__alive *alive;  /* the server's life (the handle's, with t) */
 };
 
 struct mproc_list {
@@ -45,12 +45,11 @@ static void attach_table(mproc_dict *d) {
   int fds[2];
   if (mproc__mgr_call_fds(d->m, &q, fds))
     return;
-  if (mproc__alive_attach(&d->alive, fds[1])) {
+  if (!(d->alive = mproc__mgr_alive(d->m, fds[1]))) {
     mproc__close(fds[0]);
     return;
   }
-  if (mproc__table_attach(&d->t, fds[0]))
-    mproc__alive_detach(&d->alive);
+  (void)mproc__table_attach(&d->t, fds[0]);
 }
 
 static void dict_init(mproc_dict *d, mproc_manager *m, int32_t id) {
@@ -58,12 +57,7 @@ static void dict_init(mproc_dict *d, mproc_manager *m, int32_t id) {
   attach_table(d);
 }
 
-static void dict_fini(mproc_dict *d) {
-  if (d->t.base) {
-    mproc__table_detach(&d->t);
-    mproc__alive_detach(&d->alive);
-  }
-}
+static void dict_fini(mproc_dict *d) { mproc__table_detach(&d->t); }
 
 int mproc_manager_dict(mproc_manager *m, const char *name, mproc_dict **d) {
   if (!d)
@@ -150,7 +144,7 @@ void mproc_list_free(mproc_list *l) { free(l); }
 static int shm_enter(mproc_dict *d) {
   if (mproc__mgr_closed(d->m))
     return MPROC_ECLOSED;
-  if (MPROC__UNLIKELY(!mproc__alive_is(&d->alive)))
+  if (MPROC__UNLIKELY(!mproc__alive_is(d->alive)))
     return mproc__mgr_lost(d->m);
   return mproc__table_lock(&d->t);
 }
