@@ -134,17 +134,25 @@ int mproc__mgr_call_fds(mproc_manager *m, const mproc__mgr_msg *q, int fds[2]) {
   bool unix_ = strncmp(m->address, "unix:", 5) == 0;
   if (!unix_ && !m->server)
     return MPROC_ESTATE;
-  void *numbers;
-  size_t len;
-  int rc = mproc__mgr_call_value(m, q, &numbers, &len);
+  mproc__mgr_msg r;
+  void *hold;
+  int rc = call(m, q, &r, &hold);
+  if (!hold || (rc == 0 && (r.nf != 1 || r.flen[0] != 8))) {
+    /* No reply taken whole (out of memory, say), or not this one: what is left of it, and
+     * the byte after, would be read as the next call's reply. A fresh connection then. */
+    free(hold);
+    if (!m->closed)
+      m->conn_pid = 0;
+    return rc ? rc : -EPROTO;
+  }
+  int64_t both = rc == 0 ? mproc__mgr_get_i64(r.f[0]) : -1;
+  free(hold);
   if (rc)
-    return rc;
-  int64_t both = len == 8 ? mproc__mgr_get_i64(numbers) : -1;
-  free(numbers);
+    return rc; /* the server's refusal: nothing follows */
   if (!unix_) {
     int pidfd = mproc__pidfd_open(mproc_process_pid(m->server));
-    if (both < 0 || pidfd < 0)
-      return both < 0 ? -EPROTO : pidfd;
+    if (pidfd < 0)
+      return pidfd;
     fds[0] = mproc__pidfd_getfd(pidfd, (int)(both >> 32));
     fds[1] = fds[0] < 0 ? -1 : mproc__pidfd_getfd(pidfd, (int)(both & 0xffffffff));
     mproc__close(pidfd);
