@@ -392,7 +392,12 @@ int mproc_manager_shutdown(mproc_manager *m);
 void mproc_manager_free(mproc_manager *m);
 
 /* Manager().dict(): bytes keys -> bytes values. A proxy: free it, the object stays. Proxies
- * must be freed before their manager. */
+ * must be freed before their manager. The dict lives in shared memory the server owns: a
+ * proxy of a handle on the same machine (connected over a Unix socket, or the starter of
+ * the server) maps it, and its set, get, del, len, contains, add_i64, pop and setdefault
+ * run there under the dict's robust lock without a request (a client killed in one leaves
+ * the dict whole); the rest are requests. A dict holds up to 4 GiB of keys and values,
+ * each taking a power of two of at least its length + 16 bytes: beyond, MPROC_ENOMEM. */
 typedef struct mproc_dict mproc_dict;
 /* Opens (makes if absent) the dict called name. MPROC_EINVAL if name is a list. */
 int mproc_manager_dict(mproc_manager *m, const char *name, mproc_dict **d);

@@ -51,4 +51,13 @@ int mproc__pool_worker_pids(mproc_pool *p, pid_t *pids, size_t max);
 /* The map stage now: blocks live, bytes retired, bytes committed. */
 void mproc__pool_stage_usage(mproc_pool *p, size_t *live, size_t *retired, size_t *committed);
 
+/* ---- manager (src/manager/proxies.c) ---- */
+
+/* Whether the dict's one-key calls run on its shared table (table.h). */
+bool mproc__dict_test_shared(mproc_dict *d);
+/* Takes the table's lock and stops halfway through setting a new key: the pair written and
+ * counted (its commit) but not in the slots, and returns with the lock held, as a holder
+ * that is then killed would leave it. 0, or MPROC_ESTATE without a table. */
+int mproc__dict_test_half_set(mproc_dict *d, const void *k, size_t kl, const void *v, size_t vl);
+
 #endif /* MPROC_TESTING_H */

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "manager/proxies.h"
 #include "manager/server.h"
+#include "manager/table.h"
 #include "ipc/listener.h"
 
 #include <stdio.h>
@@ -26,6 +27,7 @@ struct mproc_manager {
   pid_t owner;            /* the process that started the server (0: connected) */
   mproc_process *server;  /* NULL for a connected handle */
   bool closed;
+  mproc__alive alive; /* the server's life page, mapped with the first shared dict */
   bool private_dir; /* address is a socket file in a private directory the server made */
   char address[300];
   size_t klen;
@@ -123,6 +125,70 @@ int mproc__mgr_call_value_num(mproc_manager *m, const mproc__mgr_msg *q, void **
   }
   free(hold);
   return rc;
+}
+
+/* MGR_D_SHM: the reply names the server's two descriptors; a Unix socket carries copies
+ * in one byte after it, and over TCP the process that started the server (which is on this
+ * machine, unlike any other TCP peer's) copies them out of it with pidfd_getfd. */
+int mproc__mgr_call_fds(mproc_manager *m, const mproc__mgr_msg *q, int fds[2]) {
+  bool unix_ = strncmp(m->address, "unix:", 5) == 0;
+  if (!unix_ && !m->server)
+    return MPROC_ESTATE;
+  mproc__mgr_msg r;
+  void *hold;
+  int rc = call(m, q, &r, &hold);
+  if (!hold || (rc == 0 && (r.nf != 1 || r.flen[0] != 8))) {
+    /* No reply taken whole (out of memory, say), or not this one: what is left of it, and
+     * the byte after, would be read as the next call's reply. A fresh connection then. */
+    free(hold);
+    if (!m->closed)
+      m->conn_pid = 0;
+    return rc ? rc : -EPROTO;
+  }
+  int64_t both = rc == 0 ? mproc__mgr_get_i64(r.f[0]) : -1;
+  free(hold);
+  if (rc)
+    return rc; /* the server's refusal: nothing follows */
+  if (!unix_) {
+    int pidfd = mproc__pidfd_open(mproc_process_pid(m->server));
+    if (pidfd < 0)
+      return pidfd;
+    fds[0] = mproc__pidfd_getfd(pidfd, (int)(both >> 32));
+    fds[1] = fds[0] < 0 ? -1 : mproc__pidfd_getfd(pidfd, (int)(both & 0xffffffff));
+    mproc__close(pidfd);
+    if (fds[1] >= 0)
+      return 0;
+    rc = fds[0] < 0 ? fds[0] : fds[1];
+    if (fds[0] >= 0)
+      mproc__close(fds[0]);
+    return rc;
+  }
+  char byte;
+  size_t n = 2;
+  ssize_t got = mproc__recv_fds(mproc_conn_fileno(m->c), &byte, 1, fds, &n);
+  if (got == 1 && n == 2)
+    return 0;
+  for (size_t i = 0; got == 1 && i < n; i++)
+    mproc__close(fds[i]);
+  /* The byte is part of the reply: without it the stream is out of step, as at EOF. */
+  return got < 0 ? gone(m, (int)got) : gone(m, MPROC_EOF);
+}
+
+const mproc__alive *mproc__mgr_alive(mproc_manager *m, int fd) {
+  /* One mapping per handle: a later dict's copy of the descriptor is not needed. */
+  if (m->alive.l) {
+    mproc__close(fd);
+    return &m->alive;
+  }
+  return mproc__alive_attach(&m->alive, fd) == 0 ? &m->alive : NULL;
+}
+
+bool mproc__mgr_closed(const mproc_manager *m) { return m->closed; }
+
+int mproc__mgr_lost(mproc_manager *m) {
+  bool was = m->closed;
+  m->closed = true;
+  return was ? MPROC_ECLOSED : MPROC_EOF;
 }
 
 /* ---- the handle ---- */
@@ -290,5 +356,6 @@ void mproc_manager_free(mproc_manager *m) {
   }
   mproc_process_free(m->server); /* in a forked child: only the handle, never a kill */
   mproc_conn_free(m->c);
+  mproc__alive_detach(&m->alive);
   free(m);
 }

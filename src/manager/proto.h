@@ -52,6 +52,10 @@ enum mproc__mgr_op {
   MGR_L_REVERSE,
   MGR_L_SORT,    /* num 1: reversed */
   MGR_L_ITEMS,   /* -> f0 packed values, num count */
+  /* A dict's (or Namespace's) table for a client on the same machine (table.h): -> f0 the
+   * server's numbers of the table's and its life page's descriptors (8 bytes: table << 32
+   * | life); on a Unix socket one byte follows the reply, carrying the two descriptors. */
+  MGR_D_SHM,
   MGR_OP_END
 };
 

@@ -1,7 +1,14 @@
-/* The Manager's dict and list proxies: each call one request (manager.c's call). */
+/* The Manager's dict and list proxies: each call one request (manager.c's call), but for
+ * a dict whose table this process maps (a server on this machine, reached over a Unix
+ * socket: table.h), whose one-key calls run on the table itself under its lock. Before
+ * each, one load of the server's life word: a server that died is MPROC_EOF then
+ * MPROC_ECLOSED, as on the socket. A process forked with the proxy shares the mapping,
+ * so the path works there unchanged. */
 #define _GNU_SOURCE
 #include "manager/proxies.h"
 #include "manager/store.h"
+#include "manager/table.h"
+#include "testing.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +17,8 @@
 struct mproc_dict {
   mproc_manager *m;
   int32_t id;
+  mproc__table t;             /* t.base NULL: every call a request */
+  const mproc__alive *alive;  /* the server's life (the handle's, with t) */
 };
 
 struct mproc_list {
@@ -29,6 +38,27 @@ static int open_obj(mproc_manager *m, const char *name, uint8_t op, int32_t *id)
   return rc;
 }
 
+/* The dict's table and the server's life page, when the socket can carry them; without
+ * them (TCP, or any failure here) the dict works through requests. */
+static void attach_table(mproc_dict *d) {
+  mproc__mgr_msg q = {.op = MGR_D_SHM, .id = d->id};
+  int fds[2];
+  if (mproc__mgr_call_fds(d->m, &q, fds))
+    return;
+  if (!(d->alive = mproc__mgr_alive(d->m, fds[1]))) {
+    mproc__close(fds[0]);
+    return;
+  }
+  (void)mproc__table_attach(&d->t, fds[0]);
+}
+
+static void dict_init(mproc_dict *d, mproc_manager *m, int32_t id) {
+  *d = (mproc_dict){.m = m, .id = id};
+  attach_table(d);
+}
+
+static void dict_fini(mproc_dict *d) { mproc__table_detach(&d->t); }
+
 int mproc_manager_dict(mproc_manager *m, const char *name, mproc_dict **d) {
   if (!d)
     return MPROC_EINVAL;
@@ -38,8 +68,7 @@ int mproc_manager_dict(mproc_manager *m, const char *name, mproc_dict **d) {
     return rc;
   if (!(*d = malloc(sizeof **d)))
     return MPROC_ENOMEM;
-  (*d)->m = m;
-  (*d)->id = id;
+  dict_init(*d, m, id);
   return 0;
 }
 
@@ -57,7 +86,11 @@ int mproc_manager_list(mproc_manager *m, const char *name, mproc_list **l) {
   return 0;
 }
 
-void mproc_dict_free(mproc_dict *d) { free(d); }
+void mproc_dict_free(mproc_dict *d) {
+  if (d)
+    dict_fini(d);
+  free(d);
+}
 
 /* ---- Namespace: a dict in the server, its attributes the keys ---- */
 
@@ -78,7 +111,7 @@ int mproc_manager_namespace(mproc_manager *m, const char *name, mproc_namespace 
     return rc;
   if (!(*ns = malloc(sizeof **ns)))
     return MPROC_ENOMEM;
-  (*ns)->d = (mproc_dict){m, (int32_t)num};
+  dict_init(&(*ns)->d, m, (int32_t)num);
   return 0;
 }
 
@@ -98,10 +131,56 @@ int mproc_ns_attrs(mproc_namespace *ns, mproc_bytes **names, size_t *n) {
   return ns ? mproc_dict_keys(&ns->d, names, n) : MPROC_EINVAL;
 }
 
-void mproc_ns_free(mproc_namespace *ns) { free(ns); }
+void mproc_ns_free(mproc_namespace *ns) {
+  if (ns)
+    dict_fini(&ns->d);
+  free(ns);
+}
 void mproc_list_free(mproc_list *l) { free(l); }
 
 /* ---- dict ---- */
+
+/* The table's lock for a call on it: 0, or the call's result (the server gone). */
+static int shm_enter(mproc_dict *d) {
+  if (mproc__mgr_closed(d->m))
+    return MPROC_ECLOSED;
+  if (MPROC__UNLIKELY(!mproc__alive_is(d->alive)))
+    return mproc__mgr_lost(d->m);
+  return mproc__table_lock(&d->t);
+}
+
+/* A malloc'd copy of v[vl) (one byte at least, so an empty one is not NULL). */
+static int copy_out(const void *v, size_t vl, void **val, size_t *vlen) {
+  void *p = malloc(vl ? vl : 1);
+  if (!p)
+    return MPROC_ENOMEM;
+  if (vl)
+    memcpy(p, v, vl);
+  *val = p;
+  *vlen = vl;
+  return 0;
+}
+
+/* get, pop and setdefault on the table (op says which). */
+static int shm_key_value(mproc_dict *d, uint8_t op, const void *key, size_t klen,
+                         const void *dflt, size_t dlen, void **val, size_t *vlen) {
+  int rc = shm_enter(d);
+  if (rc)
+    return rc;
+  const void *v;
+  size_t vl;
+  rc = mproc__table_find(&d->t, key, klen, &v, &vl);
+  if (rc == 0)
+    rc = copy_out(v, vl, val, vlen);
+  if (rc == 0 && op == MGR_D_POP)
+    rc = mproc__table_remove(&d->t, key, klen);
+  else if (rc == MPROC_ENOTFOUND && op == MGR_D_SETDEFAULT &&
+           (rc = copy_out(dflt, dlen, val, vlen)) == 0 &&
+           (rc = mproc__table_set(&d->t, key, klen, dflt, dlen)) != 0)
+    free(*val);
+  mproc__table_unlock(&d->t);
+  return rc;
+}
 
 #define KEY_OK(d, key, klen) ((d) && ((key) || (klen) == 0))
 #define DQ(d, o) {.op = (o), .id = (d)->id}
@@ -109,6 +188,14 @@ void mproc_list_free(mproc_list *l) { free(l); }
 int mproc_dict_set(mproc_dict *d, const void *key, size_t klen, const void *val, size_t vlen) {
   if (!KEY_OK(d, key, klen) || (!val && vlen))
     return MPROC_EINVAL;
+  if (d->t.base) {
+    int rc = shm_enter(d);
+    if (rc == 0) {
+      rc = mproc__table_set(&d->t, key, klen, val, vlen);
+      mproc__table_unlock(&d->t);
+    }
+    return rc;
+  }
   mproc__mgr_msg q = {.op = MGR_D_SET, .id = d->id, .nf = 2, .f = {key, val}, .flen = {klen, vlen}};
   return mproc__mgr_call_simple(d->m, &q, NULL);
 }
@@ -117,6 +204,8 @@ static int dict_key_value(mproc_dict *d, uint8_t op, const void *key, size_t kle
                           size_t *vlen) {
   if (!KEY_OK(d, key, klen) || !val || !vlen)
     return MPROC_EINVAL;
+  if (d->t.base)
+    return shm_key_value(d, op, key, klen, NULL, 0, val, vlen);
   mproc__mgr_msg q = {.op = op, .id = d->id, .nf = 1, .f = {key}, .flen = {klen}};
   return mproc__mgr_call_value(d->m, &q, val, vlen);
 }
@@ -133,6 +222,8 @@ int mproc_dict_setdefault(mproc_dict *d, const void *key, size_t klen, const voi
                           size_t dlen, void **val, size_t *vlen) {
   if (!KEY_OK(d, key, klen) || (!dflt && dlen) || !val || !vlen)
     return MPROC_EINVAL;
+  if (d->t.base)
+    return shm_key_value(d, MGR_D_SETDEFAULT, key, klen, dflt, dlen, val, vlen);
   mproc__mgr_msg q = {.op = MGR_D_SETDEFAULT, .id = d->id, .nf = 2, .f = {key, dflt},
                       .flen = {klen, dlen}};
   return mproc__mgr_call_value(d->m, &q, val, vlen);
@@ -141,6 +232,14 @@ int mproc_dict_setdefault(mproc_dict *d, const void *key, size_t klen, const voi
 int mproc_dict_del(mproc_dict *d, const void *key, size_t klen) {
   if (!KEY_OK(d, key, klen))
     return MPROC_EINVAL;
+  if (d->t.base) {
+    int rc = shm_enter(d);
+    if (rc == 0) {
+      rc = mproc__table_remove(&d->t, key, klen);
+      mproc__table_unlock(&d->t);
+    }
+    return rc;
+  }
   mproc__mgr_msg q = {.op = MGR_D_DEL, .id = d->id, .nf = 1, .f = {key}, .flen = {klen}};
   return mproc__mgr_call_simple(d->m, &q, NULL);
 }
@@ -148,6 +247,16 @@ int mproc_dict_del(mproc_dict *d, const void *key, size_t klen) {
 int mproc_dict_contains(mproc_dict *d, const void *key, size_t klen) {
   if (!KEY_OK(d, key, klen))
     return MPROC_EINVAL;
+  if (d->t.base) {
+    int rc = shm_enter(d);
+    if (rc == 0) {
+      const void *v;
+      size_t vl;
+      rc = mproc__table_find(&d->t, key, klen, &v, &vl) == 0;
+      mproc__table_unlock(&d->t);
+    }
+    return rc;
+  }
   mproc__mgr_msg q = {.op = MGR_D_CONTAINS, .id = d->id, .nf = 1, .f = {key}, .flen = {klen}};
   int64_t num = 0;
   int rc = mproc__mgr_call_simple(d->m, &q, &num);
@@ -158,6 +267,17 @@ int mproc_dict_add_i64(mproc_dict *d, const void *key, size_t klen, int64_t delt
                        int64_t *now) {
   if (!KEY_OK(d, key, klen))
     return MPROC_EINVAL;
+  if (d->t.base) {
+    int64_t n = 0;
+    int rc = shm_enter(d);
+    if (rc == 0) {
+      rc = mproc__table_add(&d->t, key, klen, delta, &n);
+      mproc__table_unlock(&d->t);
+    }
+    if (rc == 0 && now)
+      *now = n;
+    return rc;
+  }
   mproc__mgr_msg q = {.op = MGR_D_ADD, .id = d->id, .num = delta, .nf = 1, .f = {key},
                       .flen = {klen}};
   int64_t n = 0;
@@ -170,6 +290,14 @@ int mproc_dict_add_i64(mproc_dict *d, const void *key, size_t klen, int64_t delt
 long mproc_dict_len(mproc_dict *d) {
   if (!d)
     return MPROC_EINVAL;
+  if (d->t.base) {
+    int rc = shm_enter(d);
+    if (rc)
+      return rc;
+    long n = (long)mproc__table_len(&d->t);
+    mproc__table_unlock(&d->t);
+    return n;
+  }
   mproc__mgr_msg q = DQ(d, MGR_D_LEN);
   int64_t n = 0;
   int rc = mproc__mgr_call_simple(d->m, &q, &n);
@@ -386,4 +514,16 @@ long mproc_list_len(mproc_list *l) {
 }
 int mproc_list_remove(mproc_list *l, const void *val, size_t len) {
   return list_put(l, MGR_L_REMOVE, 0, val, len);
+}
+
+/* ---- test hooks (testing.h) ---- */
+
+bool mproc__dict_test_shared(mproc_dict *d) { return d && d->t.base; }
+
+int mproc__dict_test_half_set(mproc_dict *d, const void *k, size_t kl, const void *v,
+                              size_t vl) {
+  if (!d || !d->t.base)
+    return MPROC_ESTATE;
+  int rc = shm_enter(d);
+  return rc ? rc : mproc__table_test_half_set(&d->t, k, kl, v, vl);
 }

@@ -45,50 +45,49 @@ static void reply_blob(mproc__mgr_msg *r, const mproc__blob *b) {
   r->flen[0] = b->len;
 }
 
-static int dict_op(mproc__dict *d, const mproc__mgr_msg *q, mproc__mgr_msg *r,
+/* A copy of v[vl) into *scratch as the reply's value: the table's bytes are only ours
+ * while its lock is held (a local client may change them right after). */
+static int reply_copy(mproc__mgr_msg *r, mproc__blob *scratch, const void *v, size_t vl) {
+  if (mproc__blob_set(scratch, v, vl))
+    return MPROC_ENOMEM;
+  reply_blob(r, scratch);
+  return 0;
+}
+
+/* The one-key operations, with t's lock held. */
+static int dict_op(mproc__table *t, const mproc__mgr_msg *q, mproc__mgr_msg *r,
                    mproc__blob *scratch) {
-  const void *k = q->f[0];
-  size_t kl = q->flen[0];
-  mproc__blob *v;
+  const void *k = q->f[0], *v;
+  size_t kl = q->flen[0], vl;
   switch (q->op) {
   case MGR_D_SET:
-    return q->nf == 2 ? mproc__dict_set(d, k, kl, q->f[1], q->flen[1]) : -EPROTO;
+    return q->nf == 2 ? mproc__table_set(t, k, kl, q->f[1], q->flen[1]) : -EPROTO;
   case MGR_D_GET:
-    if (!(v = mproc__dict_find(d, k, kl)))
+    if (mproc__table_find(t, k, kl, &v, &vl))
       return MPROC_ENOTFOUND;
-    reply_blob(r, v);
-    return 0;
+    return reply_copy(r, scratch, v, vl);
   case MGR_D_DEL:
-    return mproc__dict_remove(d, k, kl, NULL);
+    return mproc__table_remove(t, k, kl);
   case MGR_D_CONTAINS:
-    r->num = mproc__dict_find(d, k, kl) != NULL;
+    r->num = mproc__table_find(t, k, kl, &v, &vl) == 0;
     return 0;
   case MGR_D_POP: {
-    int rc = mproc__dict_remove(d, k, kl, scratch);
-    if (rc == 0)
-      reply_blob(r, scratch);
-    return rc;
+    if (mproc__table_find(t, k, kl, &v, &vl))
+      return MPROC_ENOTFOUND;
+    int rc = reply_copy(r, scratch, v, vl);
+    return rc ? rc : mproc__table_remove(t, k, kl);
   }
   case MGR_D_SETDEFAULT:
     if (q->nf != 2)
       return -EPROTO;
-    if (!(v = mproc__dict_find(d, k, kl))) {
-      int rc = mproc__dict_set(d, k, kl, q->f[1], q->flen[1]);
-      if (rc || !(v = mproc__dict_find(d, k, kl)))
-        return rc ? rc : MPROC_ENOMEM;
-    }
-    reply_blob(r, v);
-    return 0;
+    if (mproc__table_find(t, k, kl, &v, &vl) == 0)
+      return reply_copy(r, scratch, v, vl);
+    if (reply_copy(r, scratch, q->f[1], q->flen[1]))
+      return MPROC_ENOMEM;
+    return mproc__table_set(t, k, kl, q->f[1], q->flen[1]);
   case MGR_D_ADD: {
     int64_t now = 0;
-    if ((v = mproc__dict_find(d, k, kl))) {
-      if (v->len != sizeof now)
-        return MPROC_EINVAL; /* not a counter: Python's TypeError */
-      memcpy(&now, v->p, sizeof now);
-    }
-    /* Wraps as int64_t arithmetic would, without the undefined behaviour. */
-    now = (int64_t)((uint64_t)now + (uint64_t)q->num);
-    int rc = v ? (memcpy(v->p, &now, sizeof now), 0) : mproc__dict_set(d, k, kl, &now, sizeof now);
+    int rc = mproc__table_add(t, k, kl, q->num, &now);
     r->num = now;
     return rc;
   }
@@ -111,14 +110,14 @@ static int packed_check(const mproc__mgr_msg *q, size_t per) {
   return n == (uint64_t)q->num * per ? 0 : -EPROTO;
 }
 
-static int dict_update(mproc__dict *d, const mproc__mgr_msg *q) {
+static int dict_update(mproc__table *t, const mproc__mgr_msg *q) {
   int rc = packed_check(q, 2);
   size_t off = 0, kl, vl;
   const void *k, *v;
   while (rc == 0 && off < q->flen[0]) {
     mproc__mgr_unpack(q->f[0], q->flen[0], &off, &k, &kl);
     mproc__mgr_unpack(q->f[0], q->flen[0], &off, &v, &vl);
-    rc = mproc__dict_set(d, k, kl, v, vl);
+    rc = mproc__table_set(t, k, kl, v, vl);
   }
   return rc;
 }
@@ -261,46 +260,93 @@ static int list_op(mproc__list *l, const mproc__mgr_msg *q, mproc__mgr_msg *r,
   return list_whole(l, q, r, scratch);
 }
 
-static int dict_snapshot(mproc__dict *d, int what, mproc__mgr_msg *r, mproc__blob *scratch) {
-  size_t count = 0;
-  int rc = mproc__dict_snapshot(d, what, scratch, &count);
-  if (rc == 0)
-    reply_blob(r, scratch), r->num = (int64_t)count;
-  return rc;
+/* The keys, values, or keys and values alternating (what: MGR_SNAP_*), oldest first,
+ * packed as proto.h says into *scratch, their count in r->num. */
+static int dict_snapshot(mproc__table *t, int what, mproc__mgr_msg *r, mproc__blob *scratch) {
+  size_t size = 0, n = 0, end = mproc__table_end(t), kl, vl;
+  const void *k, *v;
+  for (size_t i = 0; i < end; i++)
+    if (mproc__table_at(t, i, &k, &kl, &v, &vl) == 0)
+      size += (what & MGR_SNAP_KEYS ? 8 + kl : 0) + (what & MGR_SNAP_VALUES ? 8 + vl : 0);
+  unsigned char *w = scratch->p = malloc(size ? size : 1);
+  if (!w)
+    return MPROC_ENOMEM;
+  for (size_t i = 0; i < end; i++) {
+    if (mproc__table_at(t, i, &k, &kl, &v, &vl))
+      continue;
+    mproc_bytes kv[2] = {{k, kl}, {v, vl}};
+    const mproc_bytes *from = what & MGR_SNAP_KEYS ? kv : kv + 1;
+    size_t per = what == (MGR_SNAP_KEYS | MGR_SNAP_VALUES) ? 2 : 1;
+    mproc__mgr_pack(from, per, w);
+    w += mproc__mgr_packed_size(from, per);
+    n++;
+  }
+  scratch->len = size;
+  reply_blob(r, scratch);
+  r->num = (int64_t)n;
+  return 0;
+}
+
+/* Python's popitem: the newest pair, packed (key, value), removed. */
+static int dict_popitem(mproc__table *t, mproc__mgr_msg *r, mproc__blob *scratch) {
+  const void *k, *v;
+  size_t kl, vl;
+  for (size_t i = mproc__table_end(t); i-- > 0;)
+    if (mproc__table_at(t, i, &k, &kl, &v, &vl) == 0) {
+      mproc_bytes kv[2] = {{k, kl}, {v, vl}};
+      size_t len = mproc__mgr_packed_size(kv, 2);
+      /* The reply first: out of memory, the pair stays. */
+      if (!(scratch->p = malloc(len)))
+        return MPROC_ENOMEM;
+      mproc__mgr_pack(kv, 2, scratch->p);
+      scratch->len = len;
+      reply_blob(r, scratch);
+      r->num = 1;
+      return mproc__table_remove(t, k, kl);
+    }
+  return MPROC_ENOTFOUND;
+}
+
+static int dict_locked(mproc__table *t, const mproc__mgr_msg *q, mproc__mgr_msg *r,
+                       mproc__blob *scratch) {
+  switch (q->op) {
+  case MGR_D_LEN:
+    r->num = (int64_t)mproc__table_len(t);
+    return 0;
+  case MGR_D_CLEAR:
+    return mproc__table_clear(t);
+  case MGR_D_UPDATE:
+    return dict_update(t, q);
+  case MGR_D_KEYS:
+    return dict_snapshot(t, MGR_SNAP_KEYS, r, scratch);
+  case MGR_D_VALUES:
+    return dict_snapshot(t, MGR_SNAP_VALUES, r, scratch);
+  case MGR_D_ITEMS:
+    return dict_snapshot(t, MGR_SNAP_KEYS | MGR_SNAP_VALUES, r, scratch);
+  case MGR_D_POPITEM:
+    return dict_popitem(t, r, scratch);
+  }
+  return q->nf >= 1 ? dict_op(t, q, r, scratch) : -EPROTO;
 }
 
 static int dict_request(mproc__store *s, const mproc__mgr_msg *q, mproc__mgr_msg *r,
                         mproc__blob *scratch) {
-  mproc__dict *d = mproc__store_get(s, q->id, MGR_K_DICT);
-  if (!d)
+  mproc__table *t = mproc__store_get(s, q->id, MGR_K_DICT);
+  if (!t)
     return MPROC_EINVAL;
-  switch (q->op) {
-  case MGR_D_LEN:
-    r->num = (int64_t)mproc__dict_len(d);
-    return 0;
-  case MGR_D_CLEAR:
-    mproc__dict_clear(d);
-    return 0;
-  case MGR_D_UPDATE:
-    return dict_update(d, q);
-  case MGR_D_KEYS:
-    return dict_snapshot(d, MGR_SNAP_KEYS, r, scratch);
-  case MGR_D_VALUES:
-    return dict_snapshot(d, MGR_SNAP_VALUES, r, scratch);
-  case MGR_D_ITEMS:
-    return dict_snapshot(d, MGR_SNAP_KEYS | MGR_SNAP_VALUES, r, scratch);
-  case MGR_D_POPITEM: {
-    int rc = mproc__dict_popitem(d, scratch);
-    if (rc == 0)
-      reply_blob(r, scratch), r->num = 1;
+  if (q->op == MGR_D_SHM)
+    return 0; /* the server sends the descriptors after the reply */
+  int rc = mproc__table_lock(t);
+  if (rc)
     return rc;
-  }
-  }
-  return q->nf >= 1 ? dict_op(d, q, r, scratch) : -EPROTO;
+  rc = dict_locked(t, q, r, scratch);
+  mproc__table_unlock(t);
+  return rc;
 }
 
 static bool is_dict_op(int op) {
-  return (op >= MGR_D_SET && op <= MGR_D_UPDATE) || op == MGR_D_VALUES || op == MGR_D_POPITEM;
+  return (op >= MGR_D_SET && op <= MGR_D_UPDATE) || op == MGR_D_VALUES ||
+         op == MGR_D_POPITEM || op == MGR_D_SHM;
 }
 
 static bool is_list_op(int op) {
@@ -359,6 +405,8 @@ struct server {
   uint64_t next_who;
   bool stopping;
   int wake; /* an eventfd: a client ended, or asked for the shutdown */
+  bool unix_; /* the listener's a Unix socket: descriptors can be sent to its clients */
+  mproc__alive alive; /* held by the first thread for the server's life (table.h) */
 };
 
 static int wait_change(void *ctx, int64_t deadline) {
@@ -391,14 +439,34 @@ static void broadcast(void *ctx) {
 }
 
 /* Runs one request whole under the mutex and encodes its reply: the reply (malloc'd) and
- * *n, or NULL to drop the client. *stop for a shutdown. */
-static unsigned char *run(client *cl, const mproc__mgr_msg *q, size_t *n, bool *stop) {
+ * *n, or NULL to drop the client. *stop for a shutdown. fds[0] >= 0: the descriptors to
+ * send after the reply (MGR_D_SHM's; they live as long as the server). */
+static unsigned char *run(client *cl, const mproc__mgr_msg *q, size_t *n, bool *stop,
+                          int fds[2]) {
   server *sv = cl->sv;
   mproc__mgr_waiter w = {.who = cl->who, .wait = wait_change, .changed = broadcast, .ctx = cl};
   mproc__mgr_msg r;
   mproc__blob scratch = {0, NULL};
   pthread_mutex_lock(&sv->mu);
   *stop = mproc__mgr_handle(sv->store, &w, q, &r, &scratch) == 1;
+  fds[0] = -1;
+  unsigned char numbers[8];
+  if (q->op == MGR_D_SHM && r.id == 0) {
+    mproc__table *t = mproc__store_get(sv->store, q->id, MGR_K_DICT);
+    if (!sv->alive.l) {
+      r.id = MPROC_ESTATE; /* no life page: the client uses the requests */
+    } else {
+      /* Their numbers here too: a client that started this server reaches them through
+       * pidfd_getfd when the socket cannot carry them (TCP). */
+      mproc__mgr_put_i64(numbers, (int64_t)((uint64_t)(uint32_t)t->fd << 32 |
+                                            (uint32_t)sv->alive.fd));
+      r.nf = 1;
+      r.f[0] = numbers;
+      r.flen[0] = sizeof numbers;
+      if (sv->unix_)
+        fds[0] = t->fd, fds[1] = sv->alive.fd;
+    }
+  }
   if (*stop) {
     sv->stopping = true;
     pthread_cond_broadcast(&sv->changed);
@@ -419,10 +487,16 @@ static void serve_client(client *cl) {
       return; /* gone, or a frame too long or malformed */
     mproc__mgr_msg q;
     bool stop = false;
-    unsigned char *out = mproc__mgr_decode(buf, len, &q) == 0 ? run(cl, &q, &n, &stop) : NULL;
+    int fds[2] = {-1, -1};
+    unsigned char *out =
+        mproc__mgr_decode(buf, len, &q) == 0 ? run(cl, &q, &n, &stop, fds) : NULL;
     free(buf);
     int rc = out ? mproc_conn_send(cl->c, out, n) : MPROC_EINVAL;
     free(out);
+    /* One byte after the reply carries them: the client's conn reads whole frames only,
+     * so its recvmsg of this byte is the one that takes them. */
+    if (rc == 0 && fds[0] >= 0)
+      rc = mproc__send_fds(mproc_conn_fileno(cl->c), "F", 1, fds, 2);
     if (rc || stop)
       return;
   }
@@ -534,6 +608,9 @@ static int server_init(server *sv, const mproc__mgr_boot *b) {
   pthread_cond_init(&sv->changed, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&sv->mu, NULL);
+  /* Every dict holds a descriptor here (its table's memfd) and every client one: the soft
+   * limit's 1024 would cap them, the hard one is ours to take (poll only, no select). */
+  (void)mproc__rlimit_set(MPROC__RLIM_NOFILE, UINT64_MAX, false);
   sv->wake = mproc__eventfd();
   if (sv->wake < 0)
     return sv->wake;
@@ -542,6 +619,13 @@ static int server_init(server *sv, const mproc__mgr_boot *b) {
   int rc = mproc_listener_new(&sv->l, b->address[0] ? b->address : NULL, b->key, b->klen, 0);
   if (rc == 0)
     rc = mproc_listener_set_handshake_timeout(sv->l, HANDSHAKE_LIMIT);
+  if (rc == 0) {
+    sv->unix_ = strncmp(mproc_listener_address(sv->l), "unix:", 5) == 0;
+    /* This thread lives as long as the server: the lock it takes is its life. Without
+     * it, clients use the requests only. */
+    if (mproc__alive_create(&sv->alive))
+      sv->alive.l = NULL;
+  }
   return rc;
 }
 
@@ -560,6 +644,7 @@ int mproc__mgr_server_main(void *arg) {
   if (rc == 0 && sent == 0)
     serve(&sv);
   mproc_listener_free(sv.l);
+  mproc__alive_detach(&sv.alive); /* released: the clients see the end at once */
   mproc__store_free(sv.store);
   if (sv.wake >= 0)
     mproc__close(sv.wake);

@@ -1,26 +1,11 @@
-/* The Manager server's objects (store.h): a chained hash table per dict (FNV-1a, doubled
- * at load 1) whose entries are also on a list in insertion order (Python's dict order:
- * what keys/items/values show and popitem takes from), an array per list, and the table of
- * named objects. */
+/* The Manager server's objects (store.h): a table in shared memory per dict (table.h), an
+ * array per list, and the table of named objects. */
 #define _GNU_SOURCE
 #include "manager/proto.h"
 #include "manager/store.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct entry {
-  struct entry *next;         /* in its bucket */
-  struct entry *older, *newer; /* in insertion order */
-  uint64_t hash;
-  mproc__blob key, val;
-} entry;
-
-struct mproc__dict {
-  entry **b;
-  size_t nb, n;
-  entry *oldest, *newest;
-};
 
 struct mproc__list {
   mproc__blob *v;
@@ -46,157 +31,6 @@ int mproc__blob_set(mproc__blob *b, const void *v, size_t vl) {
     memcpy(p, v, vl);
   b->p = p;
   b->len = vl;
-  return 0;
-}
-
-/* ---- dict ---- */
-
-static uint64_t fnv(const unsigned char *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
-static entry **slot(mproc__dict *d, const void *k, size_t kl, uint64_t h) {
-  entry **e = &d->b[h & (d->nb - 1)];
-  while (*e && ((*e)->hash != h || (*e)->key.len != kl || memcmp((*e)->key.p, k, kl) != 0))
-    e = &(*e)->next;
-  return e;
-}
-
-static int grow(mproc__dict *d) {
-  size_t nb = d->nb ? d->nb * 2 : 16;
-  entry **b = calloc(nb, sizeof *b);
-  if (!b)
-    return MPROC_ENOMEM;
-  for (size_t i = 0; i < d->nb; i++)
-    for (entry *e = d->b[i], *next; e; e = next) {
-      next = e->next;
-      e->next = b[e->hash & (nb - 1)];
-      b[e->hash & (nb - 1)] = e;
-    }
-  free(d->b);
-  d->b = b;
-  d->nb = nb;
-  return 0;
-}
-
-mproc__blob *mproc__dict_find(mproc__dict *d, const void *k, size_t kl) {
-  if (!d->nb)
-    return NULL;
-  entry *e = *slot(d, k, kl, fnv(k, kl));
-  return e ? &e->val : NULL;
-}
-
-int mproc__dict_set(mproc__dict *d, const void *k, size_t kl, const void *v, size_t vl) {
-  if (d->n >= d->nb && grow(d))
-    return MPROC_ENOMEM;
-  uint64_t h = fnv(k, kl);
-  entry **s = slot(d, k, kl, h);
-  mproc__blob nv;
-  if (mproc__blob_set(&nv, v, vl))
-    return MPROC_ENOMEM;
-  if (*s) {
-    free((*s)->val.p);
-    (*s)->val = nv;
-    return 0;
-  }
-  entry *e = calloc(1, sizeof *e);
-  if (!e || mproc__blob_set(&e->key, k, kl)) {
-    free(e);
-    free(nv.p);
-    return MPROC_ENOMEM;
-  }
-  e->hash = h;
-  e->val = nv;
-  e->older = d->newest;
-  if (d->newest)
-    d->newest->newer = e;
-  else
-    d->oldest = e;
-  d->newest = e;
-  *s = e;
-  d->n++;
-  return 0;
-}
-
-/* Takes the entry at *s out of its bucket and out of the order; the caller frees it. */
-static entry *unlink_entry(mproc__dict *d, entry **s) {
-  entry *e = *s;
-  *s = e->next;
-  *(e->older ? &e->older->newer : &d->oldest) = e->newer;
-  *(e->newer ? &e->newer->older : &d->newest) = e->older;
-  d->n--;
-  return e;
-}
-
-int mproc__dict_remove(mproc__dict *d, const void *k, size_t kl, mproc__blob *out) {
-  entry **s = d->nb ? slot(d, k, kl, fnv(k, kl)) : NULL;
-  if (!s || !*s)
-    return MPROC_ENOTFOUND;
-  entry *e = unlink_entry(d, s);
-  if (out)
-    *out = e->val;
-  else
-    free(e->val.p);
-  free(e->key.p);
-  free(e);
-  return 0;
-}
-
-size_t mproc__dict_len(const mproc__dict *d) { return d->n; }
-
-void mproc__dict_clear(mproc__dict *d) {
-  for (entry *e = d->oldest, *newer; e; e = newer) {
-    newer = e->newer;
-    free(e->key.p);
-    free(e->val.p);
-    free(e);
-  }
-  free(d->b);
-  d->b = NULL;
-  d->oldest = d->newest = NULL;
-  d->nb = d->n = 0;
-}
-
-int mproc__dict_popitem(mproc__dict *d, mproc__blob *out) {
-  entry *e = d->newest;
-  if (!e)
-    return MPROC_ENOTFOUND;
-  mproc_bytes kv[2] = {{e->key.p, e->key.len}, {e->val.p, e->val.len}};
-  size_t len = mproc__mgr_packed_size(kv, 2);
-  /* The reply first: out of memory, the pair stays. */
-  if (!(out->p = malloc(len)))
-    return MPROC_ENOMEM;
-  mproc__mgr_pack(kv, 2, out->p);
-  out->len = len;
-  e = unlink_entry(d, slot(d, e->key.p, e->key.len, e->hash));
-  free(e->key.p);
-  free(e->val.p);
-  free(e);
-  return 0;
-}
-
-int mproc__dict_snapshot(mproc__dict *d, int what, mproc__blob *out, size_t *count) {
-  size_t size = 0, n = 0;
-  for (entry *e = d->oldest; e; e = e->newer)
-    size += (what & MGR_SNAP_KEYS ? 8 + e->key.len : 0) +
-            (what & MGR_SNAP_VALUES ? 8 + e->val.len : 0);
-  unsigned char *b = malloc(size ? size : 1), *w = b;
-  if (!b)
-    return MPROC_ENOMEM;
-  for (entry *e = d->oldest; e; e = e->newer) {
-    mproc_bytes kv[2] = {{e->key.p, e->key.len}, {e->val.p, e->val.len}};
-    const mproc_bytes *from = what & MGR_SNAP_KEYS ? kv : kv + 1;
-    size_t k = what == (MGR_SNAP_KEYS | MGR_SNAP_VALUES) ? 2 : 1;
-    mproc__mgr_pack(from, k, w);
-    w += mproc__mgr_packed_size(from, k);
-    n++;
-  }
-  out->p = b;
-  out->len = size;
-  *count = n;
   return 0;
 }
 
@@ -285,7 +119,7 @@ mproc__store *mproc__store_new(void) { return calloc(1, sizeof(mproc__store)); }
 
 static void object_free(object *o) {
   if (o->kind == MGR_K_DICT || o->kind == MGR_K_NS) {
-    mproc__dict_clear(o->obj);
+    mproc__table_detach(o->obj);
   } else if (o->kind == MGR_K_LIST) {
     mproc__list_clear(o->obj);
   } else if (o->kind == MGR_K_QUEUE || o->kind == MGR_K_JQUEUE) {
@@ -310,8 +144,8 @@ void mproc__store_free(mproc__store *s) {
 }
 
 static const size_t kind_size[MGR_K_END] = {
-    [MGR_K_DICT] = sizeof(mproc__dict),       [MGR_K_LIST] = sizeof(mproc__list),
-    [MGR_K_NS] = sizeof(mproc__dict),         [MGR_K_LOCK] = sizeof(mproc__mlock),
+    [MGR_K_DICT] = sizeof(mproc__table),      [MGR_K_LIST] = sizeof(mproc__list),
+    [MGR_K_NS] = sizeof(mproc__table),        [MGR_K_LOCK] = sizeof(mproc__mlock),
     [MGR_K_RLOCK] = sizeof(mproc__mlock),     [MGR_K_SEM] = sizeof(mproc__msem),
     [MGR_K_BSEM] = sizeof(mproc__msem),       [MGR_K_EVENT] = sizeof(mproc__mevent),
     [MGR_K_COND] = sizeof(mproc__mcond),      [MGR_K_BARRIER] = sizeof(mproc__mbarrier),
@@ -322,6 +156,9 @@ static const size_t kind_size[MGR_K_END] = {
 static int object_init(mproc__store *s, int kind, void *obj, int64_t param, const void *init,
                        size_t init_len) {
   switch (kind) {
+  case MGR_K_DICT:
+  case MGR_K_NS:
+    return mproc__table_create(obj);
   case MGR_K_LOCK:
   case MGR_K_RLOCK:
     ((mproc__mlock *)obj)->recursive = kind == MGR_K_RLOCK;

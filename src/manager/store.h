@@ -1,10 +1,11 @@
 /* The Manager server's objects: named dicts (bytes -> bytes) and lists of bytes. Only the
- * server process holds them; every operation runs whole between two requests, which is
- * what makes each one atomic. */
+ * server process holds them (a dict's table shared with local clients: table.h); every
+ * operation runs whole between two requests, which is what makes each one atomic. */
 #ifndef MPROC_MANAGER_STORE_H
 #define MPROC_MANAGER_STORE_H
 
 #include "core/internal.h"
+#include "manager/table.h"
 
 typedef struct mproc__blob {
   size_t len;
@@ -91,23 +92,11 @@ int mproc__mqueue_get_try(mproc__mqueue *q, mproc__blob *out);
  * dead. true if it held any. */
 bool mproc__store_orphan(mproc__store *s, uint64_t who);
 
-/* Dicts. A found value's blob stays the dict's (valid until the next change). */
-typedef struct mproc__dict mproc__dict;
-int mproc__dict_set(mproc__dict *d, const void *k, size_t kl, const void *v, size_t vl);
-mproc__blob *mproc__dict_find(mproc__dict *d, const void *k, size_t kl);
-/* Removes the key; its value goes to *out (the caller frees out->p) if out. MPROC_ENOTFOUND. */
-int mproc__dict_remove(mproc__dict *d, const void *k, size_t kl, mproc__blob *out);
-size_t mproc__dict_len(const mproc__dict *d);
-void mproc__dict_clear(mproc__dict *d);
-/* Removes the newest pair (Python's popitem, LIFO), packed (key, value) into *out (the
- * caller frees out->p); MPROC_ENOTFOUND when empty, MPROC_ENOMEM (nothing removed). */
-int mproc__dict_popitem(mproc__dict *d, mproc__blob *out);
+/* Dicts (and Namespaces) are tables in shared memory (table.h): mproc__store_get gives
+ * the object's mproc__table, which local clients map too, so every operation on one runs
+ * under its lock. */
 /* What a snapshot holds per pair. */
 enum { MGR_SNAP_KEYS = 1, MGR_SNAP_VALUES = 2 };
-/* The keys, values, or keys and values alternating (what: MGR_SNAP_*), oldest first,
- * packed as proto.h says into *out (malloc'd; the caller frees out->p), their count in
- * *count. */
-int mproc__dict_snapshot(mproc__dict *d, int what, mproc__blob *out, size_t *count);
 
 /* Lists. Indexes already normalised (0 <= i < len, or <= len for insert). */
 typedef struct mproc__list mproc__list;

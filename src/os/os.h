@@ -166,6 +166,8 @@ void mproc__pipe_grow(int fd, int size);
 void mproc__close(int fd);
 /* dup2(2), retried on EINTR and EBUSY (a race with another thread's open). 0 or -errno. */
 int mproc__dup2(int from, int to);
+/* A close-on-exec copy of fd (the lowest free number), or -errno. */
+int mproc__dup_cloexec(int fd);
 /* Whether fd is an open descriptor. */
 bool mproc__fd_is_open(int fd);
 /* Points descriptors 0, 1 and 2 at /dev/null: for a long-lived helper process that must
@@ -252,6 +254,9 @@ pid_t mproc__fork(void);
 pid_t mproc__fork_lean(void);
 /* A pidfd for pid (close-on-exec), or -errno (-ENOSYS where the kernel lacks it). */
 int mproc__pidfd_open(pid_t pid);
+/* A copy of descriptor fd of the process pidfd refers to (close-on-exec; needs the right
+ * to ptrace it: -EPERM otherwise), or -errno (-ENOSYS before Linux 5.6). */
+int mproc__pidfd_getfd(int pidfd, int fd);
 /* Makes the calling (just forked) child get sig when its parent dies, then checks that the
  * parent is still expected_parent: -ESRCH if it already died. Async-signal-safe. */
 int mproc__die_with_parent(pid_t expected_parent, int sig);

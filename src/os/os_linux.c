@@ -540,6 +540,11 @@ int mproc__dup2(int from, int to) {
   return rc < 0 ? -errno : 0;
 }
 
+int mproc__dup_cloexec(int fd) {
+  int rc = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* fcntl's F_DUPFD never fails with EINTR */
+  return rc < 0 ? -errno : rc;
+}
+
 bool mproc__fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0 || errno != EBADF; }
 
 int mproc__stdio_to_null(void) {
@@ -599,6 +604,17 @@ int mproc__pidfd_open(pid_t pid) {
   return (int)fd;
 #else
   (void)pid;
+  return -ENOSYS;
+#endif
+}
+
+int mproc__pidfd_getfd(int pidfd, int fd) {
+#ifdef SYS_pidfd_getfd
+  long got = syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+  /* The kernel makes the copy close-on-exec. */
+  return got < 0 ? -errno : (int)got;
+#else
+  (void)pidfd, (void)fd;
   return -ENOSYS;
 #endif
 }
