@@ -1,6 +1,7 @@
 /* Listener/Client: an 8-byte round trip over a Unix socket (with the authkey handshake
  * done once), the cost of one connect + mutual handshake + accept, and 64 MiB messages one
- * way over loopback TCP; beside a raw socket doing the same by hand. Twin:
+ * way over loopback TCP (each a fresh malloc'd message, and all into one reused buffer with
+ * recv_bytes_into); beside a raw socket doing the same by hand. Twin:
  * bench/py_listener.py (multiprocessing.connection). */
 #define _GNU_SOURCE
 #include "common.h"
@@ -137,7 +138,10 @@ static void big_sender(mproc_conn *c) {
   free(buf);
 }
 
-static double mproc_tcp_big(void) {
+/* 64 MiB messages over loopback TCP into the receiver: each a fresh malloc'd block from
+ * mproc_conn_recv (into == false), or all into one reused buffer with
+ * mproc_conn_recv_bytes_into, as the raw reference reads. */
+static double tcp_big(bool into) {
   mproc_listener *l;
   int rc = mproc_listener_new(&l, "tcp:127.0.0.1:0", KEY, strlen(KEY), 0);
   if (rc)
@@ -146,20 +150,29 @@ static double mproc_tcp_big(void) {
   mproc_conn *c;
   if ((rc = mproc_listener_accept(l, &c, 10)))
     die("accept", rc);
+  char *buf = into ? malloc(BIG) : NULL;
   double t = bench_now();
   for (int i = 0; i < BIG_MSGS; i++) {
     void *m;
     size_t n;
-    if (mproc_conn_recv(c, &m, &n, MPROC_FOREVER) || n != BIG)
+    if (into ? mproc_conn_recv_bytes_into(c, buf, BIG, &n, MPROC_FOREVER)
+             : mproc_conn_recv(c, &m, &n, MPROC_FOREVER))
       exit(1);
-    free(m);
+    if (n != BIG)
+      exit(1);
+    if (!into)
+      free(m);
   }
   t = bench_now() - t;
+  free(buf);
   mproc_conn_free(c);
   waitpid(pid, NULL, 0);
   mproc_listener_free(l);
   return (double)BIG_MSGS * BIG / t / 1e9;
 }
+
+static double mproc_tcp_big(void) { return tcp_big(false); }
+static double mproc_tcp_big_into(void) { return tcp_big(true); }
 
 /* The raw reference: the same bytes over a loopback TCP connection, read into one buffer. */
 static double raw_tcp_big(void) {
@@ -211,5 +224,6 @@ int main(void) {
   compare("listener_roundtrip_8B_unix", "us", mproc_roundtrip, raw_roundtrip);
   compare("listener_connect_handshake_unix", "us", mproc_connect, NULL);
   compare("listener_64MiB_tcp_oneway", "GB/s", mproc_tcp_big, raw_tcp_big);
+  compare("listener_64MiB_tcp_oneway_into", "GB/s", mproc_tcp_big_into, raw_tcp_big);
   return 0;
 }
