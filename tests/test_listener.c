@@ -1,7 +1,8 @@
 /* The listener layer: Listener/Client over every address kind, the mutual HMAC challenge
  * (right, wrong and no key), interop with the machine's python3 in both roles, 3.12's
  * {digest} handshake done by hand in Python, peers that send garbage, absurd lengths or
- * stall, accept timeouts and bad input. */
+ * stall, accept timeouts and bad input; receiving on a socket: read-ahead never loses a
+ * frame, recv_bytes_into with cut frames, timeouts and too-short buffers. */
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mproc.h"
@@ -576,7 +577,7 @@ static size_t py_frame(unsigned char *f, const void *payload, size_t n) {
 /* Many frames in one write: each received exactly, the later ones from what was read
  * ahead (the descriptor empty, yet poll and wait say ready), mixing recv and
  * recv_bytes_into, a too-short buffer among them. */
-Test(socket_recv, frames_read_ahead_are_never_lost) {
+Test(listener, frames_read_ahead_are_never_lost) {
   th_scope s = th_begin();
   mproc_listener *l;
   mproc_conn *c, *peer;
@@ -625,7 +626,7 @@ Test(socket_recv, frames_read_ahead_are_never_lost) {
 
 /* A socket frame cut at every place across header and body, with the next frame's start
  * behind it: timeouts keep the part, and the next calls finish both exactly. */
-Test(socket_recv, cut_frames_and_timeouts) {
+Test(listener, cut_frames_and_timeouts) {
   th_scope s = th_begin();
   mproc_listener *l;
   mproc_conn *c, *peer;
@@ -680,7 +681,7 @@ Test(socket_recv, cut_frames_and_timeouts) {
 }
 
 /* 64 MiB and the small ones through an mproc echo client over TCP, into one buffer. */
-Test(socket_recv, recv_bytes_into_over_tcp, .timeout = 120) {
+Test(listener, recv_bytes_into_over_tcp, .timeout = 120) {
   th_scope s = th_begin();
   mproc_listener *l;
   cr_assert_eq(mproc_listener_new(&l, "tcp:127.0.0.1:0", KEY, KEYLEN, 0), 0);
