@@ -413,7 +413,7 @@ ssize_t mproc__readv_some(int fd, struct iovec *iov, int iovcnt, int64_t deadlin
       if (rc == 0)
         return -ETIMEDOUT;
     }
-    ssize_t n = readv(fd, iov, iovcnt);
+    ssize_t n = iovcnt == 1 ? read(fd, iov->iov_base, iov->iov_len) : readv(fd, iov, iovcnt);
     if (n > 0)
       return n;
     if (n == 0)
