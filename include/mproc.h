@@ -300,9 +300,11 @@ int mproc_conn_recv_bytes_into(mproc_conn *c, void *buf, size_t cap, size_t *len
  * timeout. Send-only end: MPROC_EINVAL. */
 int mproc_conn_poll(mproc_conn *c, double timeout);
 /* The underlying descriptor (owned by c), for poll/epoll. A Listener/Client connection
- * reads ahead (up to 4 KiB past a message, the next ones' start): before sleeping on the
- * descriptor, mproc_conn_poll(c, 0) says whether c already holds the next message. */
-int mproc_conn_fileno(const mproc_conn *c);
+ * reads ahead (up to 4 KiB past a message, one syscall per small message) until its
+ * descriptor is asked for here: from then on it reads exactly, so the descriptor is
+ * readable exactly when a message is there (a message read ahead before the call is
+ * still held: mproc_conn_poll(c, 0) says so). */
+int mproc_conn_fileno(mproc_conn *c);
 /* Closes and releases c. */
 void mproc_conn_free(mproc_conn *c);
 /* Notes. A recv whose deadline passes while a message is half-arrived keeps the part it

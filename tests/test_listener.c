@@ -8,6 +8,7 @@
 #include "mproc.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -619,6 +620,47 @@ Test(listener, frames_read_ahead_are_never_lost) {
   cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 0), MPROC_EAGAIN);
   mproc_conn_free(peer);
   cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 1), MPROC_EOF);
+  mproc_conn_free(c);
+  mproc_listener_free(l);
+  th_end(s);
+}
+
+/* A conn whose descriptor was asked for reads exactly: before each message, the
+ * descriptor itself is readable (an event loop sleeping on it misses nothing); after the
+ * last, it is not. */
+Test(listener, descriptor_asked_for_reads_exactly) {
+  th_scope s = th_begin();
+  mproc_listener *l;
+  mproc_conn *c, *peer;
+  socket_pair(&l, &c, &peer);
+  int fd = mproc_conn_fileno(c);
+  cr_assert_geq(fd, 0);
+  static const size_t sizes[] = {8, 0, 3000, 1, 4100, 2};
+  enum { N = sizeof sizes / sizeof *sizes };
+  static unsigned char wire[N * 4200];
+  size_t at = 0;
+  for (size_t i = 0; i < N; i++) {
+    unsigned char *m = pattern(sizes[i]);
+    at += py_frame(wire + at, m, sizes[i]);
+    free(m);
+  }
+  raw_write(peer, wire, at);
+  nap_ms(20);
+  unsigned char buf[5000];
+  for (size_t i = 0; i < N; i++) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 0), 1, "message %zu not on the descriptor", i);
+    unsigned char *m = pattern(sizes[i]);
+    size_t n = 0;
+    cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 0), 0, "message %zu", i);
+    cr_assert_eq(n, sizes[i]);
+    cr_assert(memcmp(buf, m, n) == 0, "message %zu differs", i);
+    free(m);
+  }
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  cr_assert_eq(poll(&p, 1, 0), 0);
+  cr_assert_eq(mproc_conn_poll(c, 0), 0);
+  mproc_conn_free(peer);
   mproc_conn_free(c);
   mproc_listener_free(l);
   th_end(s);

@@ -29,7 +29,9 @@
  * that ends in a readv of [rest of the body, read-ahead] picks up the next header for free.
  * The price: the descriptor's readability is no longer exact for these connections, so
  * mproc_conn_poll and mproc_wait count the held bytes, and a conn crossing to a spawned
- * child carries them along. Its sends use sendmsg with MSG_NOSIGNAL rather than the SIGPIPE
+ * child carries them along; and a conn whose owner asks for its descriptor
+ * (mproc_conn_fileno: to sleep on it in an event loop of its own) reads exactly from then
+ * on, as Python's connections do. Its sends use sendmsg with MSG_NOSIGNAL rather than the SIGPIPE
  * dance of pipes.
  *
  * A recv whose deadline passes with a message half-arrived keeps what it read in the conn
@@ -75,6 +77,7 @@ struct mproc_conn {
   int rfd, wfd; /* -1 where this end does not receive / send */
   bool grown;   /* the send pipe's buffer was raised (or could not be) */
   bool sock;    /* rfd == wfd, one stream socket: Python's framing, no padding */
+  bool exact;   /* no read-ahead: the owner sleeps on the descriptor (mproc_conn_fileno) */
   /* The message being received, kept across a recv that timed out or a buffer too short. */
   bool have_len;
   bool lost;    /* its bytes so far could not be kept: the rest is skipped, then the next */
@@ -153,10 +156,13 @@ int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex) {
   return 0;
 }
 
-int mproc_conn_fileno(const mproc_conn *c) {
+int mproc__conn_fd(const mproc_conn *c) { return c->rfd >= 0 ? c->rfd : c->wfd; }
+
+int mproc_conn_fileno(mproc_conn *c) {
   if (!c)
     return MPROC_EINVAL;
-  return c->rfd >= 0 ? c->rfd : c->wfd;
+  c->exact = true; /* its owner polls the descriptor: its readability must be the truth */
+  return mproc__conn_fd(c);
 }
 
 /* ---- send ---- */
@@ -232,6 +238,9 @@ static size_t ra_take(mproc_conn *c, char *dst, size_t n) {
   return k;
 }
 
+/* What a read that needs need bytes asks for: a socket's RA past them, unless exact. */
+static size_t ra_ask(const mproc_conn *c, size_t need) { return c->sock && !c->exact ? RA : need; }
+
 /* One read of what has come into the free end of ra (a pipe: at most max bytes, so that it
  * never reads past its frame). */
 static int ra_read(mproc_conn *c, size_t max, int64_t deadline) {
@@ -256,7 +265,7 @@ static int ra_fill(mproc_conn *c, size_t n, int64_t deadline) {
   }
   int rc = 0;
   while (rc == 0 && ra_held(c) < n)
-    rc = ra_read(c, RA, deadline);
+    rc = ra_read(c, ra_ask(c, n - ra_held(c)), deadline);
   return rc;
 }
 
@@ -308,7 +317,8 @@ static int rx_body(mproc_conn *c, char *dst, size_t upto, size_t *got, int64_t d
     size_t want = upto - *got < ((size_t)1 << 30) ? upto - *got : (size_t)1 << 30;
     struct iovec v[2] = {{.iov_base = dst + *got, .iov_len = want},
                          {.iov_base = c->ra, .iov_len = RA}};
-    ssize_t n = mproc__readv_some(c->rfd, v, want == c->len - *got ? 2 : 1, deadline);
+    ssize_t n = mproc__readv_some(c->rfd, v, want == c->len - *got && !c->exact ? 2 : 1,
+                                  deadline);
     if (n < 0)
       return (int)n;
     if ((size_t)n > want) {
@@ -338,7 +348,7 @@ static void rx_drop(mproc_conn *c) {
 static int rx_skip(mproc_conn *c, int64_t deadline) {
   while (c->got < c->len) {
     if (!ra_held(c)) {
-      int rc = ra_read(c, c->sock ? RA : c->len - c->got, deadline);
+      int rc = ra_read(c, ra_ask(c, c->len - c->got), deadline);
       if (rc)
         return rc;
     }
