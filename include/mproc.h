@@ -290,15 +290,28 @@ int mproc_conn_send(mproc_conn *c, const void *buf, size_t len);
  * the caller frees it), *len its size. MPROC_EOF when the peer closed and nothing is left;
  * timeout 0 and nothing there: MPROC_EAGAIN; later: MPROC_ETIMEDOUT. */
 int mproc_conn_recv(mproc_conn *c, void **buf, size_t *len, double timeout);
-/* 1: a message or EOF is ready; 0: not within timeout. Send-only end: MPROC_EINVAL. */
+/* Connection.recv_bytes_into: receives one whole message into the caller's buf (cap bytes;
+ * buf NULL only with cap 0), its size in *len; blocks, times out and reports EOF as recv.
+ * Longer than cap: MPROC_ETOOBIG at once, *len its length, and the message stays whole in c
+ * for the next recv or recv_bytes_into (Python's BufferTooShort; nothing of it is lost). */
+int mproc_conn_recv_bytes_into(mproc_conn *c, void *buf, size_t cap, size_t *len,
+                               double timeout);
+/* 1: a message or EOF is ready (read ahead in c, or on the descriptor); 0: not within
+ * timeout. Send-only end: MPROC_EINVAL. */
 int mproc_conn_poll(mproc_conn *c, double timeout);
-/* The underlying descriptor (owned by c), for poll/epoll. */
-int mproc_conn_fileno(const mproc_conn *c);
+/* The underlying descriptor (owned by c), for poll/epoll. A Listener/Client connection
+ * reads ahead (up to 4 KiB past a message, one syscall per small message) until its
+ * descriptor is asked for here: from then on it reads exactly, so the descriptor is
+ * readable exactly when a message is there (a message read ahead before the call is
+ * still held: mproc_conn_poll(c, 0) says so). */
+int mproc_conn_fileno(mproc_conn *c);
 /* Closes and releases c. */
 void mproc_conn_free(mproc_conn *c);
 /* Notes. A recv whose deadline passes while a message is half-arrived keeps the part it
  * read inside c and returns MPROC_ETIMEDOUT / MPROC_EAGAIN; the next recv continues that
- * message: messages are never torn. A peer that closes mid-message: MPROC_EOF. The wire
+ * message: messages are never torn (recv_bytes_into moves the part it read into c, so that
+ * either call finishes it; with no memory for that: MPROC_ENOMEM, and that one message is
+ * skipped). A peer that closes mid-message: MPROC_EOF. The wire
  * format is Python's (4-byte big-endian length, or 0xffffffff and an 8-byte length beyond
  * 2 GiB) except that frames shorter than 64 bytes are zero-padded to 64. In a child, free
  * the ends it does not use (its copy of the parent's end keeps the pipe open: no EOF).

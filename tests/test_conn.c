@@ -538,3 +538,168 @@ Test(conn, message_beyond_4GiB) {
   mproc_conn_free(r);
   th_end(s);
 }
+
+/* ---- recv_bytes_into ---- */
+
+/* Sends len bytes of pattern seed and receives them back with recv_bytes_into. */
+static void round_trip_into(mproc_conn *c, unsigned char *buf, size_t cap, size_t len,
+                            unsigned seed) {
+  unsigned char *src = malloc(len ? len : 1);
+  cr_assert_not_null(src);
+  fill(src, len, seed);
+  cr_assert_eq(mproc_conn_send(c, src, len), 0);
+  size_t n = 12345;
+  if (len < cap)
+    buf[len] = 0xa5; /* past the message: left alone */
+  cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, cap, &n, MPROC_FOREVER), 0);
+  cr_assert_eq(n, len);
+  cr_assert_eq(memcmp(buf, src, len), 0, "%zu bytes differ", len);
+  if (len < cap)
+    cr_assert_eq(buf[len], 0xa5);
+  free(src);
+}
+
+Test(conn, recv_bytes_into_exact_contents) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, true), 0);
+  mproc_process *p = start_with(echo, b, a);
+  mproc_conn_free(b);
+  size_t cap = (size_t)64 << 20;
+  unsigned char *buf = malloc(cap);
+  cr_assert_not_null(buf);
+  size_t sizes[] = {0, 1, 59, 60, 61, 100, 65536, 65537, 1 << 20, cap};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+    round_trip_into(a, buf, cap, sizes[i], (unsigned)i);
+  /* A 0-byte message into no buffer at all. */
+  cr_assert_eq(mproc_conn_send(a, "", 0), 0);
+  size_t n = 1;
+  cr_assert_eq(mproc_conn_recv_bytes_into(a, NULL, 0, &n, 10.0), 0);
+  cr_assert_eq(n, 0);
+  free(buf);
+  mproc_conn_free(a);
+  int code;
+  cr_assert_eq(mproc_process_join(p, MPROC_FOREVER), 0);
+  cr_assert_eq(mproc_process_exitcode(p, &code), 0);
+  cr_assert_eq(code, 0);
+  mproc_process_free(p);
+  th_end(s);
+}
+
+/* A message longer than the buffer: MPROC_ETOOBIG with its length, and it stays whole for
+ * a bigger buffer or mproc_conn_recv; the one after it is untouched. */
+Test(conn, recv_bytes_into_buffer_too_short_keeps_the_message) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, false), 0);
+  unsigned char src[3000], buf[3000];
+  fill(src, sizeof src, 7);
+  size_t sizes[] = {1, 10, 60, 61, 3000};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    size_t len = sizes[i], n = 99;
+    cr_assert_eq(mproc_conn_send(b, src, len), 0);
+    cr_assert_eq(mproc_conn_send(b, "after", 5), 0);
+    cr_assert_eq(mproc_conn_recv_bytes_into(a, NULL, 0, &n, 1.0), MPROC_ETOOBIG);
+    cr_assert_eq(n, len);
+    memset(buf, 0, sizeof buf);
+    cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, len - 1, &n, 1.0), MPROC_ETOOBIG);
+    cr_assert_eq(n, len);
+    for (size_t k = 0; k < len - 1; k++)
+      cr_assert_eq(buf[k], 0, "a too-short buffer was written to");
+    if (i % 2 == 0) {
+      cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, len, &n, 1.0), 0);
+      cr_assert_eq(n, len);
+      cr_assert_eq(memcmp(buf, src, len), 0);
+    } else {
+      expect_msg(a, (const char *)src, len);
+    }
+    cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 1.0), 0);
+    cr_assert_eq(n, 5);
+    cr_assert_eq(memcmp(buf, "after", 5), 0);
+  }
+  mproc_conn_free(a);
+  mproc_conn_free(b);
+  th_end(s);
+}
+
+/* Timeouts: nothing there, a header only, part of the body: the part read is kept in the
+ * connection and the next call of either kind finishes the message exactly. */
+Test(conn, recv_bytes_into_timeouts_keep_the_half_message) {
+  th_scope s = th_begin();
+  mproc_conn *a, *b;
+  cr_assert_eq(mproc_pipe(&a, &b, false), 0);
+  int fd = mproc_conn_fileno(b);
+  unsigned char buf[256];
+  size_t n;
+  cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 0), MPROC_EAGAIN);
+  int64_t t0 = mproc__now_ns();
+  cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 0.05), MPROC_ETIMEDOUT);
+  cr_assert_geq(mproc__now_ns() - t0, 50000000, "recv returned before its timeout");
+  char text[101];
+  for (int i = 0; i < 100; i++)
+    text[i] = (char)('a' + i % 26);
+  unsigned char f[256];
+  for (int next_into = 0; next_into < 2; next_into++) {
+    size_t fl = frame(f, text, 100, false);
+    cr_assert_eq(mproc__write_full(fd, f, 2), 0);
+    cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 0), MPROC_EAGAIN);
+    cr_assert_eq(mproc__write_full(fd, f + 2, 80), 0);
+    cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 0.02), MPROC_ETIMEDOUT);
+    memset(buf, 0, sizeof buf); /* the kept part lives in the connection, not here */
+    cr_assert_eq(mproc__write_full(fd, f + 82, fl - 82), 0);
+    cr_assert_eq(mproc_conn_send(b, "next", 4), 0);
+    if (next_into) {
+      cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 1.0), 0);
+      cr_assert_eq(n, 100);
+      cr_assert_eq(memcmp(buf, text, 100), 0);
+    } else {
+      expect_msg(a, text, 100);
+    }
+    cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 1.0), 0);
+    cr_assert_eq(n, 4);
+    cr_assert_eq(memcmp(buf, "next", 4), 0);
+  }
+  /* Started by recv, finished by recv_bytes_into. */
+  size_t fl = frame(f, text, 100, false);
+  cr_assert_eq(mproc__write_full(fd, f, 90), 0);
+  void *m;
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0.02), MPROC_ETIMEDOUT);
+  cr_assert_eq(mproc__write_full(fd, f + 90, fl - 90), 0);
+  cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, 99, &n, 1.0), MPROC_ETOOBIG);
+  cr_assert_eq(n, 100);
+  cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, 100, &n, 1.0), 0);
+  cr_assert_eq(memcmp(buf, text, 100), 0);
+  /* The peer closes mid-message: EOF, and it stays. */
+  cr_assert_eq(mproc__write_full(fd, f, 70), 0);
+  mproc_conn_free(b);
+  cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 1.0), MPROC_EOF);
+  cr_assert_eq(mproc_conn_recv_bytes_into(a, buf, sizeof buf, &n, 0), MPROC_EOF);
+  cr_assert_eq(mproc_conn_recv(a, &m, &n, 0), MPROC_EOF);
+  mproc_conn_free(a);
+  th_end(s);
+}
+
+Test(conn, recv_bytes_into_bad_input) {
+  th_scope s = th_begin();
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  unsigned char buf[8];
+  size_t n;
+  cr_assert_eq(mproc_conn_recv_bytes_into(NULL, buf, sizeof buf, &n, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc_conn_recv_bytes_into(r, buf, sizeof buf, NULL, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc_conn_recv_bytes_into(r, NULL, 1, &n, 0), MPROC_EINVAL);
+  cr_assert_eq(mproc_conn_recv_bytes_into(w, buf, sizeof buf, &n, 0), MPROC_EINVAL,
+               "the send-only end");
+  cr_assert_eq(mproc_conn_recv_bytes_into(r, NULL, 0, &n, 0), MPROC_EAGAIN);
+  /* A long-form header past SSIZE_MAX: a hard limit, not a short buffer (*len 0). */
+  unsigned char f[64] = {0xff, 0xff, 0xff, 0xff, 0xff};
+  cr_assert_eq(mproc__write_full(mproc_conn_fileno(w), f, sizeof f), 0);
+  n = 5;
+  cr_assert_eq(mproc_conn_recv_bytes_into(r, buf, sizeof buf, &n, 1.0), MPROC_ETOOBIG);
+  cr_assert_eq(n, 0);
+  cr_assert_eq(mproc_conn_recv_bytes_into(r, buf, sizeof buf, &n, 1.0), MPROC_ETOOBIG);
+  mproc_conn_free(w);
+  cr_assert_eq(mproc_conn_recv_bytes_into(r, buf, sizeof buf, &n, 1.0), MPROC_ETOOBIG);
+  mproc_conn_free(r);
+  th_end(s);
+}

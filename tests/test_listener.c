@@ -1,19 +1,27 @@
 /* The listener layer: Listener/Client over every address kind, the mutual HMAC challenge
  * (right, wrong and no key), interop with the machine's python3 in both roles, 3.12's
  * {digest} handshake done by hand in Python, peers that send garbage, absurd lengths or
- * stall, accept timeouts and bad input. */
+ * stall, accept timeouts and bad input; receiving on a socket: read-ahead never loses a
+ * frame, recv_bytes_into with cut frames, timeouts and too-short buffers. */
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mproc.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KEY "s3cret key"
+
+static void nap_ms(int ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
 #define KEYLEN (sizeof KEY - 1)
 
 
@@ -203,13 +211,26 @@ static int python_exit(FILE *f) {
   return WEXITSTATUS(st);
 }
 
-/* The conversation with a Python peer: its messages checked, ours echoed back exactly. */
+/* The conversation with a Python peer: its messages checked (received with
+ * recv_bytes_into, the last one into a buffer of exactly its size after a too-short one),
+ * ours echoed back exactly (received with recv). */
 static void talk_to_python(mproc_conn *c) {
+  size_t cap = SIZES[NSIZES - 1];
+  unsigned char *buf = malloc(cap);
+  cr_assert(buf);
   for (size_t i = 0; i < NSIZES; i++) {
     unsigned char *m = pattern(SIZES[i]);
-    expect_msg(c, m, SIZES[i]);
+    size_t n = 0;
+    if (SIZES[i]) {
+      cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, SIZES[i] - 1, &n, 60), MPROC_ETOOBIG);
+      cr_assert_eq(n, SIZES[i]);
+    }
+    cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, i % 2 ? SIZES[i] : cap, &n, 60), 0);
+    cr_assert_eq(n, SIZES[i]);
+    cr_assert(memcmp(buf, m, n) == 0, "message of %zu bytes differs", n);
     free(m);
   }
+  free(buf);
   for (size_t i = 0; i < NSIZES; i++) {
     unsigned char *m = pattern(SIZES[i]);
     m[0 % (SIZES[i] ? SIZES[i] : 1)] ^= SIZES[i] ? 0x55 : 0; /* not just Python's pattern */
@@ -506,12 +527,20 @@ Test(listener, socket_connection_crosses_to_every_start_method, .timeout = 120) 
     mproc_conn *mine, *theirs;
     cr_assert_eq(mproc_client(&mine, mproc_listener_address(l), NULL, 0, 10), 0);
     cr_assert_eq(mproc_listener_accept(l, &theirs, 10), 0);
+    /* theirs reads "second" ahead with "first": it crosses with the connection. */
+    cr_assert_eq(mproc_conn_send(mine, "first", 5), 0);
+    cr_assert_eq(mproc_conn_send(mine, "second", 6), 0);
+    cr_assert_eq(mproc_conn_poll(theirs, 10), 1);
+    nap_ms(20);
+    expect_msg(theirs, "first", 5);
+    cr_assert_eq(mproc_conn_poll(theirs, 0), 1);
     void *h[2] = {theirs, mine};
     mproc_process_opts o = {.handles = h, .n_handles = 2, .start_method = methods[k]};
     mproc_process *p;
     cr_assert_eq(mproc_process_new(&p, spawned_echo, NULL, &o), 0);
     cr_assert_eq(mproc_process_start(p), 0);
     mproc_conn_free(theirs);
+    expect_msg(mine, "second", 6);
     for (size_t i = 0; i < 4; i++) {
       unsigned char *m = pattern(SIZES[i]);
       round_trip(mine, m, SIZES[i]);
@@ -526,4 +555,196 @@ Test(listener, socket_connection_crosses_to_every_start_method, .timeout = 120) 
     mproc_listener_free(l);
     th_end(s);
   }
+}
+
+/* ---- receiving on a socket: read-ahead, recv_bytes_into ---- */
+
+/* A keyless pair over a unix socket: *c accepted, *peer the client whose descriptor the
+ * test writes frames to by hand. */
+static void socket_pair(mproc_listener **l, mproc_conn **c, mproc_conn **peer) {
+  cr_assert_eq(mproc_listener_new(l, NULL, NULL, 0, 0), 0);
+  cr_assert_eq(mproc_client(peer, mproc_listener_address(*l), NULL, 0, 10), 0);
+  cr_assert_eq(mproc_listener_accept(*l, c, 10), 0);
+}
+
+/* Python's frame for a payload of n bytes at f: its length. */
+static size_t py_frame(unsigned char *f, const void *payload, size_t n) {
+  for (int i = 0; i < 4; i++)
+    f[i] = (unsigned char)(n >> (24 - 8 * i));
+  memcpy(f + 4, payload, n);
+  return 4 + n;
+}
+
+/* Many frames in one write: each received exactly, the later ones from what was read
+ * ahead (the descriptor empty, yet poll and wait say ready), mixing recv and
+ * recv_bytes_into, a too-short buffer among them. */
+Test(listener, frames_read_ahead_are_never_lost) {
+  th_scope s = th_begin();
+  mproc_listener *l;
+  mproc_conn *c, *peer;
+  socket_pair(&l, &c, &peer);
+  static const size_t sizes[] = {8, 0, 1, 3000, 5000, 2, 4100, 7};
+  enum { N = sizeof sizes / sizeof *sizes };
+  static unsigned char wire[N * 5200];
+  size_t at = 0;
+  for (size_t i = 0; i < N; i++) {
+    unsigned char *m = pattern(sizes[i]);
+    at += py_frame(wire + at, m, sizes[i]);
+    free(m);
+  }
+  raw_write(peer, wire, at);
+  nap_ms(20); /* all of it arrived */
+  unsigned char buf[6000];
+  for (size_t i = 0; i < N; i++) {
+    unsigned char *m = pattern(sizes[i]);
+    cr_assert_eq(mproc_conn_poll(c, 0), 1, "message %zu", i);
+    mproc_waitable w = {.conn = c};
+    cr_assert_eq(mproc_wait(&w, 1, 0), 1);
+    cr_assert(w.ready);
+    size_t n = 0;
+    if (sizes[i] > 1) {
+      cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizes[i] - 1, &n, 0), MPROC_ETOOBIG);
+      cr_assert_eq(n, sizes[i]);
+    }
+    if (i % 3 == 1) {
+      expect_msg(c, m, sizes[i]);
+    } else {
+      cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 0), 0, "message %zu", i);
+      cr_assert_eq(n, sizes[i]);
+      cr_assert(memcmp(buf, m, n) == 0, "message %zu differs", i);
+    }
+    free(m);
+  }
+  cr_assert_eq(mproc_conn_poll(c, 0), 0);
+  size_t n;
+  cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 0), MPROC_EAGAIN);
+  mproc_conn_free(peer);
+  cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 1), MPROC_EOF);
+  mproc_conn_free(c);
+  mproc_listener_free(l);
+  th_end(s);
+}
+
+/* A conn whose descriptor was asked for reads exactly: before each message, the
+ * descriptor itself is readable (an event loop sleeping on it misses nothing); after the
+ * last, it is not. */
+Test(listener, descriptor_asked_for_reads_exactly) {
+  th_scope s = th_begin();
+  mproc_listener *l;
+  mproc_conn *c, *peer;
+  socket_pair(&l, &c, &peer);
+  int fd = mproc_conn_fileno(c);
+  cr_assert_geq(fd, 0);
+  static const size_t sizes[] = {8, 0, 3000, 1, 4100, 2};
+  enum { N = sizeof sizes / sizeof *sizes };
+  static unsigned char wire[N * 4200];
+  size_t at = 0;
+  for (size_t i = 0; i < N; i++) {
+    unsigned char *m = pattern(sizes[i]);
+    at += py_frame(wire + at, m, sizes[i]);
+    free(m);
+  }
+  raw_write(peer, wire, at);
+  nap_ms(20);
+  unsigned char buf[5000];
+  for (size_t i = 0; i < N; i++) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 0), 1, "message %zu not on the descriptor", i);
+    unsigned char *m = pattern(sizes[i]);
+    size_t n = 0;
+    cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 0), 0, "message %zu", i);
+    cr_assert_eq(n, sizes[i]);
+    cr_assert(memcmp(buf, m, n) == 0, "message %zu differs", i);
+    free(m);
+  }
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  cr_assert_eq(poll(&p, 1, 0), 0);
+  cr_assert_eq(mproc_conn_poll(c, 0), 0);
+  mproc_conn_free(peer);
+  mproc_conn_free(c);
+  mproc_listener_free(l);
+  th_end(s);
+}
+
+/* A socket frame cut at every place across header and body, with the next frame's start
+ * behind it: timeouts keep the part, and the next calls finish both exactly. */
+Test(listener, cut_frames_and_timeouts) {
+  th_scope s = th_begin();
+  mproc_listener *l;
+  mproc_conn *c, *peer;
+  socket_pair(&l, &c, &peer);
+  unsigned char a[200], b[30], wire[300], buf[256];
+  for (size_t i = 0; i < sizeof a; i++)
+    a[i] = (unsigned char)(i * 13 + 1);
+  memset(b, 'b', sizeof b);
+  size_t la = py_frame(wire, a, sizeof a);
+  size_t lb = py_frame(wire + la, b, sizeof b);
+  size_t cuts[] = {1, 3, 4, 5, 100, la - 1, la, la + 2, la + 6};
+  for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
+    bool into = k % 2;
+    size_t n;
+    void *m = NULL;
+    raw_write(peer, wire, cuts[k]);
+    nap_ms(5);
+    int rc = into ? mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 0.01)
+                  : mproc_conn_recv(c, &m, &n, 0.01);
+    cr_assert_eq(rc, cuts[k] < la ? MPROC_ETIMEDOUT : 0, "cut %zu", cuts[k]);
+    if (rc == 0) {
+      cr_assert_eq(n, sizeof a);
+      cr_assert(memcmp(into ? (void *)buf : m, a, n) == 0);
+      free(m);
+      m = NULL;
+    }
+    raw_write(peer, wire + cuts[k], la + lb - cuts[k]);
+    if (rc) {
+      memset(buf, 0, sizeof buf);
+      cr_assert_eq(into ? mproc_conn_recv(c, &m, &n, 10)
+                        : mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 10),
+                   0, "cut %zu", cuts[k]);
+      cr_assert_eq(n, sizeof a);
+      cr_assert(memcmp(into ? m : (void *)buf, a, n) == 0, "cut %zu", cuts[k]);
+      free(m);
+    }
+    cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 10), 0);
+    cr_assert_eq(n, sizeof b);
+    cr_assert(memcmp(buf, b, n) == 0);
+    cr_assert_eq(mproc_conn_poll(c, 0), 0);
+  }
+  /* Closed mid-frame: EOF for both kinds, and it stays. */
+  raw_write(peer, wire, 50);
+  mproc_conn_free(peer);
+  size_t n;
+  cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, sizeof buf, &n, 10), MPROC_EOF);
+  void *m;
+  cr_assert_eq(mproc_conn_recv(c, &m, &n, 0), MPROC_EOF);
+  mproc_conn_free(c);
+  mproc_listener_free(l);
+  th_end(s);
+}
+
+/* 64 MiB and the small ones through an mproc echo client over TCP, into one buffer. */
+Test(listener, recv_bytes_into_over_tcp, .timeout = 120) {
+  th_scope s = th_begin();
+  mproc_listener *l;
+  cr_assert_eq(mproc_listener_new(&l, "tcp:127.0.0.1:0", KEY, KEYLEN, 0), 0);
+  pid_t pid = echo_client(mproc_listener_address(l), KEY);
+  mproc_conn *c;
+  cr_assert_eq(mproc_listener_accept(l, &c, 10), 0);
+  size_t cap = (size_t)64 << 20;
+  unsigned char *buf = malloc(cap);
+  cr_assert(buf);
+  for (size_t i = 0; i < NSIZES; i++) {
+    unsigned char *m = pattern(SIZES[i]);
+    cr_assert_eq(mproc_conn_send(c, m, SIZES[i]), 0);
+    size_t n = 1;
+    cr_assert_eq(mproc_conn_recv_bytes_into(c, buf, cap, &n, 60), 0);
+    cr_assert_eq(n, SIZES[i]);
+    cr_assert(memcmp(buf, m, n) == 0, "message of %zu bytes differs", n);
+    free(m);
+  }
+  free(buf);
+  mproc_conn_free(c);
+  cr_assert_eq(th_exitcode(pid), 0);
+  mproc_listener_free(l);
+  th_end(s);
 }

@@ -1,4 +1,5 @@
-/* The conn layer's one internal entry: a Connection over a connected stream socket. */
+/* The conn layer's internal entries: a Connection over a connected stream socket, and the
+ * descriptor of one for mproc's own polls. */
 #ifndef MPROC_IPC_CONN_H
 #define MPROC_IPC_CONN_H
 
@@ -7,6 +8,8 @@
 /* A Connection owning the stream socket fd, both directions, with Python's framing exactly
  * (Listener/Client connections). NULL (fd closed) when out of memory. */
 mproc_conn *mproc__conn_socket(int fd);
+/* c's descriptor for mproc's own polls (mproc_conn_fileno would stop its read-ahead). */
+int mproc__conn_fd(const mproc_conn *c);
 
 /* Messages longer than limit bytes (a header's claim) fail recv with MPROC_ETOOBIG at once,
  * before any of the body is awaited. */

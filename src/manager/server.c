@@ -426,7 +426,7 @@ static int wait_change(void *ctx, int64_t deadline) {
     bool woken = pthread_cond_timedwait(&sv->changed, &sv->mu, &ts) == 0;
     /* Woken too: a dead client must not take the unit or message it was waiting for. */
     short rev = 0;
-    if (mproc__poll_fd(mproc_conn_fileno(cl->c), POLLIN | POLLRDHUP, 0, &rev) > 0 && rev)
+    if (mproc__poll_fd(mproc__conn_fd(cl->c), POLLIN | POLLRDHUP, 0, &rev) > 0 && rev)
       return MGR_GONE;
     if (woken)
       return 0;
@@ -573,7 +573,7 @@ static void stop_all(server *sv) {
   sv->stopping = true;
   for (client *cl = sv->clients; cl; cl = cl->next)
     if (cl->c && !cl->done)
-      mproc__sock_shutdown(mproc_conn_fileno(cl->c));
+      mproc__sock_shutdown(mproc__conn_fd(cl->c));
   pthread_cond_broadcast(&sv->changed);
   pthread_mutex_unlock(&sv->mu);
 }

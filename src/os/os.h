@@ -143,6 +143,11 @@ ssize_t mproc__read_full(int fd, void *buf, size_t len);
  * 0 when complete, MPROC_EOF at end of file first, -ETIMEDOUT at the deadline, -errno.
  * Waits through EINTR and non-blocking descriptors. */
 int mproc__read_until(int fd, void *buf, size_t len, size_t *got, int64_t deadline);
+/* One readv(2) of whatever has come, up to the buffers' total, waiting for the first byte
+ * until the deadline: the bytes read (> 0), MPROC_EOF at end of file, -ETIMEDOUT at the
+ * deadline, -errno. Waits through EINTR and non-blocking descriptors. */
+struct iovec;
+ssize_t mproc__readv_some(int fd, struct iovec *iov, int iovcnt, int64_t deadline);
 /* Writes all len bytes: 0 or -errno (-EPIPE for a gone peer; SIGPIPE is never raised). */
 int mproc__write_full(int fd, const void *buf, size_t len);
 /* As mproc__write_full, for several buffers (writev), tracking partial writes. */

@@ -404,6 +404,32 @@ int mproc__read_until(int fd, void *buf, size_t len, size_t *got, int64_t deadli
   return 0;
 }
 
+ssize_t mproc__readv_some(int fd, struct iovec *iov, int iovcnt, int64_t deadline) {
+  for (;;) {
+    if (deadline != MPROC__NEVER) {
+      int rc = mproc__poll_fd(fd, POLLIN, deadline, NULL);
+      if (rc < 0)
+        return rc;
+      if (rc == 0)
+        return -ETIMEDOUT;
+    }
+    ssize_t n = iovcnt == 1 ? read(fd, iov->iov_base, iov->iov_len) : readv(fd, iov, iovcnt);
+    if (n > 0)
+      return n;
+    if (n == 0)
+      return MPROC_EOF;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return -errno;
+    if (deadline == MPROC__NEVER) {
+      int rc = mproc__poll_fd(fd, POLLIN, MPROC__NEVER, NULL);
+      if (rc < 0)
+        return rc;
+    }
+  }
+}
+
 int mproc__write_full(int fd, const void *buf, size_t len) {
   struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
   return mproc__writev_full(fd, &iov, 1);

@@ -89,3 +89,62 @@ Test(inject, pipe_lifecycle) { walk("pipe", tl_pipe); }
 Test(inject, lock_and_array_lifecycle) { walk("lock and array", tl_sync); }
 Test(inject, listener_lifecycle) { walk("listener", tl_listener); }
 Test(inject, manager_lifecycle) { walk("manager", tl_manager); }
+
+/* A recv_bytes_into cut short by its deadline moves the part it read into the connection;
+ * with no memory for that the call says MPROC_ENOMEM and that one message is skipped: the
+ * next recv returns the message after it, exactly (a pipe, then a socket). */
+static void lost_then_next(mproc_conn *rx, int wfd, const unsigned char *frame, size_t cut,
+                           size_t flen) {
+  unsigned char buf[256];
+  size_t n;
+  cr_assert_eq(mproc__write_full(wfd, frame, cut), 0);
+  mproc__test_inject_arm(MPROC__INJ_MALLOC, 1);
+  int rc = mproc_conn_recv_bytes_into(rx, buf, sizeof buf, &n, 0.02);
+  long calls;
+  cr_assert(mproc__test_inject_disarm(&calls), "no allocation was asked for");
+  cr_assert_eq(rc, MPROC_ENOMEM);
+  cr_assert_eq(mproc__write_full(wfd, frame + cut, flen - cut), 0);
+  cr_assert_eq(mproc__write_full(wfd, "\0\0\0\x04next", 8), 0);
+  void *m;
+  cr_assert_eq(mproc_conn_recv(rx, &m, &n, 5), 0);
+  cr_assert_eq(n, 4);
+  cr_assert_eq(memcmp(m, "next", 4), 0);
+  free(m);
+}
+
+Test(inject, recv_bytes_into_without_memory_skips_one_message) {
+  th_scope s = th_begin();
+  unsigned char f[4 + 100];
+  memset(f, 'x', sizeof f);
+  memcpy(f, "\0\0\0\x64", 4); /* 100 bytes: a pipe frame past the 64-byte first read */
+  mproc_conn *r, *w;
+  cr_assert_eq(mproc_pipe(&r, &w, false), 0);
+  int wfd = mproc_conn_fileno(w);
+  /* A pipe's frame of 8 bytes is padded to 64: "next" is sent by the conn itself below. */
+  unsigned char buf[256];
+  size_t n;
+  cr_assert_eq(mproc__write_full(wfd, f, 80), 0);
+  mproc__test_inject_arm(MPROC__INJ_MALLOC, 1);
+  int rc = mproc_conn_recv_bytes_into(r, buf, sizeof buf, &n, 0.02);
+  long calls;
+  cr_assert(mproc__test_inject_disarm(&calls));
+  cr_assert_eq(rc, MPROC_ENOMEM);
+  cr_assert_eq(mproc__write_full(wfd, f + 80, sizeof f - 80), 0);
+  cr_assert_eq(mproc_conn_send(w, "next", 4), 0);
+  cr_assert_eq(mproc_conn_recv_bytes_into(r, buf, sizeof buf, &n, 5), 0);
+  cr_assert_eq(n, 4);
+  cr_assert_eq(memcmp(buf, "next", 4), 0);
+  mproc_conn_free(r);
+  mproc_conn_free(w);
+
+  mproc_listener *l;
+  mproc_conn *c, *peer;
+  cr_assert_eq(mproc_listener_new(&l, NULL, NULL, 0, 0), 0);
+  cr_assert_eq(mproc_client(&peer, mproc_listener_address(l), NULL, 0, 10), 0);
+  cr_assert_eq(mproc_listener_accept(l, &c, 10), 0);
+  lost_then_next(c, mproc_conn_fileno(peer), f, 54, sizeof f);
+  mproc_conn_free(c);
+  mproc_conn_free(peer);
+  mproc_listener_free(l);
+  th_end(s);
+}
