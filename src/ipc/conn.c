@@ -158,6 +158,8 @@ int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex) {
 
 int mproc__conn_fd(const mproc_conn *c) { return c->rfd >= 0 ? c->rfd : c->wfd; }
 
+void mproc__conn_exact(mproc_conn *c, bool exact) { c->exact = exact; }
+
 int mproc_conn_fileno(mproc_conn *c) {
   if (!c)
     return MPROC_EINVAL;

@@ -11,6 +11,7 @@
 #include "manager/proxies.h"
 #include "manager/server.h"
 #include "manager/table.h"
+#include "ipc/conn.h"
 #include "ipc/listener.h"
 
 #include <stdio.h>
@@ -73,6 +74,9 @@ static int call(mproc_manager *m, const mproc__mgr_msg *q, mproc__mgr_msg *r, vo
   if (!buf)
     return MPROC_ENOMEM;
   mproc__mgr_encode(q, buf);
+  /* MGR_D_SHM's reply is followed by a byte carrying descriptors, which a read-ahead would
+   * take as frame bytes (and the descriptors with it, dropped): that reply is read exactly. */
+  mproc__conn_exact(m->c, q->op == MGR_D_SHM);
   rc = mproc_conn_send(m->c, buf, n);
   if (buf != stack)
     free(buf);
@@ -165,7 +169,7 @@ int mproc__mgr_call_fds(mproc_manager *m, const mproc__mgr_msg *q, int fds[2]) {
   }
   char byte;
   size_t n = 2;
-  ssize_t got = mproc__recv_fds(mproc_conn_fileno(m->c), &byte, 1, fds, &n);
+  ssize_t got = mproc__recv_fds(mproc__conn_fd(m->c), &byte, 1, fds, &n);
   if (got == 1 && n == 2)
     return 0;
   for (size_t i = 0; got == 1 && i < n; i++)

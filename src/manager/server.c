@@ -496,7 +496,7 @@ static void serve_client(client *cl) {
     /* One byte after the reply carries them: the client's conn reads whole frames only,
      * so its recvmsg of this byte is the one that takes them. */
     if (rc == 0 && fds[0] >= 0)
-      rc = mproc__send_fds(mproc_conn_fileno(cl->c), "F", 1, fds, 2);
+      rc = mproc__send_fds(mproc__conn_fd(cl->c), "F", 1, fds, 2);
     if (rc || stop)
       return;
   }
