@@ -149,14 +149,19 @@ static int shm_enter(mproc_dict *d) {
   return mproc__table_lock(&d->t);
 }
 
-/* A malloc'd copy of v[vl) (one byte at least, so an empty one is not NULL). */
-static int copy_out(const void *v, size_t vl, void **val, size_t *vlen) {
+/* A malloc'd copy of v[vl) (one byte at least, so an empty one is not NULL), or NULL. */
+static void *dup_mem(const void *v, size_t vl) {
   void *p = malloc(vl ? vl : 1);
-  if (!p)
-    return MPROC_ENOMEM;
-  if (vl)
+  if (p && vl)
     memcpy(p, v, vl);
-  *val = p;
+  return p;
+}
+
+static void *dup_bytes(const mproc_bytes *b) { return dup_mem(b->p, b->len); }
+
+static int copy_out(const void *v, size_t vl, void **val, size_t *vlen) {
+  if (!(*val = dup_mem(v, vl)))
+    return MPROC_ENOMEM;
   *vlen = vl;
   return 0;
 }
@@ -371,12 +376,6 @@ int mproc_dict_items(mproc_dict *d, mproc_bytes **items, size_t *n) {
 }
 
 /* A malloc'd copy of b (one byte at least, so an empty one is not NULL). */
-static void *dup_bytes(const mproc_bytes *b) {
-  void *p = malloc(b->len ? b->len : 1);
-  if (p && b->len)
-    memcpy(p, b->p, b->len);
-  return p;
-}
 
 int mproc_dict_popitem(mproc_dict *d, void **key, size_t *klen, void **val, size_t *vlen) {
   if (!d || !key || !klen || !val || !vlen)

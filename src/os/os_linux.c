@@ -374,38 +374,19 @@ ssize_t mproc__read_full(int fd, void *buf, size_t len) {
 
 int mproc__read_until(int fd, void *buf, size_t len, size_t *got, int64_t deadline) {
   while (*got < len) {
-    /* With a deadline, poll first so that a read never blocks past it (the descriptor
-     * stays blocking: it may be shared with other processes). */
-    if (deadline != MPROC__NEVER) {
-      int rc = mproc__poll_fd(fd, POLLIN, deadline, NULL);
-      if (rc < 0)
-        return rc;
-      if (rc == 0)
-        return -ETIMEDOUT;
-    }
-    ssize_t n = read(fd, (char *)buf + *got, len - *got);
-    if (n > 0) {
-      *got += (size_t)n;
-      continue;
-    }
-    if (n == 0)
-      return MPROC_EOF;
-    if (errno == EINTR)
-      continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK)
-      return -errno;
-    /* A non-blocking descriptor: wait here (with a deadline, the loop polls at its top). */
-    if (deadline == MPROC__NEVER) {
-      int rc = mproc__poll_fd(fd, POLLIN, MPROC__NEVER, NULL);
-      if (rc < 0)
-        return rc;
-    }
+    struct iovec v = {.iov_base = (char *)buf + *got, .iov_len = len - *got};
+    ssize_t n = mproc__readv_some(fd, &v, 1, deadline);
+    if (n < 0)
+      return (int)n;
+    *got += (size_t)n;
   }
   return 0;
 }
 
 ssize_t mproc__readv_some(int fd, struct iovec *iov, int iovcnt, int64_t deadline) {
   for (;;) {
+    /* With a deadline, poll first so that a read never blocks past it (the descriptor
+     * stays blocking: it may be shared with other processes). */
     if (deadline != MPROC__NEVER) {
       int rc = mproc__poll_fd(fd, POLLIN, deadline, NULL);
       if (rc < 0)
@@ -422,6 +403,7 @@ ssize_t mproc__readv_some(int fd, struct iovec *iov, int iovcnt, int64_t deadlin
       continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK)
       return -errno;
+    /* A non-blocking descriptor: wait here (with a deadline, the loop polls at its top). */
     if (deadline == MPROC__NEVER) {
       int rc = mproc__poll_fd(fd, POLLIN, MPROC__NEVER, NULL);
       if (rc < 0)
