@@ -36,6 +36,9 @@ struct mproc__ring;
 /* Overwrites one field of the ring's shared header, as a peer scribbling over the memory
  * would: field % 5 is cap, rpos, wpos, the readers' cached wpos, the word at rpos. */
 void mproc__ring_test_scribble(struct mproc__ring *r, unsigned field, uint64_t v);
+/* The bytes of data area this process maps for r: the most a record can span, whatever
+ * cap a peer wrote (a peer may grow the ring up to it). */
+size_t mproc__ring_test_area(const struct mproc__ring *r);
 
 /* ---- limits (src/core/limits.c) ---- */
 

@@ -829,6 +829,10 @@ mproc__ring *mproc__ring_attach(int fd, size_t map_len) {
 
 /* ---- test hook (testing.h) ---- */
 
+size_t mproc__ring_test_area(const mproc__ring *r) {
+  return r->map_len - (size_t)(r->data - (const char *)r->h);
+}
+
 void mproc__ring_test_scribble(mproc__ring *r, unsigned field, uint64_t v) {
   struct ring_hdr *h = r->h;
   switch (field % 5) {
